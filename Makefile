@@ -1,0 +1,37 @@
+# callbridge — developer entry points. `make run` and `make test` are the two that matter.
+SHELL := /bin/bash
+CARGO ?= cargo
+export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/client_calling_db
+
+.PHONY: services build test test-rust test-python lint fmt run migrate bench clean-test-resources
+
+services: ## make sure Postgres and RabbitMQ (with management API) are running
+	@scripts/ensure-services.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+test: services ## everything CI runs: services, all tests, lint
+	@$(MAKE) --no-print-directory test-rust
+	@$(MAKE) --no-print-directory test-python
+	@$(MAKE) --no-print-directory lint
+
+test-rust:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+test-python:
+	@scripts/python-tests.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+migrate: services build
+	target/debug/callbridge migrate up

@@ -1,0 +1,3 @@
+//! The shared vocabulary of callbridge: callback events, statuses and their order,
+//! validation and normalisation, signatures, the AMQP message envelope and topology
+//! names. Pure: no I/O.
