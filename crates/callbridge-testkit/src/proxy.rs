@@ -1,1 +1,270 @@
-//! proxy
+//! A loopback TCP proxy a test puts between a service and Postgres or RabbitMQ, then
+//! [`cut`](TcpProxy::cut)s and [`restore`](TcpProxy::restore)s to simulate an outage
+//! without touching the shared servers.
+
+use std::collections::HashMap;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{Context, Result};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Forwards every connection accepted on `127.0.0.1:<random port>` to a target address.
+///
+/// `cut()` takes effect before it returns: every live connection is shut down in both
+/// directions (both peers see the connection end) and connections accepted while cut
+/// are closed at once. `restore()` lets new connections through again.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: SocketAddr,
+    target: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+    accept_loop: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    cut: bool,
+    next_id: u64,
+    /// Duplicated handles of each live connection's sockets (client side and target
+    /// side), kept so `cut` can shut them down synchronously from any thread.
+    live: HashMap<u64, Vec<std::net::TcpStream>>,
+}
+
+impl TcpProxy {
+    /// Starts a proxy to `target`. Panics if it cannot bind a loopback port.
+    pub async fn start(target: SocketAddr) -> TcpProxy {
+        Self::try_start(target)
+            .await
+            .expect("while starting the test TCP proxy")
+    }
+
+    /// Like [`TcpProxy::start`], returning the error instead of panicking.
+    pub async fn try_start(target: SocketAddr) -> Result<TcpProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("while binding the proxy's loopback port")?;
+        let addr = listener
+            .local_addr()
+            .context("while reading the proxy's address")?;
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let accept_loop = tokio::spawn(accept_connections(listener, target, state.clone()));
+        Ok(TcpProxy {
+            addr,
+            target,
+            state,
+            accept_loop,
+        })
+    }
+
+    /// Where clients connect (`127.0.0.1:<port>`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where the proxy forwards to.
+    pub fn target(&self) -> SocketAddr {
+        self.target
+    }
+
+    /// Ends every live connection and closes new ones until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        let mut state = lock(&self.state);
+        state.cut = true;
+        for (_, sockets) in state.live.drain() {
+            shutdown_all(&sockets);
+        }
+    }
+
+    /// Lets new connections through again (connections ended by `cut` stay ended).
+    pub fn restore(&self) {
+        lock(&self.state).cut = false;
+    }
+
+    /// Whether the proxy is currently cut.
+    pub fn is_cut(&self) -> bool {
+        lock(&self.state).cut
+    }
+
+    /// Number of connections currently forwarded.
+    pub fn live_connections(&self) -> usize {
+        lock(&self.state).live.len()
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+        let mut state = lock(&self.state);
+        for (_, sockets) in state.live.drain() {
+            shutdown_all(&sockets);
+        }
+    }
+}
+
+fn lock(state: &Mutex<ProxyState>) -> MutexGuard<'_, ProxyState> {
+    // A panic while holding the lock leaves the map consistent enough for a test helper.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn shutdown_all(sockets: &[std::net::TcpStream]) {
+    for socket in sockets {
+        // Already-closed sockets report NotConnected; nothing else to do for them.
+        let _ = socket.shutdown(Shutdown::Both);
+    }
+}
+
+async fn accept_connections(
+    listener: TcpListener,
+    target: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let Some((id, client)) = register(&state, None, client) else {
+            continue;
+        };
+        tokio::spawn(forward(id, client, target, state.clone()));
+    }
+}
+
+/// Records a duplicate of `socket` under connection `id` (a new id when `None`), unless
+/// the proxy is cut, in which case the socket is dropped (closed) and `None` returned.
+fn register(
+    state: &Mutex<ProxyState>,
+    id: Option<u64>,
+    socket: TcpStream,
+) -> Option<(u64, TcpStream)> {
+    let socket = socket.into_std().ok()?;
+    let duplicate = socket.try_clone().ok()?;
+    let socket = TcpStream::from_std(socket).ok()?;
+    let mut state = lock(state);
+    // A cut (even one already restored) ended this connection: do not revive it.
+    let ended = id.is_some_and(|id| !state.live.contains_key(&id));
+    if state.cut || ended {
+        return None;
+    }
+    let id = id.unwrap_or_else(|| {
+        state.next_id += 1;
+        state.next_id
+    });
+    state.live.entry(id).or_default().push(duplicate);
+    Some((id, socket))
+}
+
+async fn forward(
+    id: u64,
+    mut client: TcpStream,
+    target: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+) {
+    if let Ok(upstream) = TcpStream::connect(target).await
+        && let Some((_, mut upstream)) = register(&state, Some(id), upstream)
+    {
+        // Ends when either side closes or errors, including a `cut` shutdown.
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    }
+    if let Some(sockets) = lock(&state).live.remove(&id) {
+        shutdown_all(&sockets);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An echo server standing in for Postgres or RabbitMQ.
+    async fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (mut reader, mut writer) = socket.split();
+                    let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn echo_once(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<Vec<u8>> {
+        stream.write_all(message).await?;
+        let mut buffer = vec![0; message.len()];
+        stream.read_exact(&mut buffer).await?;
+        Ok(buffer)
+    }
+
+    /// True when the connection is unusable: reading gives EOF or an error.
+    async fn is_closed(stream: &mut TcpStream) -> bool {
+        let mut buffer = [0u8; 1];
+        // A write may still succeed into the local buffer; the read tells the truth.
+        let _ = stream.write_all(b"x").await;
+        matches!(stream.read(&mut buffer).await, Ok(0) | Err(_))
+    }
+
+    #[tokio::test]
+    async fn forwards_bytes_both_ways() {
+        let proxy = TcpProxy::start(echo_server().await).await;
+        let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(echo_once(&mut stream, b"hello").await.unwrap(), b"hello");
+        assert_eq!(proxy.live_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn cut_ends_live_connections_and_refuses_new_ones_until_restored() {
+        let proxy = TcpProxy::start(echo_server().await).await;
+        let mut before = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(echo_once(&mut before, b"ping").await.unwrap(), b"ping");
+
+        proxy.cut();
+        assert!(proxy.is_cut());
+        assert!(is_closed(&mut before).await, "live connection survived cut");
+        assert_eq!(proxy.live_connections(), 0);
+
+        let mut during = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(
+            is_closed(&mut during).await,
+            "new connection got through a cut"
+        );
+
+        proxy.restore();
+        let mut after = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(echo_once(&mut after, b"back").await.unwrap(), b"back");
+    }
+
+    #[tokio::test]
+    async fn target_side_sees_the_cut_too() {
+        // The target is a server that reports when its side of the connection ends.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 16];
+            let outcome = socket.read(&mut buffer).await;
+            let _ = ended_tx.send(matches!(outcome, Ok(0) | Err(_)));
+        });
+
+        let proxy = TcpProxy::start(target).await;
+        let _client = TcpStream::connect(proxy.addr()).await.unwrap();
+        // Wait until the proxy has connected upstream before cutting.
+        while proxy.live_connections() == 0
+            || lock(&proxy.state)
+                .live
+                .values()
+                .all(|sockets| sockets.len() < 2)
+        {
+            tokio::task::yield_now().await;
+        }
+        proxy.cut();
+        assert!(ended_rx.await.unwrap(), "target side did not see EOF");
+    }
+}
