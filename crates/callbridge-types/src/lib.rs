@@ -1,3 +1,8 @@
 //! The shared vocabulary of callbridge: callback events, statuses and their order,
 //! validation and normalisation, signatures, the AMQP message envelope and topology
 //! names. Pure: no I/O.
+
+pub mod event;
+pub mod signature;
+pub mod status;
+pub mod topology;
