@@ -1,1 +1,121 @@
-//! Database pool and migrations.
+//! Database pool, database creation and the schema migrations (SPEC §3).
+//!
+//! URLs here are plain `postgres://…` URLs; the configuration layer turns the guide's
+//! SQLAlchemy forms (`postgresql+asyncpg://…`) into this form before they get here.
+
+mod migrate;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool};
+
+pub use migrate::{
+    DownTarget, MIGRATOR, MigrationState, MigrationStatus, MigrationSummary, migrate_down,
+    migrate_up, migration_status,
+};
+
+/// How long a caller waits for a pooled connection before the query fails; long enough to
+/// ride out a brief spike, short enough that an outage surfaces as an error to retry.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLSTATE `3D000`: the database named in the URL does not exist.
+const INVALID_CATALOG_NAME: &str = "3D000";
+/// SQLSTATE `42P04`: CREATE DATABASE lost a race with another creator.
+const DUPLICATE_DATABASE: &str = "42P04";
+
+/// Parses a `postgres://` URL. The error names where the URL came from, never its content
+/// (it may hold a password).
+pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url).context("while parsing the database URL")
+}
+
+/// `user@host:port/database`: identifies a database in messages without the password.
+pub fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or(options.get_username())
+    )
+}
+
+/// Opens a pool of at most `max_connections` and checks that the database answers.
+#[tracing::instrument(skip_all, fields(max_connections))]
+pub async fn connect_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = connect_options(url)?;
+    let target = describe(&options);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("while connecting to the database {target}"))
+}
+
+/// Opens a pool and applies every pending migration: for `--migrate` and for tests, which
+/// each start from an empty [`TestDb`](../../callbridge_testkit/db/struct.TestDb.html).
+pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let pool = connect_pool(url, max_connections).await?;
+    migrate_up(&pool).await?;
+    Ok(pool)
+}
+
+/// Creates the database the URL names unless it exists. Returns whether it created it.
+///
+/// Connects to the database itself first, so a user without access to the `postgres`
+/// maintenance database can still run against a database that exists. Safe to race: a
+/// concurrent creator winning is not an error.
+#[tracing::instrument(skip_all, fields(database))]
+pub async fn ensure_database_exists(url: &str) -> anyhow::Result<bool> {
+    let options = connect_options(url)?.disable_statement_logging();
+    let target = describe(&options);
+    let database = options
+        .get_database()
+        .unwrap_or(options.get_username())
+        .to_owned();
+    tracing::Span::current().record("database", database.as_str());
+
+    match options.connect().await {
+        Ok(conn) => {
+            conn.close().await.ok();
+            return Ok(false);
+        }
+        Err(err) if has_sqlstate(&err, INVALID_CATALOG_NAME) => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("while connecting to the database {target}"));
+        }
+    }
+
+    // Same server and credentials, maintenance database `postgres` (as `createdb` does).
+    let maintenance = options.clone().database("postgres");
+    let mut admin: PgConnection = maintenance.connect().await.with_context(|| {
+        format!(
+            "while connecting to {} to create the missing database {database}",
+            describe(&maintenance)
+        )
+    })?;
+    let create = format!("CREATE DATABASE \"{}\"", database.replace('"', "\"\""));
+    let created = match sqlx::raw_sql(AssertSqlSafe(create))
+        .execute(&mut admin)
+        .await
+    {
+        Ok(_) => true,
+        Err(err) if has_sqlstate(&err, DUPLICATE_DATABASE) => false,
+        Err(err) => {
+            return Err(err).with_context(|| format!("while creating the database {target}"));
+        }
+    };
+    admin.close().await.ok();
+    if created {
+        tracing::info!(database = %database, "created the database");
+    }
+    Ok(created)
+}
+
+fn has_sqlstate(err: &sqlx::Error, code: &str) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}

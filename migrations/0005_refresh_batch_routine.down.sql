@@ -1,0 +1,1 @@
+DROP FUNCTION callbridge_refresh_batch(INTEGER);
