@@ -1,0 +1,265 @@
+//! Confirm-mode publishing to RabbitMQ.
+//!
+//! One AMQP connection carries a small pool of channels in confirm mode. A request
+//! takes the next channel round-robin, hands its frames to the connection and then
+//! waits for its own broker confirm only, so confirms of concurrent requests are
+//! pipelined. The only lock a publish takes is the chosen channel's send lock, held
+//! while the frames are handed over and released before the confirm wait.
+//!
+//! The pool is swapped in and out by [`crate::supervisor`]: while it is absent every
+//! publish fails at once with [`PublishError::Disconnected`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use tokio::sync::Notify;
+
+/// Histogram of the time from handing a message to the broker to its confirm.
+pub const PUBLISH_CONFIRM_SECONDS: &str = "callback_publish_confirm_seconds";
+
+/// Why a message was not confirmed. Every variant means "not stored, retry later".
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    Disconnected,
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the broker returned the message as unroutable")]
+    Unroutable,
+    #[error("no broker confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("the channel failed while publishing")]
+    Channel(#[source] lapin::Error),
+}
+
+/// A cheap-to-clone handle every request uses to publish.
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The live pool, if any. Read-clone-release: the lock is never held across an await.
+    pool: RwLock<Option<Arc<ChannelPool>>>,
+    confirm_timeout: Duration,
+    /// Woken when a publish sees a broken channel, so the supervisor repairs the pool.
+    broken_channel: Notify,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("connected", &self.is_connected())
+            .field("confirm_timeout", &self.shared.confirm_timeout)
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// A publisher with no pool yet: publishes fail with `Disconnected` until the
+    /// supervisor installs one.
+    pub fn new(confirm_timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                pool: RwLock::new(None),
+                confirm_timeout,
+                broken_channel: Notify::new(),
+            }),
+        }
+    }
+
+    /// Whether a pool is installed and its connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.current_pool()
+            .is_some_and(|pool| pool.connection.status().connected())
+    }
+
+    /// Publishes one persistent, mandatory message and waits for the broker's confirm.
+    ///
+    /// `Ok` means the broker has taken responsibility for the message. The whole
+    /// operation, including waiting for a free channel, is bounded by the confirm
+    /// timeout.
+    #[tracing::instrument(
+        name = "amqp.publish",
+        skip_all,
+        fields(
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.destination.name = exchange,
+            messaging.rabbitmq.destination.routing_key = routing_key,
+        )
+    )]
+    pub async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let pool = self.current_pool().ok_or(PublishError::Disconnected)?;
+        let channel = pool.next_channel();
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            self.shared.confirm_timeout,
+            channel.publish_and_confirm(exchange, routing_key, body, properties),
+        )
+        .await
+        .unwrap_or(Err(PublishError::ConfirmTimeout(self.shared.confirm_timeout)));
+        metrics::histogram!(PUBLISH_CONFIRM_SECONDS).record(started.elapsed());
+        if let Err(PublishError::Channel(error)) = &outcome {
+            tracing::warn!(%error, "publish failed on a broken channel; asking for a repair");
+            self.shared.broken_channel.notify_one();
+        }
+        outcome
+    }
+
+    fn current_pool(&self) -> Option<Arc<ChannelPool>> {
+        self.shared
+            .pool
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Installs `pool`, returning the one it replaces.
+    pub(crate) fn install(&self, pool: Option<Arc<ChannelPool>>) -> Option<Arc<ChannelPool>> {
+        let mut slot = self
+            .shared
+            .pool
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut slot, pool)
+    }
+
+    /// Resolves when a publish has reported a broken channel since the last call.
+    pub(crate) async fn broken_channel_reported(&self) {
+        self.shared.broken_channel.notified().await;
+    }
+}
+
+/// One connection and its confirm-mode channels.
+pub(crate) struct ChannelPool {
+    /// Shared with repaired pools built on the same connection.
+    connection: Arc<Connection>,
+    /// Shared with repaired pools, so a channel keeps one send lock across a swap.
+    channels: Vec<Arc<PooledChannel>>,
+    next: AtomicUsize,
+}
+
+struct PooledChannel {
+    channel: Channel,
+    /// Serialises handing frames to this channel. lapin assigns the delivery tag and
+    /// queues the frames in two separate steps; two tasks interleaving them on one
+    /// channel would each wait for the other's confirm.
+    send_lock: tokio::sync::Mutex<()>,
+}
+
+impl ChannelPool {
+    /// Opens `size` confirm-mode channels on `connection`.
+    #[tracing::instrument(skip_all, fields(size))]
+    pub(crate) async fn open(connection: Connection, size: usize) -> anyhow::Result<Self> {
+        let mut channels = Vec::with_capacity(size);
+        for _ in 0..size.max(1) {
+            channels.push(Arc::new(PooledChannel::open(&connection).await?));
+        }
+        Ok(Self {
+            connection: Arc::new(connection),
+            channels,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// A pool on the same connection in which every closed channel is replaced.
+    /// Fails when the connection itself is gone.
+    #[tracing::instrument(skip_all)]
+    pub(crate) async fn repaired(&self) -> anyhow::Result<Self> {
+        let mut channels = Vec::with_capacity(self.channels.len());
+        for pooled in &self.channels {
+            if pooled.channel.status().connected() {
+                channels.push(pooled.clone());
+            } else {
+                channels.push(Arc::new(PooledChannel::open(&self.connection).await?));
+            }
+        }
+        Ok(Self {
+            connection: self.connection.clone(),
+            channels,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Whether every channel is still open.
+    pub(crate) fn all_channels_open(&self) -> bool {
+        self.channels.iter().all(|c| c.channel.status().connected())
+    }
+
+    fn next_channel(&self) -> &PooledChannel {
+        // Relaxed: the counter only spreads load, it orders nothing.
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        &self.channels[index]
+    }
+}
+
+impl PooledChannel {
+    async fn open(connection: &Connection) -> anyhow::Result<Self> {
+        let channel = connection
+            .create_channel()
+            .await
+            .context("while opening a publishing channel")?;
+        channel
+            // Confirm mode: the broker acks each message once it has taken
+            // responsibility for it, which is what a 200 promises.
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("while enabling publisher confirms")?;
+        Ok(Self {
+            channel,
+            send_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn publish_and_confirm(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let confirm = {
+            let _sending = self.send_lock.lock().await;
+            self.channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        // Mandatory: an unroutable message comes back instead of being
+                        // dropped silently, so it is never acknowledged to the sender.
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    body,
+                    properties,
+                )
+                .await
+                .map_err(PublishError::Channel)?
+        };
+        match confirm.await.map_err(PublishError::Channel)? {
+            // An ack carrying a returned message is the broker's answer to an
+            // unroutable mandatory publish: nothing was stored.
+            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            // Every pooled channel is in confirm mode; reaching this is a bug, and
+            // claiming success would break the 200 promise.
+            Confirmation::NotRequested => Err(PublishError::Nacked),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Keeps the publisher connected: connects with backoff, declares the topology, installs
+//! a channel pool, watches the connection and reports readiness as it goes.
+//!
+//! While the broker is unreachable the publisher has no pool (every publish answers
+//! 503 at once) and readiness is false; once the broker is back a fresh pool is
+//! installed and 200s resume without a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use lapin::Event;
+use tokio_util::sync::CancellationToken;
+
+use crate::publisher::{ChannelPool, Publisher};
+
+/// How often the supervisor looks at the connection even without an event, in case
+/// a failure reached lapin's state without an event being emitted.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where and how the publisher connects.
+#[derive(Clone)]
+pub struct BrokerSettings {
+    /// AMQP URL; may hold credentials, so it is never logged.
+    pub url: String,
+    /// Number of confirm-mode channels in the pool.
+    pub pool_size: usize,
+    /// Delays between reconnection attempts (retried until shutdown).
+    pub backoff: backon::ExponentialBuilder,
+}
+
+impl std::fmt::Debug for BrokerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSettings")
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// Reports readiness changes (true = the broker is reachable and a pool is installed).
+pub type ReadinessSink = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// Runs until `shutdown` is cancelled. On return the last pool stays installed, so
+/// in-flight requests can finish their confirm waits; [`close`] ends the connection.
+#[tracing::instrument(name = "publisher_supervisor", skip_all)]
+pub async fn supervise(
+    publisher: Publisher,
+    broker: BrokerSettings,
+    readiness: ReadinessSink,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let Some(pool) = connect_with_backoff(&broker, &shutdown).await else {
+            return;
+        };
+        let mut pool = Arc::new(pool);
+        let mut events = pool.connection().events_listener().boxed();
+        publisher.install(Some(pool.clone()));
+        readiness(true);
+        tracing::info!("publisher connected to the broker");
+
+        let mut health_check = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+        loop {
+            let needs_repair = tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = events.next() => match event {
+                    Some(Event::ConnectionBlocked(reason)) => {
+                        // Publishes would wait until the confirm timeout: say so early.
+                        tracing::warn!(%reason, "broker blocked the connection");
+                        readiness(false);
+                        false
+                    }
+                    Some(Event::ConnectionUnblocked) => {
+                        tracing::info!("broker unblocked the connection");
+                        readiness(true);
+                        false
+                    }
+                    Some(Event::Error(error)) => {
+                        tracing::warn!(%error, "broker connection or channel error");
+                        true
+                    }
+                    Some(_) => false,
+                    None => true,
+                },
+                () = publisher.broken_channel_reported() => true,
+                _ = health_check.tick() => !pool.connection().status().connected()
+                    || !pool.all_channels_open(),
+            };
+            if !needs_repair {
+                continue;
+            }
+            if !pool.connection().status().connected() {
+                break;
+            }
+            match pool.repaired().await {
+                Ok(repaired) => {
+                    pool = Arc::new(repaired);
+                    publisher.install(Some(pool.clone()));
+                }
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "could not repair the channel pool");
+                    break;
+                }
+            }
+        }
+
+        publisher.install(None);
+        readiness(false);
+        tracing::warn!("publisher lost the broker; reconnecting");
+    }
+}
+
+/// Closes the installed connection after the HTTP server has drained.
+#[tracing::instrument(skip_all)]
+pub async fn close(publisher: &Publisher) {
+    if let Some(pool) = publisher.install(None)
+        && let Err(error) = pool.connection().close(200, "shutting down".into()).await
+    {
+        tracing::debug!(%error, "broker connection was already closed");
+    }
+}
+
+/// One attempt: connect, declare the topology (idempotent), open the pool.
+#[tracing::instrument(skip_all, fields(pool_size = broker.pool_size))]
+async fn connect_pool(broker: &BrokerSettings) -> anyhow::Result<ChannelPool> {
+    let connection = lapin::Connection::connect(
+        &broker.url,
+        lapin::ConnectionProperties::default().with_connection_name("callbridge-ingress".into()),
+    )
+    .await
+    .context("while connecting to RabbitMQ")?;
+    ChannelPool::open(connection, broker.pool_size).await
+}
+
+async fn connect_with_backoff(
+    broker: &BrokerSettings,
+    shutdown: &CancellationToken,
+) -> Option<ChannelPool> {
+    use backon::BackoffBuilder;
+    let mut delays = broker.backoff.build();
+    loop {
+        let attempt = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            attempt = connect_pool(broker) => attempt,
+        };
+        match attempt {
+            Ok(pool) => return Some(pool),
+            Err(error) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    retry_in = ?delay,
+                    "cannot connect to the broker"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
