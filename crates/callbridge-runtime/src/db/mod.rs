@@ -104,7 +104,14 @@ pub async fn ensure_database_exists(url: &str) -> anyhow::Result<bool> {
         .await
     {
         Ok(_) => true,
-        Err(err) if has_sqlstate(&err, DUPLICATE_DATABASE) => false,
+        // Lost a race with another creator: `duplicate_database`, or a unique violation on
+        // pg_database when both got past the catalog check at the same time.
+        Err(err)
+            if has_sqlstate(&err, DUPLICATE_DATABASE)
+                || database_exists(&mut admin, &database).await =>
+        {
+            false
+        }
         Err(err) => {
             return Err(err).with_context(|| format!("while creating the database {target}"));
         }
@@ -114,6 +121,14 @@ pub async fn ensure_database_exists(url: &str) -> anyhow::Result<bool> {
         tracing::info!(database = %database, "created the database");
     }
     Ok(created)
+}
+
+async fn database_exists(admin: &mut PgConnection, database: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(database)
+        .fetch_one(admin)
+        .await
+        .unwrap_or(false)
 }
 
 fn has_sqlstate(err: &sqlx::Error, code: &str) -> bool {
