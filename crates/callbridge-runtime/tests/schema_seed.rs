@@ -15,19 +15,12 @@ const SEED_TABLES: [&str; 3] = ["call_logs", "call_batches", "local_call_queue"]
 /// One line per column, index and constraint of the seed's tables, spelled so that a
 /// difference printed by the assertion reads on its own.
 async fn seed_tables_schema(pool: &PgPool) -> BTreeSet<String> {
-    let columns: Vec<(
-        String,
-        String,
-        i32,
-        String,
-        Option<i32>,
-        String,
-        Option<String>,
-    )> = sqlx::query_as(
-        "SELECT table_name::text, column_name::text, ordinal_position::int, data_type::text,
-                    character_maximum_length::int, is_nullable::text, column_default::text
-               FROM information_schema.columns
-              WHERE table_schema = 'public' AND table_name = ANY($1)",
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT format('column %s.%s #%s %s(%s) nullable=%s default=%s', table_name, column_name,
+                       ordinal_position, data_type, character_maximum_length, is_nullable,
+                       coalesce(column_default, 'none'))
+           FROM information_schema.columns
+          WHERE table_schema = 'public' AND table_name = ANY($1)",
     )
     .bind(&SEED_TABLES[..])
     .fetch_all(pool)
@@ -51,21 +44,17 @@ async fn seed_tables_schema(pool: &PgPool) -> BTreeSet<String> {
     .await
     .unwrap();
 
-    let columns = columns.into_iter().map(
-        |(table, column, position, data_type, length, nullable, default)| {
-            format!(
-                "column {table}.{column} #{position} {data_type}({length:?}) \
-                 nullable={nullable} default={default:?}"
-            )
-        },
-    );
     let indexes = indexes
         .into_iter()
         .map(|(table, definition)| format!("index on {table}: {definition}"));
     let constraints = constraints
         .into_iter()
         .map(|(table, name, definition)| format!("constraint {table}.{name}: {definition}"));
-    columns.chain(indexes).chain(constraints).collect()
+    columns
+        .into_iter()
+        .chain(indexes)
+        .chain(constraints)
+        .collect()
 }
 
 async fn seed_database() -> (TestDb, PgPool) {
