@@ -1,0 +1,360 @@
+//! `callbridge_refresh_batch`, the one SQL routine that decides a batch's counts and status
+//! (SPEC §6), shared by the persister and the submitter.
+
+use callbridge_runtime::db;
+use callbridge_testkit::db::TestDb;
+use callbridge_types::status::{BatchStatus, CallStatus};
+use sqlx::{Connection, PgConnection, PgPool};
+
+#[derive(Debug, sqlx::FromRow)]
+struct Batch {
+    batch_status: Option<String>,
+    total_calls: Option<i32>,
+    completed_calls: Option<i32>,
+    failed_calls: Option<i32>,
+    submitted: bool,
+    completed: bool,
+}
+
+async fn migrated() -> (TestDb, PgPool) {
+    let db = TestDb::new().await.unwrap();
+    let pool = db::connect_and_migrate(db.url(), 4).await.unwrap();
+    (db, pool)
+}
+
+async fn create_batch(pool: &PgPool, batch_id: i32, total_calls: i32) {
+    sqlx::query(
+        "INSERT INTO call_batches (batch_id, accountcode, total_calls) VALUES ($1, 'ACME', $2)",
+    )
+    .bind(batch_id)
+    .bind(total_calls)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn queue_row(pool: &PgPool, batch_id: i32, phone: &str, queue_status: &str) {
+    sqlx::query(
+        "INSERT INTO local_call_queue (phone_number, batch_id, queue_status) VALUES ($1, $2, $3)",
+    )
+    .bind(phone)
+    .bind(batch_id)
+    .bind(queue_status)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn set_queue_status(pool: &PgPool, batch_id: i32, queue_status: &str) {
+    sqlx::query("UPDATE local_call_queue SET queue_status = $2 WHERE batch_id = $1")
+        .bind(batch_id)
+        .bind(queue_status)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn log_call<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    batch_id: i32,
+    call_id: &str,
+    call_status: &str,
+) {
+    sqlx::query(
+        "INSERT INTO call_logs (call_id, accountcode, batch_id, phone_number, call_status)
+         VALUES ($1, 'ACME', $2, '9876543210', $3)
+         ON CONFLICT (call_id) DO UPDATE SET call_status = EXCLUDED.call_status",
+    )
+    .bind(call_id)
+    .bind(batch_id)
+    .bind(call_status)
+    .execute(executor)
+    .await
+    .unwrap();
+}
+
+async fn refresh<'e>(executor: impl sqlx::PgExecutor<'e>, batch_id: i32) -> Option<String> {
+    sqlx::query_scalar("SELECT callbridge_refresh_batch($1)")
+        .bind(batch_id)
+        .fetch_one(executor)
+        .await
+        .unwrap()
+}
+
+async fn batch(pool: &PgPool, batch_id: i32) -> Batch {
+    sqlx::query_as(
+        "SELECT batch_status, total_calls, completed_calls, failed_calls,
+                submitted_at IS NOT NULL AS submitted, completed_at IS NOT NULL AS completed
+           FROM call_batches WHERE batch_id = $1",
+    )
+    .bind(batch_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn terminal_statuses_in_sql_match_callbridge_types() {
+    let (_db, pool) = migrated().await;
+    let mut statuses: Vec<CallStatus> = CallStatus::KNOWN.to_vec();
+    statuses.push(CallStatus::parse("voicemail").unwrap());
+    statuses.push(CallStatus::parse("NO ANSWER ").unwrap());
+
+    for (batch_id, status) in (1..).zip(&statuses) {
+        create_batch(&pool, batch_id, 1).await;
+        log_call(
+            &pool,
+            batch_id,
+            &format!("call-{batch_id}"),
+            status.as_str(),
+        )
+        .await;
+
+        let new_status = refresh(&pool, batch_id).await.unwrap();
+
+        let row = batch(&pool, batch_id).await;
+        let counted_completed = status.counts_as_completed();
+        let counted_failed = status.is_terminal() && !counted_completed;
+        assert_eq!(
+            (row.completed_calls, row.failed_calls),
+            (
+                Some(i32::from(counted_completed)),
+                Some(i32::from(counted_failed))
+            ),
+            "SQL and callbridge_types disagree about {status:?}"
+        );
+        // One accepted call, reported in this status: the batch is done exactly when the
+        // call is terminal.
+        let expected = if status.is_terminal() {
+            BatchStatus::Completed
+        } else {
+            BatchStatus::InProgress
+        };
+        assert_eq!(
+            BatchStatus::parse(&new_status).unwrap(),
+            expected,
+            "{status:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn counts_are_exact_and_follow_status_changes() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 10, 5).await;
+    for (call, status) in [
+        ("a", "completed"),
+        ("b", "completed"),
+        ("c", "busy"),
+        ("d", "no_answer"),
+        ("e", "answered"),
+    ] {
+        log_call(&pool, 10, call, status).await;
+    }
+    // A call of another batch must not be counted here.
+    create_batch(&pool, 11, 1).await;
+    log_call(&pool, 11, "other", "completed").await;
+
+    assert_eq!(refresh(&pool, 10).await.as_deref(), Some("in_progress"));
+    let row = batch(&pool, 10).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(2), Some(2)));
+    assert!(row.submitted && !row.completed);
+
+    log_call(&pool, 10, "e", "completed").await;
+    assert_eq!(refresh(&pool, 10).await.as_deref(), Some("completed"));
+    let row = batch(&pool, 10).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(3), Some(2)));
+    assert!(row.completed);
+}
+
+#[tokio::test]
+async fn refreshing_an_unchanged_batch_leaves_updated_at_alone() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 12, 2).await;
+    log_call(&pool, 12, "a", "completed").await;
+    refresh(&pool, 12).await;
+    // Backdate updated_at, so a needless write would be visible.
+    sqlx::query("UPDATE call_batches SET updated_at = '2000-01-01' WHERE batch_id = 12")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    refresh(&pool, 12).await;
+
+    let updated_at: String =
+        sqlx::query_scalar("SELECT updated_at::text FROM call_batches WHERE batch_id = 12")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(updated_at, "2000-01-01 00:00:00");
+}
+
+#[tokio::test]
+async fn status_moves_only_forward() {
+    let (_db, pool) = migrated().await;
+    // Already in progress with nothing to show for it: does not fall back to pending.
+    create_batch(&pool, 20, 0).await;
+    sqlx::query("UPDATE call_batches SET batch_status = 'in_progress' WHERE batch_id = 20")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(refresh(&pool, 20).await.as_deref(), Some("in_progress"));
+
+    // Completed stays completed even when the evidence disappears; the counts follow it.
+    create_batch(&pool, 21, 1).await;
+    log_call(&pool, 21, "a", "completed").await;
+    assert_eq!(refresh(&pool, 21).await.as_deref(), Some("completed"));
+    sqlx::query("DELETE FROM call_logs WHERE batch_id = 21")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(refresh(&pool, 21).await.as_deref(), Some("completed"));
+    assert_eq!(batch(&pool, 21).await.completed_calls, Some(0));
+
+    // Failed is final too.
+    create_batch(&pool, 22, 0).await;
+    queue_row(&pool, 22, "9876543210", "failed").await;
+    assert_eq!(refresh(&pool, 22).await.as_deref(), Some("failed"));
+    queue_row(&pool, 22, "9876543211", "pending").await;
+    assert_eq!(refresh(&pool, 22).await.as_deref(), Some("failed"));
+}
+
+#[tokio::test]
+async fn pending_until_accepted_then_submitted() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 30, 0).await;
+    queue_row(&pool, 30, "9876543210", "pending").await;
+    queue_row(&pool, 30, "9876543211", "pending").await;
+    assert_eq!(refresh(&pool, 30).await.as_deref(), Some("pending"));
+    assert!(!batch(&pool, 30).await.submitted);
+
+    // What the submitter does on success: rows submitted, total_calls set, then refresh.
+    set_queue_status(&pool, 30, "submitted").await;
+    sqlx::query("UPDATE call_batches SET total_calls = 2 WHERE batch_id = 30")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(refresh(&pool, 30).await.as_deref(), Some("submitted"));
+    let row = batch(&pool, 30).await;
+    assert!(row.submitted && !row.completed);
+    assert_eq!(row.total_calls, Some(2));
+}
+
+#[tokio::test]
+async fn completed_only_when_no_queue_row_of_the_batch_waits() {
+    let (_db, pool) = migrated().await;
+    // 2 of the batch's numbers accepted and finished, a third still queued locally.
+    create_batch(&pool, 40, 2).await;
+    queue_row(&pool, 40, "9876543210", "submitted").await;
+    queue_row(&pool, 40, "9876543211", "submitted").await;
+    queue_row(&pool, 40, "9876543212", "pending").await;
+    log_call(&pool, 40, "a", "completed").await;
+    log_call(&pool, 40, "b", "timeout").await;
+
+    assert_eq!(refresh(&pool, 40).await.as_deref(), Some("in_progress"));
+
+    sqlx::query(
+        "UPDATE local_call_queue SET queue_status = 'submitting' WHERE phone_number = '9876543212'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(refresh(&pool, 40).await.as_deref(), Some("in_progress"));
+
+    sqlx::query(
+        "UPDATE local_call_queue SET queue_status = 'failed' WHERE phone_number = '9876543212'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(refresh(&pool, 40).await.as_deref(), Some("completed"));
+    assert!(batch(&pool, 40).await.completed);
+}
+
+#[tokio::test]
+async fn failed_only_when_the_centralized_system_accepted_none() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 50, 0).await;
+    queue_row(&pool, 50, "9876543210", "failed").await;
+    queue_row(&pool, 50, "9876543211", "pending").await;
+    // One number still waiting: not decided yet.
+    assert_eq!(refresh(&pool, 50).await.as_deref(), Some("pending"));
+
+    // One number's outcome unknown: it may have been accepted, so not failed.
+    sqlx::query("UPDATE local_call_queue SET queue_status = 'needs_review' WHERE phone_number = '9876543211'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(refresh(&pool, 50).await.as_deref(), Some("pending"));
+
+    set_queue_status(&pool, 50, "failed").await;
+    assert_eq!(refresh(&pool, 50).await.as_deref(), Some("failed"));
+    let row = batch(&pool, 50).await;
+    assert!(row.completed && !row.submitted);
+
+    // A batch without any queue row (submitted by other means) is never "failed".
+    create_batch(&pool, 51, 0).await;
+    assert_eq!(refresh(&pool, 51).await.as_deref(), Some("pending"));
+}
+
+#[tokio::test]
+async fn unknown_batch_is_not_created() {
+    let (_db, pool) = migrated().await;
+    assert_eq!(refresh(&pool, 404).await, None);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM call_batches")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+/// Two writers (persister replicas) each add a call and refresh the same batch in their own
+/// transactions. The second refresh waits for the first writer's commit and then counts
+/// its row too, so the final counts are right without anyone refreshing again.
+#[tokio::test]
+async fn concurrent_refreshers_count_each_others_committed_rows() {
+    let (db, pool) = migrated().await;
+    create_batch(&pool, 60, 2).await;
+    let mut first = PgConnection::connect(db.url()).await.unwrap();
+    let mut second = PgConnection::connect(db.url()).await.unwrap();
+    let second_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut second)
+        .await
+        .unwrap();
+
+    let mut first_tx = first.begin().await.unwrap();
+    log_call(&mut *first_tx, 60, "a", "completed").await;
+    assert_eq!(
+        refresh(&mut *first_tx, 60).await.as_deref(),
+        Some("in_progress")
+    );
+
+    let second_writer = tokio::spawn(async move {
+        let mut tx = second.begin().await.unwrap();
+        log_call(&mut *tx, 60, "b", "busy").await;
+        let status = refresh(&mut *tx, 60).await;
+        tx.commit().await.unwrap();
+        status
+    });
+    // Commit the first only once the second is blocked on the batch row lock, the
+    // interleaving that would lose a count if the routine read counts before locking.
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE pid = $1 AND wait_event_type = 'Lock')",
+        )
+        .bind(second_pid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    first_tx.commit().await.unwrap();
+
+    assert_eq!(second_writer.await.unwrap().as_deref(), Some("completed"));
+    let row = batch(&pool, 60).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(1), Some(1)));
+}
