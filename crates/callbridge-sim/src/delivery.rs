@@ -1,0 +1,285 @@
+//! Sending a call's callbacks like a real webhook sender: signed over the exact bytes
+//! sent, one event after the other at the simulated times, each retried with exponential
+//! backoff and jitter until a 2xx or the attempt limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use callbridge_types::signature::{X_SIGNATURE_HEADER, sign_hex};
+use rand::Rng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::calls::{CallbackPayload, PlannedEvent};
+use crate::config::Knobs;
+use crate::ground_truth::CallState;
+use crate::state::SimState;
+use crate::store::CallRef;
+
+/// Fast mode's retry backoff: small enough for tests, large enough not to spin.
+const FAST_RETRY_BASE: Duration = Duration::from_millis(5);
+const FAST_RETRY_MAX: Duration = Duration::from_millis(200);
+
+/// Delivers every event of one call, in order (or reversed, after the call ended, when
+/// `reordered`), and marks the call ended when its last event is due.
+#[tracing::instrument(skip_all, fields(call_id = %plan.first().map_or("", |e| e.payload.call_id.as_str())))]
+pub(crate) async fn deliver_call(
+    state: Arc<SimState>,
+    call: CallRef,
+    plan: Vec<PlannedEvent>,
+    reordered: bool,
+    cancel: CancellationToken,
+) {
+    struct Finished<'a>(&'a SimState);
+    impl Drop for Finished<'_> {
+        fn drop(&mut self) {
+            self.0.call_delivery_finished();
+        }
+    }
+    let _finished = Finished(&state);
+
+    let dispatched_at = Instant::now();
+    let mut due_after = Duration::ZERO;
+    let due: Vec<Duration> = plan
+        .iter()
+        .map(|event| {
+            due_after += event.after;
+            due_after
+        })
+        .collect();
+    let last = plan.len().saturating_sub(1);
+
+    if reordered {
+        if !sleep_until(&cancel, dispatched_at + simulated(&state.knobs(), due[last])).await {
+            return;
+        }
+        state.store().update_call(call, |record| record.state = CallState::Ended);
+        for event in plan.iter().rev() {
+            if !deliver_event(&state, call, &event.payload, &cancel).await {
+                return;
+            }
+        }
+        return;
+    }
+
+    for (position, event) in plan.iter().enumerate() {
+        if !sleep_until(&cancel, dispatched_at + simulated(&state.knobs(), due[position])).await {
+            return;
+        }
+        if position == last {
+            state.store().update_call(call, |record| record.state = CallState::Ended);
+        }
+        if !deliver_event(&state, call, &event.payload, &cancel).await {
+            return;
+        }
+    }
+}
+
+/// Real time for a simulated delay under the live knobs.
+fn simulated(knobs: &Knobs, delay: Duration) -> Duration {
+    if knobs.fast {
+        Duration::ZERO
+    } else {
+        delay.mul_f64(knobs.time_scale)
+    }
+}
+
+/// Sleeps unless cancelled; `false` when cancelled.
+async fn sleep_until(cancel: &CancellationToken, deadline: Instant) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        () = tokio::time::sleep_until(deadline) => true,
+    }
+}
+
+/// Sends one callback until acknowledged or given up, then perhaps a byte-identical
+/// duplicate. `false` only when cancelled.
+async fn deliver_event(
+    state: &SimState,
+    call: CallRef,
+    payload: &CallbackPayload,
+    cancel: &CancellationToken,
+) -> bool {
+    let body = match serde_json::to_vec(payload) {
+        Ok(body) => Bytes::from(body),
+        Err(error) => {
+            tracing::error!(%error, "could not serialise a callback payload");
+            return true;
+        }
+    };
+    let target = state.callback_target();
+    let signature = sign_hex(target.secret.expose().as_bytes(), &body);
+    let event = state
+        .store()
+        .begin_event(call, &payload.event_type, &payload.call_status);
+
+    let outcome = send_with_retries(state, &target.url, &body, &signature, cancel, |attempt| {
+        state.store().update_event(call, event, |record| {
+            record.attempts += 1;
+            record.last_status = attempt.status;
+            record.last_error.clone_from(&attempt.error);
+            record.acknowledged |= attempt.acknowledged();
+        });
+    })
+    .await;
+    match outcome {
+        Delivery::Cancelled => return false,
+        Delivery::GaveUp => {
+            tracing::warn!(event_type = %payload.event_type, "callback undelivered, giving up");
+            state.store().update_event(call, event, |record| record.gave_up = true);
+            return true;
+        }
+        Delivery::Acknowledged => {}
+    }
+
+    if state.chance(state.knobs().duplicate_rate) {
+        let duplicate = send_with_retries(state, &target.url, &body, &signature, cancel, |attempt| {
+            state.store().update_event(call, event, |record| {
+                record.duplicates_sent += 1;
+                record.duplicates_acknowledged += u32::from(attempt.acknowledged());
+            });
+        })
+        .await;
+        if matches!(duplicate, Delivery::Cancelled) {
+            return false;
+        }
+    }
+    true
+}
+
+enum Delivery {
+    Acknowledged,
+    GaveUp,
+    Cancelled,
+}
+
+/// What one HTTP attempt got.
+struct Attempt {
+    status: Option<u16>,
+    error: Option<String>,
+    retry_after: Option<Duration>,
+}
+
+impl Attempt {
+    fn acknowledged(&self) -> bool {
+        self.status.is_some_and(|status| (200..300).contains(&status))
+    }
+}
+
+async fn send_with_retries(
+    state: &SimState,
+    url: &reqwest::Url,
+    body: &Bytes,
+    signature: &str,
+    cancel: &CancellationToken,
+    mut record: impl FnMut(&Attempt),
+) -> Delivery {
+    let mut attempt_number: u32 = 0;
+    loop {
+        attempt_number += 1;
+        let knobs = state.knobs();
+        let attempt = tokio::select! {
+            () = cancel.cancelled() => return Delivery::Cancelled,
+            attempt = send_once(state, &knobs, url, body, signature) => attempt,
+        };
+        record(&attempt);
+        if attempt.acknowledged() {
+            return Delivery::Acknowledged;
+        }
+        if attempt_number >= knobs.callback_max_attempts {
+            return Delivery::GaveUp;
+        }
+        let delay = retry_delay(state, &knobs, attempt_number, attempt.retry_after);
+        if !sleep_until(cancel, Instant::now() + delay).await {
+            return Delivery::Cancelled;
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(url = %url))]
+async fn send_once(
+    state: &SimState,
+    knobs: &Knobs,
+    url: &reqwest::Url,
+    body: &Bytes,
+    signature: &str,
+) -> Attempt {
+    // Bounds open sockets: a 10 000-call dispatch waits here instead of connecting at once.
+    let Ok(_permit) = state.send_permits.acquire().await else {
+        return Attempt {
+            status: None,
+            error: Some("sender closed".into()),
+            retry_after: None,
+        };
+    };
+    let sent = state
+        .http
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(X_SIGNATURE_HEADER, signature)
+        .timeout(Duration::from_millis(knobs.callback_timeout_ms))
+        .body(body.clone())
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Attempt {
+                status: Some(response.status().as_u16()),
+                error: None,
+                retry_after,
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, "callback attempt failed");
+            Attempt {
+                status: None,
+                error: Some(describe(&error)),
+                retry_after: None,
+            }
+        }
+    }
+}
+
+/// Exponential backoff with equal jitter; a receiver's `Retry-After` is honoured (within
+/// the cap) except in fast mode.
+fn retry_delay(
+    state: &SimState,
+    knobs: &Knobs,
+    attempt_number: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let (base, cap) = if knobs.fast {
+        (FAST_RETRY_BASE, FAST_RETRY_MAX)
+    } else {
+        (
+            Duration::from_millis(knobs.callback_retry_base_ms),
+            Duration::from_millis(knobs.callback_retry_max_ms),
+        )
+    };
+    let exponent = attempt_number.saturating_sub(1).min(20);
+    let backoff = base.saturating_mul(1 << exponent).min(cap);
+    let half = backoff / 2;
+    let jitter = state.with_rng(|rng| rng.random_range(0..=half.as_millis() as u64));
+    let delay = half + Duration::from_millis(jitter);
+    match retry_after {
+        Some(asked) if !knobs.fast => delay.max(asked.min(cap)),
+        _ => delay,
+    }
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timeout".into()
+    } else if error.is_connect() {
+        "connection refused or unreachable".into()
+    } else {
+        "connection error".into()
+    }
+}
