@@ -164,6 +164,8 @@ async fn counts_are_exact_and_follow_status_changes() {
     assert_eq!(refresh(&pool, 10).await.as_deref(), Some("completed"));
     let row = batch(&pool, 10).await;
     assert_eq!((row.completed_calls, row.failed_calls), (Some(3), Some(2)));
+    // The returned status is the stored one.
+    assert_eq!(row.batch_status.as_deref(), Some("completed"));
     assert!(row.completed);
 }
 

@@ -43,17 +43,23 @@ pub fn describe(options: &PgConnectOptions) -> String {
     )
 }
 
-/// Opens a pool of at most `max_connections` and checks that the database answers.
+/// Opens a pool of at most `max_connections` after checking that the database answers.
+///
+/// The check is one direct connection, so a wrong password or a refused connection fails
+/// at once with its real cause instead of a pool timeout; retrying is the caller's call.
 #[tracing::instrument(skip_all, fields(max_connections))]
 pub async fn connect_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options = connect_options(url)?;
     let target = describe(&options);
-    PgPoolOptions::new()
+    let probe = options
+        .connect()
+        .await
+        .with_context(|| format!("while connecting to the database {target}"))?;
+    probe.close().await.ok();
+    Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
-        .await
-        .with_context(|| format!("while connecting to the database {target}"))
+        .connect_lazy_with(options))
 }
 
 /// Opens a pool and applies every pending migration: for `--migrate` and for tests, which

@@ -1,0 +1,3 @@
+//! One module per `callbridge` subcommand.
+
+pub mod migrate;

@@ -1,0 +1,134 @@
+//! `callbridge migrate` as an operator runs it: the built binary against a real database.
+
+use std::process::Output;
+
+use callbridge_testkit::db::TestDb;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+async fn callbridge(db: &TestDb, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(args)
+        .arg("--database-url")
+        .arg(db.url())
+        // The test's own database must win over whatever the environment names.
+        .env_remove("CLIENT_CALLING_DB_URL")
+        .env_remove("CLIENT_CALLING_ASYNC_DB_URL")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn migration_lines(text: &str, prefix: &str) -> usize {
+    text.lines().filter(|line| line.starts_with(prefix)).count()
+}
+
+#[tokio::test]
+async fn up_creates_the_missing_database_and_applies_every_migration() {
+    let db = TestDb::new().await.unwrap();
+    let mut admin = PgConnection::connect(db.admin_url()).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE \"{}\"", db.name())))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let output = callbridge(&db, &["migrate", "up"]).await;
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("created database"), "{text}");
+    assert_eq!(migration_lines(&text, "applied  "), 5, "{text}");
+    assert!(text.contains("applied  0001 seed tables"), "{text}");
+
+    let again = callbridge(&db, &["migrate", "up"]).await;
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("is up to date"),
+        "{}",
+        stdout(&again)
+    );
+}
+
+#[tokio::test]
+async fn status_lists_each_migration_as_applied_or_pending() {
+    let db = TestDb::new().await.unwrap();
+    let before = callbridge(&db, &["migrate", "status"]).await;
+    assert!(before.status.success(), "{}", stderr(&before));
+    assert_eq!(
+        stdout(&before).matches(" pending").count(),
+        5,
+        "{}",
+        stdout(&before)
+    );
+
+    callbridge(&db, &["migrate", "up"]).await;
+    callbridge(&db, &["migrate", "down", "--steps", "2"]).await;
+
+    let after = stdout(&callbridge(&db, &["migrate", "status"]).await);
+    let lines: Vec<&str> = after.lines().collect();
+    assert_eq!(lines.len(), 5, "{after}");
+    for line in &lines[..3] {
+        assert!(line.contains(" applied "), "{after}");
+    }
+    for line in &lines[3..] {
+        assert!(line.ends_with("pending"), "{after}");
+    }
+}
+
+#[tokio::test]
+async fn down_refuses_rows_without_force_in_one_line_and_fails() {
+    let db = TestDb::new().await.unwrap();
+    assert!(callbridge(&db, &["migrate", "up"]).await.status.success());
+    let mut conn = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("INSERT INTO call_logs (call_id, accountcode, phone_number, call_status) VALUES ('c1', 'ACME', '9876543210', 'completed')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let refused = callbridge(&db, &["migrate", "down", "--all"]).await;
+
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert_eq!(message.trim_end().lines().count(), 1, "one line: {message}");
+    assert!(message.starts_with("error: "), "{message}");
+    assert!(
+        message.contains("drop table call_logs") && message.contains("--force"),
+        "{message}"
+    );
+
+    let forced = callbridge(&db, &["migrate", "down", "--all", "--force"]).await;
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_eq!(
+        migration_lines(&stdout(&forced), "reverted "),
+        1,
+        "{}",
+        stdout(&forced)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_one_clear_line_and_a_failure() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args([
+            "migrate",
+            "status",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/nowhere",
+        ])
+        .output()
+        .await
+        .unwrap();
+
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+    assert!(message.contains("127.0.0.1:1/nowhere"), "{message}");
+}
