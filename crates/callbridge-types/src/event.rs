@@ -156,6 +156,22 @@ impl CallbackEvent {
     pub fn masked_phone(&self) -> String {
         mask_phone(&self.phone_number)
     }
+
+    /// The call id as it may appear in logs and traces: a derived id
+    /// (`<batch_id>:<phone_number>`) embeds the phone number, so that part is masked.
+    pub fn loggable_call_id(&self) -> String {
+        match self.batch_id {
+            Some(batch_id) if self.call_id == derived_call_id(batch_id, &self.phone_number) => {
+                derived_call_id(batch_id, &self.masked_phone())
+            }
+            _ => self.call_id.clone(),
+        }
+    }
+}
+
+/// `"<batch_id>:<phone_number>"`, the id of a call whose callback carries none.
+pub fn derived_call_id(batch_id: i32, phone_number: &str) -> String {
+    format!("{batch_id}:{phone_number}")
 }
 
 /// `***3210` for `9876543210`; a number of four characters or fewer is hidden whole.
@@ -262,7 +278,7 @@ pub fn parse_callback(
             let batch_id = batch_id.ok_or_else(|| {
                 ValidationError::new("batch_id", "missing, and needed to derive call_id")
             })?;
-            format!("{batch_id}:{phone_number}")
+            derived_call_id(batch_id, &phone_number)
         }
     };
 

@@ -2,6 +2,7 @@
 //! validation and normalisation, signatures, the AMQP message envelope and topology
 //! names. Pure: no I/O.
 
+pub mod envelope;
 pub mod event;
 pub mod signature;
 pub mod status;

@@ -197,7 +197,10 @@ pub struct UnknownStatus {
 /// Defines a closed status vocabulary with `as_str`, `parse`, `ALL`, Display and serde
 /// as its stored spelling, so each vocabulary is spelled in exactly one place.
 macro_rules! closed_vocabulary {
-    ($(#[$meta:meta])* $name:ident, $vocabulary:literal, { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+    (
+        $(#[$meta:meta])* $name:ident, $vocabulary:literal,
+        { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }
+    ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name {

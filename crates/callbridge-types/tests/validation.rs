@@ -423,6 +423,9 @@ fn masked_phone_shows_only_the_last_four_characters() {
     assert_eq!(event.masked_phone(), "***3210");
     assert_eq!(mask_phone("1234"), "****");
     assert_eq!(mask_phone("+4915112345678"), "***5678");
+    assert_eq!(event.loggable_call_id(), "unique_call_id");
+    let derived = validate(&without(seed_payload(), "call_id")).unwrap();
+    assert_eq!(derived.loggable_call_id(), "12345:***3210");
 }
 
 #[test]

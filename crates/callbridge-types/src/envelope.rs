@@ -1,0 +1,158 @@
+//! The AMQP message body (SPEC §5): a schema version, the event id, when the ingress
+//! received the callback, the validated and normalised event, and the original payload.
+//!
+//! Versioning: producers write [`CURRENT_SCHEMA_VERSION`]; [`Envelope::decode`] reads
+//! the current version and the one before it, so producers and consumers can be
+//! upgraded one at a time. Version 1 is the first, so today there is no previous one to
+//! read. When version 2 is introduced: its wire struct becomes `current`, the v1 struct
+//! stays as a module with an `upgrade` into [`Envelope`], `decode` dispatches
+//! `2 => current`, `1 => v1 + upgrade`, and v1 is dropped one release after every
+//! producer writes v2. A message without a version, or with one outside that window
+//! (a hypothetical v0, or a v3 from a newer producer), is refused with a typed error
+//! rather than guessed at; the persister dead-letters it, and `callbridge dlq replay`
+//! brings it back once a consumer that reads it runs.
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::event::CallbackEvent;
+
+/// The version producers write.
+pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+/// The oldest version consumers still read (current − 1 once a previous version exists).
+pub const OLDEST_READABLE_SCHEMA_VERSION: u32 = 1;
+
+/// A `webhook-id` longer than this, or holding anything but visible ASCII, is hashed
+/// rather than used as is: the event id is the AMQP `message_id`, a short string of at
+/// most 255 bytes.
+pub const MAX_WEBHOOK_ID_LEN: usize = 200;
+
+/// The event id of a callback: the sender's `webhook-id` when it gave one (so the
+/// sender's own retries share it), else the hex SHA-256 of the raw body (so a
+/// re-delivered identical callback keeps its id).
+///
+/// A `webhook-id` unusable as an AMQP `message_id` (see [`MAX_WEBHOOK_ID_LEN`]) becomes
+/// `webhook-id-sha256:<hex of its SHA-256>`, still stable across retries.
+pub fn event_id_for(webhook_id: Option<&str>, raw_body: &[u8]) -> String {
+    match webhook_id.map(str::trim).filter(|id| !id.is_empty()) {
+        Some(id) if id.len() <= MAX_WEBHOOK_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic()) => {
+            id.to_owned()
+        }
+        Some(id) => format!(
+            "webhook-id-sha256:{}",
+            hex::encode(Sha256::digest(id.as_bytes()))
+        ),
+        None => hex::encode(Sha256::digest(raw_body)),
+    }
+}
+
+/// One message on `callbridge.callbacks` / `callbridge.persist`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The version this envelope was written in ([`CURRENT_SCHEMA_VERSION`] for one
+    /// made here). [`Envelope::encode`] always writes the current version: a decoded
+    /// older envelope is upgraded on read.
+    pub schema_version: u32,
+    pub event_id: String,
+    /// When the ingress received the callback; microsecond precision.
+    pub received_at: DateTime<Utc>,
+    pub event: CallbackEvent,
+    /// The callback's JSON as sent (parsed), unknown fields included.
+    pub payload: Value,
+}
+
+/// Why a message body is not a readable envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("envelope is not valid JSON of its version: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error(
+        "envelope schema version {found} is not readable here (this consumer reads \
+         {OLDEST_READABLE_SCHEMA_VERSION} to {CURRENT_SCHEMA_VERSION})"
+    )]
+    UnsupportedVersion { found: u32 },
+}
+
+impl Envelope {
+    /// A current-version envelope; `received_at` is truncated to microseconds, the
+    /// precision the wire format and Postgres keep.
+    pub fn new(
+        event_id: String,
+        received_at: DateTime<Utc>,
+        event: CallbackEvent,
+        payload: Value,
+    ) -> Self {
+        Envelope {
+            schema_version: CURRENT_SCHEMA_VERSION,
+            event_id,
+            received_at: received_at.trunc_subsecs(6),
+            event,
+            payload,
+        }
+    }
+
+    /// The JSON message body, in the current version.
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = current::Wire {
+            schema_version: CURRENT_SCHEMA_VERSION,
+            event_id: &self.event_id,
+            received_at: self
+                .received_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+            event: &self.event,
+            payload: &self.payload,
+        };
+        // Serialising plain data with string keys into memory cannot fail.
+        serde_json::to_vec(&wire).expect("an envelope always serialises")
+    }
+
+    /// Reads a message body of any readable version (see the module docs).
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        #[derive(Deserialize)]
+        struct VersionProbe {
+            schema_version: u32,
+        }
+        let probe: VersionProbe = serde_json::from_slice(bytes)?;
+        match probe.schema_version {
+            CURRENT_SCHEMA_VERSION => current::decode(bytes),
+            found => Err(EnvelopeError::UnsupportedVersion { found }),
+        }
+    }
+}
+
+/// The wire layout of version 1 (the current version).
+mod current {
+    use super::*;
+
+    #[derive(Serialize)]
+    pub(super) struct Wire<'a> {
+        pub schema_version: u32,
+        pub event_id: &'a str,
+        /// RFC 3339, UTC, microseconds: `2024-01-01T10:00:00.123456Z`.
+        pub received_at: String,
+        pub event: &'a CallbackEvent,
+        pub payload: &'a Value,
+    }
+
+    #[derive(Deserialize)]
+    struct OwnedWire {
+        schema_version: u32,
+        event_id: String,
+        received_at: DateTime<Utc>,
+        event: CallbackEvent,
+        payload: Value,
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let wire: OwnedWire = serde_json::from_slice(bytes)?;
+        Ok(Envelope {
+            schema_version: wire.schema_version,
+            event_id: wire.event_id,
+            received_at: wire.received_at,
+            event: wire.event,
+            payload: wire.payload,
+        })
+    }
+}
