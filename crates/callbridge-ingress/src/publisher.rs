@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::Notify;
 
@@ -108,7 +107,9 @@ impl Publisher {
             channel.publish_and_confirm(exchange, routing_key, body, properties),
         )
         .await
-        .unwrap_or(Err(PublishError::ConfirmTimeout(self.shared.confirm_timeout)));
+        .unwrap_or(Err(PublishError::ConfirmTimeout(
+            self.shared.confirm_timeout,
+        )));
         metrics::histogram!(PUBLISH_CONFIRM_SECONDS).record(started.elapsed());
         if let Err(PublishError::Channel(error)) = &outcome {
             tracing::warn!(%error, "publish failed on a broken channel; asking for a repair");
@@ -210,18 +211,8 @@ impl ChannelPool {
 
 impl PooledChannel {
     async fn open(connection: &Connection) -> anyhow::Result<Self> {
-        let channel = connection
-            .create_channel()
-            .await
-            .context("while opening a publishing channel")?;
-        channel
-            // Confirm mode: the broker acks each message once it has taken
-            // responsibility for it, which is what a 200 promises.
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .context("while enabling publisher confirms")?;
         Ok(Self {
-            channel,
+            channel: callbridge_runtime::amqp::open_confirmed_channel(connection).await?,
             send_lock: tokio::sync::Mutex::new(()),
         })
     }

@@ -13,34 +13,26 @@ use futures::StreamExt;
 use lapin::Event;
 use tokio_util::sync::CancellationToken;
 
+use callbridge_runtime::amqp;
+use callbridge_runtime::config::Secret;
+use callbridge_runtime::health::Readiness;
+
 use crate::publisher::{ChannelPool, Publisher};
 
 /// How often the supervisor looks at the connection even without an event, in case
 /// a failure reached lapin's state without an event being emitted.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Where and how the publisher connects.
-#[derive(Clone)]
+/// The readiness condition the supervisor owns.
+pub const BROKER_CONDITION: &str = "broker";
+
+/// Where the publisher connects and how many channels it opens.
+#[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// AMQP URL; may hold credentials, so it is never logged.
-    pub url: String,
+    pub url: Secret,
     /// Number of confirm-mode channels in the pool.
     pub pool_size: usize,
-    /// Delays between reconnection attempts (retried until shutdown).
-    pub backoff: backon::ExponentialBuilder,
 }
-
-impl std::fmt::Debug for BrokerSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerSettings")
-            .field("url", &"<redacted>")
-            .field("pool_size", &self.pool_size)
-            .finish()
-    }
-}
-
-/// Reports readiness changes (true = the broker is reachable and a pool is installed).
-pub type ReadinessSink = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// Runs until `shutdown` is cancelled. On return the last pool stays installed, so
 /// in-flight requests can finish their confirm waits; [`close`] ends the connection.
@@ -48,9 +40,10 @@ pub type ReadinessSink = Arc<dyn Fn(bool) + Send + Sync>;
 pub async fn supervise(
     publisher: Publisher,
     broker: BrokerSettings,
-    readiness: ReadinessSink,
+    readiness: Readiness,
     shutdown: CancellationToken,
 ) {
+    readiness.set_not_ready(BROKER_CONDITION, "connecting to RabbitMQ");
     loop {
         let Some(pool) = connect_with_backoff(&broker, &shutdown).await else {
             return;
@@ -58,7 +51,7 @@ pub async fn supervise(
         let mut pool = Arc::new(pool);
         let mut events = pool.connection().events_listener().boxed();
         publisher.install(Some(pool.clone()));
-        readiness(true);
+        readiness.set_ready(BROKER_CONDITION);
         tracing::info!("publisher connected to the broker");
 
         let mut health_check = tokio::time::interval(HEALTH_CHECK_INTERVAL);
@@ -69,12 +62,12 @@ pub async fn supervise(
                     Some(Event::ConnectionBlocked(reason)) => {
                         // Publishes would wait until the confirm timeout: say so early.
                         tracing::warn!(%reason, "broker blocked the connection");
-                        readiness(false);
+                        readiness.set_not_ready(BROKER_CONDITION, "RabbitMQ blocked the connection");
                         false
                     }
                     Some(Event::ConnectionUnblocked) => {
                         tracing::info!("broker unblocked the connection");
-                        readiness(true);
+                        readiness.set_ready(BROKER_CONDITION);
                         false
                     }
                     Some(Event::Error(error)) => {
@@ -100,14 +93,17 @@ pub async fn supervise(
                     publisher.install(Some(pool.clone()));
                 }
                 Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), "could not repair the channel pool");
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "could not repair the channel pool"
+                    );
                     break;
                 }
             }
         }
 
         publisher.install(None);
-        readiness(false);
+        readiness.set_not_ready(BROKER_CONDITION, "RabbitMQ connection lost; reconnecting");
         tracing::warn!("publisher lost the broker; reconnecting");
     }
 }
@@ -125,12 +121,16 @@ pub async fn close(publisher: &Publisher) {
 /// One attempt: connect, declare the topology (idempotent), open the pool.
 #[tracing::instrument(skip_all, fields(pool_size = broker.pool_size))]
 async fn connect_pool(broker: &BrokerSettings) -> anyhow::Result<ChannelPool> {
-    let connection = lapin::Connection::connect(
-        &broker.url,
-        lapin::ConnectionProperties::default().with_connection_name("callbridge-ingress".into()),
-    )
-    .await
-    .context("while connecting to RabbitMQ")?;
+    let connection = amqp::connect(broker.url.expose(), "callbridge-ingress").await?;
+    let topology_channel = connection
+        .create_channel()
+        .await
+        .context("while opening the topology channel")?;
+    amqp::declare_topology(&topology_channel).await?;
+    topology_channel
+        .close(200, "topology declared".into())
+        .await
+        .context("while closing the topology channel")?;
     ChannelPool::open(connection, broker.pool_size).await
 }
 
@@ -139,7 +139,7 @@ async fn connect_with_backoff(
     shutdown: &CancellationToken,
 ) -> Option<ChannelPool> {
     use backon::BackoffBuilder;
-    let mut delays = broker.backoff.build();
+    let mut delays = amqp::reconnect_backoff().build();
     loop {
         let attempt = tokio::select! {
             () = shutdown.cancelled() => return None,
