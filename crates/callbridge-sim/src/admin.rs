@@ -16,20 +16,18 @@ use crate::config::parse_secret;
 use crate::state::SimState;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
-    config
-        .route("/healthz", web::get().to(healthz))
-        .service(
-            web::scope("/admin")
-                .route("/knobs", web::get().to(get_knobs))
-                .route("/knobs", web::put().to(put_knobs))
-                .route("/hold", web::post().to(hold))
-                .route("/release", web::post().to(release))
-                .route("/api-key", web::put().to(put_api_key))
-                .route("/callback", web::put().to(put_callback))
-                .route("/ground-truth", web::get().to(ground_truth))
-                .route("/wait-idle", web::get().to(wait_idle))
-                .route("/reset", web::post().to(reset)),
-        );
+    config.route("/healthz", web::get().to(healthz)).service(
+        web::scope("/admin")
+            .route("/knobs", web::get().to(get_knobs))
+            .route("/knobs", web::put().to(put_knobs))
+            .route("/hold", web::post().to(hold))
+            .route("/release", web::post().to(release))
+            .route("/api-key", web::put().to(put_api_key))
+            .route("/callback", web::put().to(put_callback))
+            .route("/ground-truth", web::get().to(ground_truth))
+            .route("/wait-idle", web::get().to(wait_idle))
+            .route("/reset", web::post().to(reset)),
+    );
 }
 
 /// Proof that the request may use the admin API.
@@ -113,7 +111,9 @@ async fn put_api_key(
             state.set_api_key(key);
             HttpResponse::NoContent().finish()
         }
-        Err(error) => HttpResponse::BadRequest().json(json!({ "error": format!("api_key: {error}") })),
+        Err(error) => {
+            HttpResponse::BadRequest().json(json!({ "error": format!("api_key: {error}") }))
+        }
     }
 }
 
@@ -129,7 +129,12 @@ async fn put_callback(
     change: web::Json<CallbackChange>,
 ) -> HttpResponse {
     let change = change.into_inner();
-    let url = match change.url.as_deref().map(str::parse::<reqwest::Url>).transpose() {
+    let url = match change
+        .url
+        .as_deref()
+        .map(str::parse::<reqwest::Url>)
+        .transpose()
+    {
         Ok(url) => url,
         Err(error) => {
             return HttpResponse::BadRequest().json(json!({ "error": format!("url: {error}") }));

@@ -136,7 +136,9 @@ async fn respond(
 /// without flushing anything, so the client sees the connection drop after sending.
 fn dropped_connection() -> HttpResponse {
     HttpResponse::Ok().streaming(futures::stream::once(async {
-        Err::<Bytes, _>(std::io::Error::other("connection dropped by fault injection"))
+        Err::<Bytes, _>(std::io::Error::other(
+            "connection dropped by fault injection",
+        ))
     }))
 }
 
@@ -157,7 +159,10 @@ async fn admit(
     }
     // Read again: a test may change knobs (or fix the key) while a request is held.
     let knobs = state.knobs();
-    let presented = request.headers().get("X-API-KEY").map(HeaderValue::as_bytes);
+    let presented = request
+        .headers()
+        .get("X-API-KEY")
+        .map(HeaderValue::as_bytes);
     if knobs.reject_all_keys || !state.key_matches(presented) {
         return Err(ApiError::InvalidApiKey);
     }
@@ -173,7 +178,11 @@ async fn admit(
 }
 
 /// After the effect is stored: the failure the accept-then-fail knob asks for, if it hits.
-fn accept_then_fail(state: &SimState, endpoint: Endpoint, record: &mut RequestTruth) -> Option<Reply> {
+fn accept_then_fail(
+    state: &SimState,
+    endpoint: Endpoint,
+    record: &mut RequestTruth,
+) -> Option<Reply> {
     let knobs = state.knobs();
     if !(endpoint.is_mutating()
         && knobs.applies_to(endpoint)
@@ -407,7 +416,10 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(batch_id, 12345);
-        assert_eq!(items[0].custom_data, Some(json!({"customer_id": "CUST001"})));
+        assert_eq!(
+            items[0].custom_data,
+            Some(json!({"customer_id": "CUST001"}))
+        );
         assert_eq!(items[1].custom_data, None);
     }
 
@@ -428,12 +440,15 @@ mod tests {
         assert!(detail(parse_insert(&body(json!({"data": []})))).starts_with("batch_id"));
         let too_big = json!({"batch_id": 2_147_483_648_i64, "data": [{"phone_number": "1"}]});
         assert!(detail(parse_insert(&body(too_big))).starts_with("batch_id"));
-        assert!(detail(parse_insert(&body(json!({"batch_id": 1, "data": []})))).starts_with("data"));
+        assert!(
+            detail(parse_insert(&body(json!({"batch_id": 1, "data": []})))).starts_with("data")
+        );
         let no_number = json!({"batch_id": 1, "data": [{"phone_number": "1"}, {}]});
         assert!(detail(parse_insert(&body(no_number))).starts_with("data.1.phone_number"));
         let long = json!({"batch_id": 1, "data": [{"phone_number": "1".repeat(21)}]});
         assert!(detail(parse_insert(&body(long))).starts_with("data.0.phone_number"));
-        let bad_custom = json!({"batch_id": 1, "data": [{"phone_number": "1", "custom_data": [1]}]});
+        let bad_custom =
+            json!({"batch_id": 1, "data": [{"phone_number": "1", "custom_data": [1]}]});
         assert!(detail(parse_insert(&body(bad_custom))).starts_with("data.0.custom_data"));
     }
 }

@@ -65,7 +65,12 @@ impl Dialer {
     ) -> Vec<PlannedEvent> {
         let setup = millis(rng.random_range(500..=3_000));
         let start_time = dispatched_at + setup;
-        let started = self.payload(call, EventType::CallStarted, CallStatus::Started, start_time);
+        let started = self.payload(
+            call,
+            EventType::CallStarted,
+            CallStatus::Started,
+            start_time,
+        );
         let mut events = vec![PlannedEvent {
             after: as_std(setup),
             payload: started,
@@ -74,8 +79,12 @@ impl Dialer {
         let (terminal_after, terminal) = match outcome {
             Outcome::Completed => {
                 let ringing = seconds(rng.random_range(3..=20));
-                let mut answered =
-                    self.payload(call, EventType::CallAnswered, CallStatus::Answered, start_time);
+                let mut answered = self.payload(
+                    call,
+                    EventType::CallAnswered,
+                    CallStatus::Answered,
+                    start_time,
+                );
                 answered.disposition = Some("answered".into());
                 events.push(PlannedEvent {
                     after: as_std(ringing),
@@ -95,11 +104,17 @@ impl Dialer {
             }
             Outcome::Busy => {
                 let until = seconds(rng.random_range(1..=5));
-                (until, self.ended(call, outcome, start_time, start_time + until))
+                (
+                    until,
+                    self.ended(call, outcome, start_time, start_time + until),
+                )
             }
             Outcome::NoAnswer => {
                 let until = seconds(rng.random_range(25..=45));
-                (until, self.ended(call, outcome, start_time, start_time + until))
+                (
+                    until,
+                    self.ended(call, outcome, start_time, start_time + until),
+                )
             }
             Outcome::Failed => {
                 let until = millis(rng.random_range(0..=3_000));
@@ -216,7 +231,10 @@ mod tests {
     fn answered_call_starts_answers_then_completes_with_a_duration() {
         let mut rng = StdRng::seed_from_u64(1);
         let events = dialer().plan(&call(), Outcome::Completed, Utc::now(), &mut rng);
-        let types: Vec<&str> = events.iter().map(|e| e.payload.event_type.as_str()).collect();
+        let types: Vec<&str> = events
+            .iter()
+            .map(|e| e.payload.event_type.as_str())
+            .collect();
         assert_eq!(types, ["call_started", "call_answered", "call_completed"]);
 
         let completed = &events[2].payload;
@@ -232,7 +250,12 @@ mod tests {
     #[test]
     fn unanswered_outcomes_are_one_terminal_event_after_started() {
         let mut rng = StdRng::seed_from_u64(2);
-        for outcome in [Outcome::Busy, Outcome::NoAnswer, Outcome::Failed, Outcome::Timeout] {
+        for outcome in [
+            Outcome::Busy,
+            Outcome::NoAnswer,
+            Outcome::Failed,
+            Outcome::Timeout,
+        ] {
             let events = dialer().plan(&call(), outcome, Utc::now(), &mut rng);
             assert_eq!(events.len(), 2, "{outcome}");
             assert_eq!(events[0].payload.event_type, "call_started");
@@ -248,11 +271,27 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let events = dialer().plan(&call(), Outcome::Busy, Utc::now(), &mut rng);
         let body = serde_json::to_value(&events[0].payload).unwrap();
-        let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         let mut expected = vec![
-            "event_type", "accountcode", "batch_id", "call_id", "phone_number", "call_status",
-            "disposition", "duration", "start_time", "end_time", "recording_url", "custom_data",
-            "server_code", "error_message",
+            "event_type",
+            "accountcode",
+            "batch_id",
+            "call_id",
+            "phone_number",
+            "call_status",
+            "disposition",
+            "duration",
+            "start_time",
+            "end_time",
+            "recording_url",
+            "custom_data",
+            "server_code",
+            "error_message",
         ];
         let mut keys_sorted = keys.clone();
         keys_sorted.sort_unstable();

@@ -33,7 +33,12 @@ pub fn parse_secret(value: &str) -> Result<Secret, String> {
 )]
 pub struct SimConfig {
     /// Listen address of the API and the admin endpoints.
-    #[arg(long, env = "SIM_BIND", value_name = "SIM_BIND", default_value = "0.0.0.0:8090")]
+    #[arg(
+        long,
+        env = "SIM_BIND",
+        value_name = "SIM_BIND",
+        default_value = "0.0.0.0:8090"
+    )]
     pub bind: SocketAddr,
 
     /// The API key clients must send as `X-API-KEY`.
@@ -56,11 +61,21 @@ pub struct SimConfig {
     pub callback_secret: Secret,
 
     /// The account code the API key belongs to; sent as `accountcode` in every callback.
-    #[arg(long, env = "SIM_ACCOUNT_CODE", value_name = "SIM_ACCOUNT_CODE", default_value = "SIM001")]
+    #[arg(
+        long,
+        env = "SIM_ACCOUNT_CODE",
+        value_name = "SIM_ACCOUNT_CODE",
+        default_value = "SIM001"
+    )]
     pub account_code: String,
 
     /// Sent as `server_code` in every callback.
-    #[arg(long, env = "SIM_SERVER_CODE", value_name = "SIM_SERVER_CODE", default_value = "sim1")]
+    #[arg(
+        long,
+        env = "SIM_SERVER_CODE",
+        value_name = "SIM_SERVER_CODE",
+        default_value = "sim1"
+    )]
     pub server_code: String,
 
     /// When set, `/admin/*` requires `Authorization: Bearer <token>`; when unset the admin
@@ -300,7 +315,11 @@ impl FromStr for OutcomeMix {
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         let mut weights = BTreeMap::new();
-        for part in value.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+        for part in value
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+        {
             let (name, weight) = part
                 .split_once('=')
                 .ok_or_else(|| format!("expected outcome=weight, got {part:?}"))?;
@@ -338,72 +357,141 @@ pub struct Knobs {
 
     /// Multiplies every simulated delay (ringing, talking); 1.0 is real time. Ignored in
     /// fast mode.
-    #[arg(long, env = "SIM_TIME_SCALE", value_name = "SIM_TIME_SCALE", default_value_t = 1.0)]
+    #[arg(
+        long,
+        env = "SIM_TIME_SCALE",
+        value_name = "SIM_TIME_SCALE",
+        default_value_t = 1.0
+    )]
     pub time_scale: f64,
 
     /// Relative weights of call outcomes, e.g. `completed=60,no_answer=15,busy=10,failed=10,timeout=5`.
-    #[arg(long, env = "SIM_OUTCOME_MIX", value_name = "SIM_OUTCOME_MIX",
-          default_value = "busy=10,completed=60,failed=10,no_answer=15,timeout=5")]
+    #[arg(
+        long,
+        env = "SIM_OUTCOME_MIX",
+        value_name = "SIM_OUTCOME_MIX",
+        default_value = "busy=10,completed=60,failed=10,no_answer=15,timeout=5"
+    )]
     pub outcome_mix: OutcomeMix,
 
     /// Probability that a delivered callback is sent a second time, byte for byte.
-    #[arg(long, env = "SIM_DUPLICATE_RATE", value_name = "SIM_DUPLICATE_RATE", default_value_t = 0.0)]
+    #[arg(
+        long,
+        env = "SIM_DUPLICATE_RATE",
+        value_name = "SIM_DUPLICATE_RATE",
+        default_value_t = 0.0
+    )]
     pub duplicate_rate: f64,
 
     /// Probability that a call's events are sent in reverse order (after the call ended).
-    #[arg(long, env = "SIM_REORDER_RATE", value_name = "SIM_REORDER_RATE", default_value_t = 0.0)]
+    #[arg(
+        long,
+        env = "SIM_REORDER_RATE",
+        value_name = "SIM_REORDER_RATE",
+        default_value_t = 0.0
+    )]
     pub reorder_rate: f64,
 
     /// Attempts per callback before the sender gives up on it.
-    #[arg(long, env = "SIM_CALLBACK_MAX_ATTEMPTS", value_name = "SIM_CALLBACK_MAX_ATTEMPTS",
-          default_value_t = 8)]
+    #[arg(
+        long,
+        env = "SIM_CALLBACK_MAX_ATTEMPTS",
+        value_name = "SIM_CALLBACK_MAX_ATTEMPTS",
+        default_value_t = 8
+    )]
     pub callback_max_attempts: u32,
 
     /// Timeout of one callback request.
-    #[arg(long, env = "SIM_CALLBACK_TIMEOUT_MS", value_name = "SIM_CALLBACK_TIMEOUT_MS",
-          default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "SIM_CALLBACK_TIMEOUT_MS",
+        value_name = "SIM_CALLBACK_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub callback_timeout_ms: u64,
 
     /// First retry delay of an undelivered callback; doubles per attempt (with jitter).
     /// Fast mode uses 5 ms instead.
-    #[arg(long, env = "SIM_CALLBACK_RETRY_BASE_MS", value_name = "SIM_CALLBACK_RETRY_BASE_MS",
-          default_value_t = 1_000)]
+    #[arg(
+        long,
+        env = "SIM_CALLBACK_RETRY_BASE_MS",
+        value_name = "SIM_CALLBACK_RETRY_BASE_MS",
+        default_value_t = 1_000
+    )]
     pub callback_retry_base_ms: u64,
 
     /// Upper bound of one retry delay, also for a receiver's `Retry-After`. Fast mode caps
     /// at 200 ms instead.
-    #[arg(long, env = "SIM_CALLBACK_RETRY_MAX_MS", value_name = "SIM_CALLBACK_RETRY_MAX_MS",
-          default_value_t = 60_000)]
+    #[arg(
+        long,
+        env = "SIM_CALLBACK_RETRY_MAX_MS",
+        value_name = "SIM_CALLBACK_RETRY_MAX_MS",
+        default_value_t = 60_000
+    )]
     pub callback_retry_max_ms: u64,
 
     /// Added to every API request before it is handled.
-    #[arg(long, env = "SIM_LATENCY_MS", value_name = "SIM_LATENCY_MS", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "SIM_LATENCY_MS",
+        value_name = "SIM_LATENCY_MS",
+        default_value_t = 0
+    )]
     pub latency_ms: u64,
 
     /// Probability that an API request is answered 500 without any effect.
-    #[arg(long, env = "SIM_ERROR_RATE", value_name = "SIM_ERROR_RATE", default_value_t = 0.0)]
+    #[arg(
+        long,
+        env = "SIM_ERROR_RATE",
+        value_name = "SIM_ERROR_RATE",
+        default_value_t = 0.0
+    )]
     pub error_rate: f64,
 
     /// Probability that an API request is answered 429 without any effect.
-    #[arg(long, env = "SIM_RATE_LIMIT_RATE", value_name = "SIM_RATE_LIMIT_RATE", default_value_t = 0.0)]
+    #[arg(
+        long,
+        env = "SIM_RATE_LIMIT_RATE",
+        value_name = "SIM_RATE_LIMIT_RATE",
+        default_value_t = 0.0
+    )]
     pub rate_limit_rate: f64,
 
     /// `Retry-After` seconds sent with a 429; `null` (admin API only) sends none.
-    #[arg(long, env = "SIM_RETRY_AFTER_SECS", value_name = "SIM_RETRY_AFTER_SECS", default_value = "1")]
+    #[arg(
+        long,
+        env = "SIM_RETRY_AFTER_SECS",
+        value_name = "SIM_RETRY_AFTER_SECS",
+        default_value = "1"
+    )]
     pub retry_after_secs: Option<u64>,
 
     /// Probability that an insert or dispatch takes effect and then fails anyway.
-    #[arg(long, env = "SIM_ACCEPT_THEN_FAIL_RATE", value_name = "SIM_ACCEPT_THEN_FAIL_RATE",
-          default_value_t = 0.0)]
+    #[arg(
+        long,
+        env = "SIM_ACCEPT_THEN_FAIL_RATE",
+        value_name = "SIM_ACCEPT_THEN_FAIL_RATE",
+        default_value_t = 0.0
+    )]
     pub accept_then_fail_rate: f64,
 
     /// How an accepted request fails: `error_500`, `drop_connection` or `hang`.
-    #[arg(long, env = "SIM_ACCEPT_THEN_FAIL_MODE", value_name = "SIM_ACCEPT_THEN_FAIL_MODE",
-          value_enum, default_value = "error_500")]
+    #[arg(
+        long,
+        env = "SIM_ACCEPT_THEN_FAIL_MODE",
+        value_name = "SIM_ACCEPT_THEN_FAIL_MODE",
+        value_enum,
+        default_value = "error_500"
+    )]
     pub accept_then_fail_mode: AcceptThenFailMode,
 
     /// How long the `hang` mode withholds the answer before closing the connection.
-    #[arg(long, env = "SIM_HANG_MS", value_name = "SIM_HANG_MS", default_value_t = 30_000)]
+    #[arg(
+        long,
+        env = "SIM_HANG_MS",
+        value_name = "SIM_HANG_MS",
+        default_value_t = 30_000
+    )]
     pub hang_ms: u64,
 
     /// Every API key is rejected with 401 (a revoked or rotated key).
@@ -412,16 +500,30 @@ pub struct Knobs {
     pub reject_all_keys: bool,
 
     /// HTTP status of a successful insert: 200 or 201.
-    #[arg(long, env = "SIM_INSERT_STATUS", value_name = "SIM_INSERT_STATUS", default_value_t = 201)]
+    #[arg(
+        long,
+        env = "SIM_INSERT_STATUS",
+        value_name = "SIM_INSERT_STATUS",
+        default_value_t = 201
+    )]
     pub insert_success_status: u16,
 
     /// Layout of the insert response: `flat` or `nested` (under `data`).
-    #[arg(long, env = "SIM_RESPONSE_LAYOUT", value_name = "SIM_RESPONSE_LAYOUT", value_enum,
-          default_value = "flat")]
+    #[arg(
+        long,
+        env = "SIM_RESPONSE_LAYOUT",
+        value_name = "SIM_RESPONSE_LAYOUT",
+        value_enum,
+        default_value = "flat"
+    )]
     pub response_layout: ResponseLayout,
 
     /// When set, an insert keeps only its first N items and answers `status: "warning"`.
-    #[arg(long, env = "SIM_PARTIAL_ACCEPT_MAX", value_name = "SIM_PARTIAL_ACCEPT_MAX")]
+    #[arg(
+        long,
+        env = "SIM_PARTIAL_ACCEPT_MAX",
+        value_name = "SIM_PARTIAL_ACCEPT_MAX"
+    )]
     pub partial_accept_max: Option<usize>,
 
     /// When set, at most this many faults (error, 429, accept-then-fail, partial accept) are
@@ -430,8 +532,14 @@ pub struct Knobs {
     pub fault_budget: Option<u64>,
 
     /// Endpoints that latency, hold, error, 429 and accept-then-fail apply to.
-    #[arg(long, env = "SIM_FAULT_ENDPOINTS", value_name = "SIM_FAULT_ENDPOINTS", value_enum,
-          value_delimiter = ',', default_value = "insert,batch_status,dispatch")]
+    #[arg(
+        long,
+        env = "SIM_FAULT_ENDPOINTS",
+        value_name = "SIM_FAULT_ENDPOINTS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "insert,batch_status,dispatch"
+    )]
     pub fault_endpoints: Vec<Endpoint>,
 }
 
@@ -479,7 +587,10 @@ impl Knobs {
             }
         }
         if !(self.time_scale.is_finite() && self.time_scale >= 0.0) {
-            return Err(format!("time_scale: must be 0 or more, got {}", self.time_scale));
+            return Err(format!(
+                "time_scale: must be 0 or more, got {}",
+                self.time_scale
+            ));
         }
         if self.outcome_mix.total_weight() == 0 {
             return Err("outcome_mix: at least one outcome needs a weight above 0".into());
@@ -578,9 +689,21 @@ mod tests {
         assert_eq!(merged.outcome_mix, OutcomeMix::only(Outcome::Busy));
         assert_eq!(merged.callback_max_attempts, knobs.callback_max_attempts);
 
-        assert!(knobs.merged_with(&serde_json::json!({"error_rate": 1.5})).is_err());
-        assert!(knobs.merged_with(&serde_json::json!({"no_such_knob": 1})).is_err());
-        assert!(knobs.merged_with(&serde_json::json!({"insert_success_status": 202})).is_err());
+        assert!(
+            knobs
+                .merged_with(&serde_json::json!({"error_rate": 1.5}))
+                .is_err()
+        );
+        assert!(
+            knobs
+                .merged_with(&serde_json::json!({"no_such_knob": 1}))
+                .is_err()
+        );
+        assert!(
+            knobs
+                .merged_with(&serde_json::json!({"insert_success_status": 202}))
+                .is_err()
+        );
     }
 
     #[test]

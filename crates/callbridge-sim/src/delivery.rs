@@ -51,10 +51,17 @@ pub(crate) async fn deliver_call(
     let last = plan.len().saturating_sub(1);
 
     if reordered {
-        if !sleep_until(&cancel, dispatched_at + simulated(&state.knobs(), due[last])).await {
+        if !sleep_until(
+            &cancel,
+            dispatched_at + simulated(&state.knobs(), due[last]),
+        )
+        .await
+        {
             return;
         }
-        state.store().update_call(call, |record| record.state = CallState::Ended);
+        state
+            .store()
+            .update_call(call, |record| record.state = CallState::Ended);
         for event in plan.iter().rev() {
             if !deliver_event(&state, call, &event.payload, &cancel).await {
                 return;
@@ -64,11 +71,18 @@ pub(crate) async fn deliver_call(
     }
 
     for (position, event) in plan.iter().enumerate() {
-        if !sleep_until(&cancel, dispatched_at + simulated(&state.knobs(), due[position])).await {
+        if !sleep_until(
+            &cancel,
+            dispatched_at + simulated(&state.knobs(), due[position]),
+        )
+        .await
+        {
             return;
         }
         if position == last {
-            state.store().update_call(call, |record| record.state = CallState::Ended);
+            state
+                .store()
+                .update_call(call, |record| record.state = CallState::Ended);
         }
         if !deliver_event(&state, call, &event.payload, &cancel).await {
             return;
@@ -127,20 +141,23 @@ async fn deliver_event(
         Delivery::Cancelled => return false,
         Delivery::GaveUp => {
             tracing::warn!(event_type = %payload.event_type, "callback undelivered, giving up");
-            state.store().update_event(call, event, |record| record.gave_up = true);
+            state
+                .store()
+                .update_event(call, event, |record| record.gave_up = true);
             return true;
         }
         Delivery::Acknowledged => {}
     }
 
     if state.chance(state.knobs().duplicate_rate) {
-        let duplicate = send_with_retries(state, &target.url, &body, &signature, cancel, |attempt| {
-            state.store().update_event(call, event, |record| {
-                record.duplicates_sent += 1;
-                record.duplicates_acknowledged += u32::from(attempt.acknowledged());
-            });
-        })
-        .await;
+        let duplicate =
+            send_with_retries(state, &target.url, &body, &signature, cancel, |attempt| {
+                state.store().update_event(call, event, |record| {
+                    record.duplicates_sent += 1;
+                    record.duplicates_acknowledged += u32::from(attempt.acknowledged());
+                });
+            })
+            .await;
         if matches!(duplicate, Delivery::Cancelled) {
             return false;
         }
@@ -163,7 +180,8 @@ struct Attempt {
 
 impl Attempt {
     fn acknowledged(&self) -> bool {
-        self.status.is_some_and(|status| (200..300).contains(&status))
+        self.status
+            .is_some_and(|status| (200..300).contains(&status))
     }
 }
 

@@ -36,7 +36,9 @@ impl GroundTruth {
     }
 
     pub fn calls_of_batch(&self, batch_id: i32) -> impl Iterator<Item = &CallTruth> {
-        self.calls.iter().filter(move |call| call.batch_id == batch_id)
+        self.calls
+            .iter()
+            .filter(move |call| call.batch_id == batch_id)
     }
 
     pub fn requests_to(&self, endpoint: Endpoint) -> impl Iterator<Item = &RequestTruth> {

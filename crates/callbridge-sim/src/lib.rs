@@ -39,14 +39,14 @@ use anyhow::Context;
 pub use crate::api::{BATCH_STATUS_PATH, DISPATCH_PATH, INSERT_PATH};
 pub use crate::calls::CallbackPayload;
 pub use crate::config::{
-    AcceptThenFailMode, Endpoint, Knobs, MAX_ITEMS_PER_INSERT, Outcome, OutcomeMix,
-    ResponseLayout, SimConfig,
+    AcceptThenFailMode, Endpoint, Knobs, MAX_ITEMS_PER_INSERT, Outcome, OutcomeMix, ResponseLayout,
+    SimConfig,
 };
-pub use callbridge_runtime::config::Secret;
 pub use crate::ground_truth::{
     BatchTruth, CallState, CallTruth, EventTruth, GroundTruth, RequestTruth, Totals,
 };
 use crate::state::SimState;
+pub use callbridge_runtime::config::Secret;
 
 /// Insert bodies of 1000 items with custom data are far above actix's 256 KiB default.
 const MAX_REQUEST_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -69,7 +69,9 @@ impl Simulator {
         let state = Arc::new(SimState::new(&config).context("while building the simulator")?);
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("while binding SIM_BIND {}", config.bind))?;
-        let addr = listener.local_addr().context("while reading the bound address")?;
+        let addr = listener
+            .local_addr()
+            .context("while reading the bound address")?;
 
         let data = web::Data::from(Arc::clone(&state));
         let server = HttpServer::new(move || {

@@ -11,7 +11,12 @@ use clap::error::ErrorKind;
 async fn main() -> ExitCode {
     let config = match SimConfig::try_parse() {
         Ok(config) => config,
-        Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
             let _ = error.print();
             return ExitCode::SUCCESS;
         }

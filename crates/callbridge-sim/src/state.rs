@@ -97,12 +97,18 @@ impl SimState {
     }
 
     pub fn knobs(&self) -> Knobs {
-        self.knobs.read().unwrap_or_else(|poison| poison.into_inner()).clone()
+        self.knobs
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     /// Merges a JSON object of knob fields into the live knobs (see [`Knobs::merged_with`]).
     pub fn patch_knobs(&self, patch: &serde_json::Value) -> Result<Knobs, String> {
-        let mut knobs = self.knobs.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut knobs = self
+            .knobs
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         let merged = knobs.merged_with(patch)?;
         *knobs = merged.clone();
         Ok(merged)
@@ -110,20 +116,32 @@ impl SimState {
 
     /// Whether `presented` is the current API key, compared in constant time.
     pub fn key_matches(&self, presented: Option<&[u8]>) -> bool {
-        let current = self.api_key.read().unwrap_or_else(|poison| poison.into_inner());
+        let current = self
+            .api_key
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
         presented.is_some_and(|presented| bool::from(presented.ct_eq(current.expose().as_bytes())))
     }
 
     pub fn set_api_key(&self, key: Secret) {
-        *self.api_key.write().unwrap_or_else(|poison| poison.into_inner()) = key;
+        *self
+            .api_key
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = key;
     }
 
     pub fn callback_target(&self) -> CallbackTarget {
-        self.callback.read().unwrap_or_else(|poison| poison.into_inner()).clone()
+        self.callback
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     pub fn set_callback(&self, url: Option<reqwest::Url>, secret: Option<Secret>) {
-        let mut target = self.callback.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut target = self
+            .callback
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some(url) = url {
             target.url = url;
         }
@@ -133,7 +151,9 @@ impl SimState {
     }
 
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.store
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub(crate) fn with_rng<T>(&self, draw: impl FnOnce(&mut StdRng) -> T) -> T {
@@ -148,7 +168,10 @@ impl SimState {
     /// Rolls for an API fault with the rate `rate_of` picks from the live knobs, spending
     /// one unit of `fault_budget` when it hits.
     pub(crate) fn roll_fault(&self, rate_of: impl FnOnce(&Knobs) -> f64) -> bool {
-        let mut knobs = self.knobs.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut knobs = self
+            .knobs
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         if knobs.fault_budget == Some(0) || !self.chance(rate_of(&knobs)) {
             return false;
         }
@@ -198,25 +221,40 @@ impl SimState {
         let total_weight = knobs.outcome_mix.total_weight();
         let dispatched = self.store().dispatch_queued(&self.dialer.accountcode, || {
             let ticket = self.with_rng(|rng| rng.random_range(0..total_weight));
-            (knobs.outcome_mix.pick(ticket), self.chance(knobs.reorder_rate))
+            (
+                knobs.outcome_mix.pick(ticket),
+                self.chance(knobs.reorder_rate),
+            )
         });
         let now = Utc::now();
-        let cancel = self.deliveries.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.pending_calls.send_modify(|pending| *pending += dispatched.len());
+        let cancel = self
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.pending_calls
+            .send_modify(|pending| *pending += dispatched.len());
         let mut batch_ids: Vec<i32> = dispatched.iter().map(|(_, call)| call.batch_id).collect();
         batch_ids.dedup();
         let count = dispatched.len();
         for (call_ref, call) in dispatched {
             let outcome = call.outcome.unwrap_or(crate::config::Outcome::Completed);
             let plan = self.with_rng(|rng| self.dialer.plan(&call, outcome, now, rng));
-            let delivery = delivery::deliver_call(Arc::clone(self), call_ref, plan, call.reordered, cancel.clone());
+            let delivery = delivery::deliver_call(
+                Arc::clone(self),
+                call_ref,
+                plan,
+                call.reordered,
+                cancel.clone(),
+            );
             self.runtime.spawn(delivery);
         }
         (count, batch_ids)
     }
 
     pub(crate) fn call_delivery_finished(&self) {
-        self.pending_calls.send_modify(|pending| *pending = pending.saturating_sub(1));
+        self.pending_calls
+            .send_modify(|pending| *pending = pending.saturating_sub(1));
     }
 
     pub fn pending_calls(&self) -> usize {
@@ -255,6 +293,9 @@ impl SimState {
 
     /// Stops every running delivery (shutdown).
     pub(crate) fn cancel_deliveries(&self) {
-        self.deliveries.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancel();
     }
 }

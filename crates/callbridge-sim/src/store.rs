@@ -112,8 +112,13 @@ impl Store {
 
     pub fn batch_status(&self, batch_id: i32) -> Option<BatchStatusView> {
         let batch = self.batches.get(&batch_id)?;
-        let calls: Vec<&CallTruth> = batch.calls.iter().map(|index| &self.calls[*index]).collect();
-        let count = |wanted: fn(&CallTruth) -> bool| calls.iter().filter(|call| wanted(call)).count();
+        let calls: Vec<&CallTruth> = batch
+            .calls
+            .iter()
+            .map(|index| &self.calls[*index])
+            .collect();
+        let count =
+            |wanted: fn(&CallTruth) -> bool| calls.iter().filter(|call| wanted(call)).count();
         let queued = count(|call| call.state == CallState::Queued);
         let in_progress = count(|call| call.state == CallState::InProgress);
         let completed = count(|call| {
@@ -153,7 +158,11 @@ impl Store {
     ) -> Vec<(CallRef, CallTruth)> {
         let generation = self.generation;
         let mut dispatched = Vec::new();
-        for batch in self.batches.values().filter(|batch| batch.accountcode == accountcode) {
+        for batch in self
+            .batches
+            .values()
+            .filter(|batch| batch.accountcode == accountcode)
+        {
             for index in &batch.calls {
                 let call = &mut self.calls[*index];
                 if call.state != CallState::Queued {
@@ -163,7 +172,13 @@ impl Store {
                 call.state = CallState::InProgress;
                 call.outcome = Some(outcome);
                 call.reordered = reordered;
-                dispatched.push((CallRef { generation, index: *index }, call.clone()));
+                dispatched.push((
+                    CallRef {
+                        generation,
+                        index: *index,
+                    },
+                    call.clone(),
+                ));
             }
         }
         dispatched
@@ -192,7 +207,12 @@ impl Store {
         position
     }
 
-    pub fn update_event(&mut self, call: CallRef, event: usize, change: impl FnOnce(&mut EventTruth)) {
+    pub fn update_event(
+        &mut self,
+        call: CallRef,
+        event: usize,
+        change: impl FnOnce(&mut EventTruth),
+    ) {
         self.update_call(call, |record| {
             if let Some(event) = record.events.get_mut(event) {
                 change(event);
@@ -305,7 +325,11 @@ mod tests {
         store.insert_items(1, "ACC", &items(&["1", "1"]));
         store.insert_items(2, "ACC", &items(&["1"]));
         let truth = store.ground_truth(None);
-        let mut ids: Vec<&str> = truth.calls.iter().map(|call| call.call_id.as_str()).collect();
+        let mut ids: Vec<&str> = truth
+            .calls
+            .iter()
+            .map(|call| call.call_id.as_str())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 3);
@@ -318,10 +342,17 @@ mod tests {
         store.insert_items(2, "OTHER", &items(&["3"]));
         let first = store.dispatch_queued("ACC", || (Outcome::Busy, false));
         assert_eq!(first.len(), 2);
-        assert!(store.dispatch_queued("ACC", || (Outcome::Busy, false)).is_empty());
+        assert!(
+            store
+                .dispatch_queued("ACC", || (Outcome::Busy, false))
+                .is_empty()
+        );
 
         let status = store.batch_status(1).unwrap();
-        assert_eq!((status.queued, status.in_progress, status.dispatched), (0, 2, 2));
+        assert_eq!(
+            (status.queued, status.in_progress, status.dispatched),
+            (0, 2, 2)
+        );
         assert_eq!(store.batch_status(2).unwrap().queued, 1);
     }
 
@@ -329,7 +360,9 @@ mod tests {
     fn updates_from_before_a_reset_are_ignored() {
         let mut store = Store::new("t".into());
         store.insert_items(1, "ACC", &items(&["1"]));
-        let (call, _) = store.dispatch_queued("ACC", || (Outcome::Completed, false)).remove(0);
+        let (call, _) = store
+            .dispatch_queued("ACC", || (Outcome::Completed, false))
+            .remove(0);
         store.reset();
         store.insert_items(1, "ACC", &items(&["9"]));
         store.update_call(call, |record| record.state = CallState::Ended);
