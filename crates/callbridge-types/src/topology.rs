@@ -15,8 +15,6 @@ pub const ALL_CALLBACKS_BINDING: &str = "callback.#";
 pub const DEAD_EXCHANGE: &str = "callbridge.dead";
 /// Queue holding poison messages for `callbridge dlq list|replay|purge`.
 pub const DEAD_QUEUE: &str = "callbridge.dead";
-/// Routing key poison messages are published to [`DEAD_EXCHANGE`] with.
-pub const DEAD_ROUTING_KEY: &str = "dead";
 /// Topic exchange terminal call outcomes are published to (the seed's business hooks).
 pub const OUTCOMES_EXCHANGE: &str = "callbridge.outcomes";
 
