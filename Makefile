@@ -35,3 +35,7 @@ fmt:
 
 migrate: services build
 	target/debug/callbridge migrate up
+
+.PHONY: test-deploy
+test-deploy: services ## deployment checks only: Dockerfile, compose, Kustomize + KEDA, alert rules
+	@scripts/check-deploy.sh

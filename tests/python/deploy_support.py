@@ -130,6 +130,7 @@ def promtool() -> str:
         raise AssertionError(f"apt-get download prometheus failed: {fetched.stderr.strip()}")
     deb = sorted(downloads.glob("prometheus_*.deb"))[-1]
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tools / "prometheus")], check=True)
+    deb.unlink()
     assert binary.is_file(), f"{deb.name} holds no usr/bin/promtool"
     return str(binary)
 
