@@ -312,6 +312,18 @@ def bind_variable(binary: str) -> str:
     return next(name for name, setting in config_model().verbatim.items() if setting == key)
 
 
+def drain_seconds(binary: str, env: dict[str, str | None]) -> int:
+    """How long a service may keep working after SIGTERM, from its settings: the ingress's
+    shutdown timeout; the submitter's request timeout (the request in flight finishes);
+    the persister commits one batch (milliseconds of linger), given 30 s here."""
+    model = config_model()
+    if binary == "callbridge-ingress":
+        return int(model.value(env, "ingress.shutdown_timeout_secs"))
+    if binary == "callbridge-submitter":
+        return int(model.value(env, "api.request_timeout_ms")) // 1000
+    return 30
+
+
 def topology_constant(name: str) -> str:
     match = re.search(rf'pub const {name}: &str = "([^"]+)";', TOPOLOGY.read_text())
     assert match, f"no {name} in {TOPOLOGY}"

@@ -17,6 +17,7 @@ from deploy_support import (
     compose_model,
     config_model,
     default_port,
+    drain_seconds,
     missing_settings,
     run,
 )
@@ -161,3 +162,13 @@ def test_long_running_callbridge_containers_are_read_only():
             continue
         assert service.get("read_only") is True, name
         assert any(t.startswith("/tmp") for t in service.get("tmpfs", [])), name
+
+
+def test_stop_grace_outlasts_each_service_s_drain():
+    for name, service in callbridge_services().items():
+        binary = command_of(service)[0]
+        if binary not in SERVICE_BINARIES or binary == "callbridge-sim":
+            continue
+        grace = service.get("stop_grace_period", "10s")
+        seconds = int(re.fullmatch(r"(\d+)s", grace).group(1))
+        assert seconds > drain_seconds(binary, service["environment"]), f"{name}: {grace}"

@@ -20,6 +20,7 @@ from deploy_support import (
     bind_variable,
     config_model,
     default_port,
+    drain_seconds,
     missing_settings,
     named,
     objects,
@@ -251,18 +252,6 @@ def test_probes_hit_health_endpoints_on_the_binary_s_own_port(overlay):
         annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
         assert annotations.get("prometheus.io/port") == str(port)
         assert annotations.get("prometheus.io/path") == "/metrics"
-
-
-def drain_seconds(binary: str, env: dict[str, str | None]) -> int:
-    """How long a binary may keep working after SIGTERM, from its settings: the ingress's
-    shutdown timeout, the submitter's request timeout (the request in flight finishes);
-    the persister commits one batch (lingering milliseconds), bounded here by 30 s."""
-    model = config_model()
-    if binary == "callbridge-ingress":
-        return int(model.value(env, "ingress.shutdown_timeout_secs"))
-    if binary == "callbridge-submitter":
-        return int(model.value(env, "api.request_timeout_ms")) // 1000
-    return 30
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
