@@ -2,20 +2,24 @@
 
 use std::process::Output;
 
+use callbridge_runtime::db::MIGRATOR;
 use callbridge_testkit::db::TestDb;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-async fn callbridge(db: &TestDb, args: &[&str]) -> Output {
+/// Runs the built binary with only the given environment (hermetic: nothing from the
+/// developer's shell leaks in), pointed at the test's database through the guide's variable.
+async fn callbridge_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
         .args(args)
-        .arg("--database-url")
-        .arg(db.url())
-        // The test's own database must win over whatever the environment names.
-        .env_remove("CLIENT_CALLING_DB_URL")
-        .env_remove("CLIENT_CALLING_ASYNC_DB_URL")
+        .env_clear()
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap()
+}
+
+async fn callbridge(db: &TestDb, args: &[&str]) -> Output {
+    callbridge_with_env(args, &[("CLIENT_CALLING_DB_URL", db.url())]).await
 }
 
 fn stdout(output: &Output) -> String {
@@ -24,6 +28,14 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// How many migrations this build embeds.
+fn migration_count() -> usize {
+    MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .count()
 }
 
 fn migration_lines(text: &str, prefix: &str) -> usize {
@@ -44,7 +56,11 @@ async fn up_creates_the_missing_database_and_applies_every_migration() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("created database"), "{text}");
-    assert_eq!(migration_lines(&text, "applied  "), 5, "{text}");
+    assert_eq!(
+        migration_lines(&text, "applied  "),
+        migration_count(),
+        "{text}"
+    );
     assert!(text.contains("applied  0001 seed tables"), "{text}");
 
     let again = callbridge(&db, &["migrate", "up"]).await;
@@ -63,7 +79,7 @@ async fn status_lists_each_migration_as_applied_or_pending() {
     assert!(before.status.success(), "{}", stderr(&before));
     assert_eq!(
         stdout(&before).matches(" pending").count(),
-        5,
+        migration_count(),
         "{}",
         stdout(&before)
     );
@@ -73,11 +89,12 @@ async fn status_lists_each_migration_as_applied_or_pending() {
 
     let after = stdout(&callbridge(&db, &["migrate", "status"]).await);
     let lines: Vec<&str> = after.lines().collect();
-    assert_eq!(lines.len(), 5, "{after}");
-    for line in &lines[..3] {
+    assert_eq!(lines.len(), migration_count(), "{after}");
+    let (still_applied, reverted) = lines.split_at(migration_count() - 2);
+    for line in still_applied {
         assert!(line.contains(" applied "), "{after}");
     }
-    for line in &lines[3..] {
+    for line in reverted {
         assert!(line.ends_with("pending"), "{after}");
     }
 }
@@ -115,20 +132,53 @@ async fn down_refuses_rows_without_force_in_one_line_and_fails() {
 }
 
 #[tokio::test]
+async fn the_guides_sqlalchemy_async_url_is_enough() {
+    let db = TestDb::new().await.unwrap();
+    let async_url = db.url().replacen("postgres://", "postgresql+asyncpg://", 1);
+
+    let output = callbridge_with_env(
+        &["migrate", "up"],
+        &[("CLIENT_CALLING_ASYNC_DB_URL", async_url.as_str())],
+    )
+    .await;
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        migration_lines(&stdout(&output), "applied  "),
+        migration_count()
+    );
+    let mut conn = PgConnection::connect(db.url()).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'call_events'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(tables, 1, "migrated the database the async URL names");
+}
+
+#[tokio::test]
 async fn an_unreachable_database_is_one_clear_line_and_a_failure() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
-        .args([
+    let output = callbridge_with_env(
+        &[
             "migrate",
             "status",
             "--database-url",
-            "postgres://postgres@127.0.0.1:1/nowhere",
-        ])
-        .output()
-        .await
-        .unwrap();
+            "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/nowhere",
+        ],
+        &[],
+    )
+    .await;
 
     assert!(!output.status.success());
     let message = stderr(&output);
     assert_eq!(message.trim_end().lines().count(), 1, "{message}");
-    assert!(message.contains("127.0.0.1:1/nowhere"), "{message}");
+    assert!(
+        message.contains("postgres@127.0.0.1:1/nowhere"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("s3cret"),
+        "the password leaked: {message}"
+    );
 }

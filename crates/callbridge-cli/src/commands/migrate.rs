@@ -1,21 +1,17 @@
 //! `callbridge migrate up|down|status`: the only way the schema changes unless a service
 //! is started with `--migrate`, so a Kubernetes Job can own it (SPEC §3).
 
+use callbridge_runtime::config::{DatabaseUrl, Settings, normalise_database_url};
 use callbridge_runtime::db::{self, DownTarget, MigrationState, MigrationSummary};
 use clap::{Args, Subcommand};
 use sqlx::PgPool;
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// Database URL (postgres://, or the guide's postgresql+asyncpg:// / postgresql+psycopg://).
-    #[arg(
-        long,
-        env = "CLIENT_CALLING_DB_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/client_calling_db",
-        hide_env_values = true,
-        global = true
-    )]
-    pub database_url: String,
+    /// Database URL, instead of CLIENT_CALLING_DB_URL / CLIENT_CALLING_ASYNC_DB_URL
+    /// (postgres://, or the guide's postgresql+asyncpg:// and postgresql+psycopg:// forms).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
 
     #[command(subcommand)]
     pub action: MigrateAction,
@@ -45,37 +41,51 @@ pub struct DownArgs {
 }
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
-    let url = args.database_url.as_str();
+    let database = database(args.database_url.as_deref())?;
     match args.action {
-        MigrateAction::Up => up(url).await,
-        MigrateAction::Down(down_args) => down(url, &down_args).await,
-        MigrateAction::Status => status(url).await,
+        MigrateAction::Up => up(&database).await,
+        MigrateAction::Down(down_args) => down(&database, &down_args).await,
+        MigrateAction::Status => status(&database).await,
     }
 }
 
-async fn up(url: &str) -> anyhow::Result<()> {
-    let target = db::describe(&db::connect_options(url)?);
-    if db::ensure_database_exists(url).await? {
-        println!("created database {target}");
+/// The database to migrate: `--database-url`, else what the configuration names (either
+/// of the guide's two variables, a config file, or the local default).
+fn database(flag: Option<&str>) -> anyhow::Result<DatabaseUrl> {
+    Ok(match flag {
+        Some(raw) => normalise_database_url(raw, "--database-url")?,
+        None => {
+            let config = Settings::load()?.database()?;
+            DatabaseUrl {
+                url: config.url.expose().to_owned(),
+                identity: config.identity,
+            }
+        }
+    })
+}
+
+async fn up(database: &DatabaseUrl) -> anyhow::Result<()> {
+    if db::ensure_database_exists(&database.url).await? {
+        println!("created database {}", database.identity);
     }
-    let pool = connect(url).await?;
+    let pool = connect(database).await?;
     let applied = db::migrate_up(&pool).await?;
     for migration in &applied {
         println!("applied  {}", line(migration));
     }
     if applied.is_empty() {
-        println!("{target} is up to date");
+        println!("{} is up to date", database.identity);
     }
     Ok(())
 }
 
-async fn down(url: &str, args: &DownArgs) -> anyhow::Result<()> {
+async fn down(database: &DatabaseUrl, args: &DownArgs) -> anyhow::Result<()> {
     let target = if args.all {
         DownTarget::All
     } else {
         DownTarget::Steps(args.steps)
     };
-    let pool = connect(url).await?;
+    let pool = connect(database).await?;
     let reverted = db::migrate_down(&pool, target, args.force).await?;
     for migration in &reverted {
         println!("reverted {}", line(migration));
@@ -86,8 +96,8 @@ async fn down(url: &str, args: &DownArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(url: &str) -> anyhow::Result<()> {
-    let pool = connect(url).await?;
+async fn status(database: &DatabaseUrl) -> anyhow::Result<()> {
+    let pool = connect(database).await?;
     for migration in db::migration_status(&pool).await? {
         let state = match migration.state {
             MigrationState::Applied { installed_on } => format!("applied {installed_on}"),
@@ -108,9 +118,9 @@ async fn status(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(url: &str) -> anyhow::Result<PgPool> {
+async fn connect(database: &DatabaseUrl) -> anyhow::Result<PgPool> {
     // One connection is all a migration run uses.
-    db::connect_pool(url, 1).await
+    db::connect_pool(&database.url, 1).await
 }
 
 fn line(migration: &MigrationSummary) -> String {

@@ -1,7 +1,8 @@
 //! Database pool, database creation and the schema migrations (SPEC §3).
 //!
-//! URLs here are plain `postgres://…` URLs; the configuration layer turns the guide's
-//! SQLAlchemy forms (`postgresql+asyncpg://…`) into this form before they get here.
+//! URLs may be in any form the configuration accepts (`postgres://…`, or the guide's
+//! SQLAlchemy `postgresql+asyncpg://…`); messages name the database by its
+//! [`DatabaseIdentity`], never by the URL, which may hold a password.
 
 mod migrate;
 
@@ -11,6 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool};
+
+use crate::config::{DatabaseIdentity, normalise_database_url};
 
 pub use migrate::{
     DownTarget, MIGRATOR, MigrationState, MigrationStatus, MigrationSummary, migrate_down,
@@ -26,21 +29,12 @@ const INVALID_CATALOG_NAME: &str = "3D000";
 /// SQLSTATE `42P04`: CREATE DATABASE lost a race with another creator.
 const DUPLICATE_DATABASE: &str = "42P04";
 
-/// Parses a `postgres://` URL. The error names where the URL came from, never its content
-/// (it may hold a password).
-pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
-    PgConnectOptions::from_str(url).context("while parsing the database URL")
-}
-
-/// `user@host:port/database`: identifies a database in messages without the password.
-pub fn describe(options: &PgConnectOptions) -> String {
-    format!(
-        "{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or(options.get_username())
-    )
+/// Connection options for `url`, and the database's identity for messages.
+fn parse_url(url: &str) -> anyhow::Result<(PgConnectOptions, DatabaseIdentity)> {
+    let normalised = normalise_database_url(url, "the database URL")?;
+    let options = PgConnectOptions::from_str(&normalised.url)
+        .with_context(|| format!("while reading the URL of {}", normalised.identity))?;
+    Ok((options, normalised.identity))
 }
 
 /// Opens a pool of at most `max_connections` after checking that the database answers.
@@ -49,8 +43,7 @@ pub fn describe(options: &PgConnectOptions) -> String {
 /// at once with its real cause instead of a pool timeout; retrying is the caller's call.
 #[tracing::instrument(skip_all, fields(max_connections))]
 pub async fn connect_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = connect_options(url)?;
-    let target = describe(&options);
+    let (options, target) = parse_url(url)?;
     let probe = options
         .connect()
         .await
@@ -77,12 +70,9 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
 /// concurrent creator winning is not an error.
 #[tracing::instrument(skip_all, fields(database))]
 pub async fn ensure_database_exists(url: &str) -> anyhow::Result<bool> {
-    let options = connect_options(url)?.disable_statement_logging();
-    let target = describe(&options);
-    let database = options
-        .get_database()
-        .unwrap_or(options.get_username())
-        .to_owned();
+    let (options, target) = parse_url(url)?;
+    let options = options.disable_statement_logging();
+    let database = target.database.clone();
     tracing::Span::current().record("database", database.as_str());
 
     match options.connect().await {
@@ -97,13 +87,14 @@ pub async fn ensure_database_exists(url: &str) -> anyhow::Result<bool> {
     }
 
     // Same server and credentials, maintenance database `postgres` (as `createdb` does).
-    let maintenance = options.clone().database("postgres");
-    let mut admin: PgConnection = maintenance.connect().await.with_context(|| {
-        format!(
-            "while connecting to {} to create the missing database {database}",
-            describe(&maintenance)
-        )
-    })?;
+    let mut admin: PgConnection = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .with_context(|| {
+            format!("while connecting to the maintenance database postgres to create {target}")
+        })?;
     let create = format!("CREATE DATABASE \"{}\"", database.replace('"', "\"\""));
     let created = match sqlx::raw_sql(AssertSqlSafe(create))
         .execute(&mut admin)
