@@ -128,7 +128,14 @@ impl SimConfig {
         if self.callback_concurrency == 0 {
             return Err("SIM_CALLBACK_CONCURRENCY: must be at least 1".into());
         }
-        self.knobs.validate()
+        // Knob errors name the knob (`error_rate: …`); at start the variable is what to fix,
+        // and every knob's variable is SIM_ plus its name.
+        self.knobs
+            .validate()
+            .map_err(|problem| match problem.split_once(':') {
+                Some((knob, rest)) => format!("SIM_{}:{rest}", knob.to_ascii_uppercase()),
+                None => problem,
+            })
     }
 }
 
@@ -502,8 +509,8 @@ pub struct Knobs {
     /// HTTP status of a successful insert: 200 or 201.
     #[arg(
         long,
-        env = "SIM_INSERT_STATUS",
-        value_name = "SIM_INSERT_STATUS",
+        env = "SIM_INSERT_SUCCESS_STATUS",
+        value_name = "SIM_INSERT_SUCCESS_STATUS",
         default_value_t = 201
     )]
     pub insert_success_status: u16,
@@ -656,6 +663,34 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.knobs, Knobs::default());
         assert_eq!(config.bind.to_string(), "0.0.0.0:8090");
+    }
+
+    #[test]
+    fn every_setting_reads_sim_and_its_name_in_capitals() {
+        use clap::CommandFactory;
+        for argument in SimConfig::command().get_arguments() {
+            let id = argument.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let env = argument.get_env().and_then(|env| env.to_str());
+            assert_eq!(
+                env,
+                Some(format!("SIM_{}", id.to_ascii_uppercase()).as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn knob_errors_at_start_name_the_variable() {
+        let mut config = parse(&[]).unwrap();
+        config.knobs.error_rate = 2.0;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .starts_with("SIM_ERROR_RATE:")
+        );
     }
 
     #[test]
