@@ -73,12 +73,8 @@ async fn log_call<'e>(
     .unwrap();
 }
 
-async fn refresh<'e>(executor: impl sqlx::PgExecutor<'e>, batch_id: i32) -> Option<String> {
-    sqlx::query_scalar("SELECT callbridge_refresh_batch($1)")
-        .bind(batch_id)
-        .fetch_one(executor)
-        .await
-        .unwrap()
+async fn refresh<'e>(executor: impl sqlx::PgExecutor<'e>, batch_id: i32) -> Option<BatchStatus> {
+    db::refresh_batch(executor, batch_id).await.unwrap()
 }
 
 async fn batch(pool: &PgPool, batch_id: i32) -> Batch {
@@ -130,11 +126,7 @@ async fn terminal_statuses_in_sql_match_callbridge_types() {
         } else {
             BatchStatus::InProgress
         };
-        assert_eq!(
-            BatchStatus::parse(&new_status).unwrap(),
-            expected,
-            "{status:?}"
-        );
+        assert_eq!(new_status, expected, "{status:?}");
     }
 }
 
@@ -155,13 +147,13 @@ async fn counts_are_exact_and_follow_status_changes() {
     create_batch(&pool, 11, 1).await;
     log_call(&pool, 11, "other", "completed").await;
 
-    assert_eq!(refresh(&pool, 10).await.as_deref(), Some("in_progress"));
+    assert_eq!(refresh(&pool, 10).await, Some(BatchStatus::InProgress));
     let row = batch(&pool, 10).await;
     assert_eq!((row.completed_calls, row.failed_calls), (Some(2), Some(2)));
     assert!(row.submitted && !row.completed);
 
     log_call(&pool, 10, "e", "completed").await;
-    assert_eq!(refresh(&pool, 10).await.as_deref(), Some("completed"));
+    assert_eq!(refresh(&pool, 10).await, Some(BatchStatus::Completed));
     let row = batch(&pool, 10).await;
     assert_eq!((row.completed_calls, row.failed_calls), (Some(3), Some(2)));
     // The returned status is the stored one.
@@ -200,25 +192,25 @@ async fn status_moves_only_forward() {
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(refresh(&pool, 20).await.as_deref(), Some("in_progress"));
+    assert_eq!(refresh(&pool, 20).await, Some(BatchStatus::InProgress));
 
     // Completed stays completed even when the evidence disappears; the counts follow it.
     create_batch(&pool, 21, 1).await;
     log_call(&pool, 21, "a", "completed").await;
-    assert_eq!(refresh(&pool, 21).await.as_deref(), Some("completed"));
+    assert_eq!(refresh(&pool, 21).await, Some(BatchStatus::Completed));
     sqlx::query("DELETE FROM call_logs WHERE batch_id = 21")
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(refresh(&pool, 21).await.as_deref(), Some("completed"));
+    assert_eq!(refresh(&pool, 21).await, Some(BatchStatus::Completed));
     assert_eq!(batch(&pool, 21).await.completed_calls, Some(0));
 
     // Failed is final too.
     create_batch(&pool, 22, 0).await;
     queue_row(&pool, 22, "9876543210", "failed").await;
-    assert_eq!(refresh(&pool, 22).await.as_deref(), Some("failed"));
+    assert_eq!(refresh(&pool, 22).await, Some(BatchStatus::Failed));
     queue_row(&pool, 22, "9876543211", "pending").await;
-    assert_eq!(refresh(&pool, 22).await.as_deref(), Some("failed"));
+    assert_eq!(refresh(&pool, 22).await, Some(BatchStatus::Failed));
 }
 
 #[tokio::test]
@@ -227,7 +219,7 @@ async fn pending_until_accepted_then_submitted() {
     create_batch(&pool, 30, 0).await;
     queue_row(&pool, 30, "9876543210", "pending").await;
     queue_row(&pool, 30, "9876543211", "pending").await;
-    assert_eq!(refresh(&pool, 30).await.as_deref(), Some("pending"));
+    assert_eq!(refresh(&pool, 30).await, Some(BatchStatus::Pending));
     assert!(!batch(&pool, 30).await.submitted);
 
     // What the submitter does on success: rows submitted, total_calls set, then refresh.
@@ -236,7 +228,7 @@ async fn pending_until_accepted_then_submitted() {
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(refresh(&pool, 30).await.as_deref(), Some("submitted"));
+    assert_eq!(refresh(&pool, 30).await, Some(BatchStatus::Submitted));
     let row = batch(&pool, 30).await;
     assert!(row.submitted && !row.completed);
     assert_eq!(row.total_calls, Some(2));
@@ -253,7 +245,7 @@ async fn completed_only_when_no_queue_row_of_the_batch_waits() {
     log_call(&pool, 40, "a", "completed").await;
     log_call(&pool, 40, "b", "timeout").await;
 
-    assert_eq!(refresh(&pool, 40).await.as_deref(), Some("in_progress"));
+    assert_eq!(refresh(&pool, 40).await, Some(BatchStatus::InProgress));
 
     sqlx::query(
         "UPDATE local_call_queue SET queue_status = 'submitting' WHERE phone_number = '9876543212'",
@@ -261,7 +253,7 @@ async fn completed_only_when_no_queue_row_of_the_batch_waits() {
     .execute(&pool)
     .await
     .unwrap();
-    assert_eq!(refresh(&pool, 40).await.as_deref(), Some("in_progress"));
+    assert_eq!(refresh(&pool, 40).await, Some(BatchStatus::InProgress));
 
     sqlx::query(
         "UPDATE local_call_queue SET queue_status = 'failed' WHERE phone_number = '9876543212'",
@@ -269,7 +261,7 @@ async fn completed_only_when_no_queue_row_of_the_batch_waits() {
     .execute(&pool)
     .await
     .unwrap();
-    assert_eq!(refresh(&pool, 40).await.as_deref(), Some("completed"));
+    assert_eq!(refresh(&pool, 40).await, Some(BatchStatus::Completed));
     assert!(batch(&pool, 40).await.completed);
 }
 
@@ -280,23 +272,23 @@ async fn failed_only_when_the_centralized_system_accepted_none() {
     queue_row(&pool, 50, "9876543210", "failed").await;
     queue_row(&pool, 50, "9876543211", "pending").await;
     // One number still waiting: not decided yet.
-    assert_eq!(refresh(&pool, 50).await.as_deref(), Some("pending"));
+    assert_eq!(refresh(&pool, 50).await, Some(BatchStatus::Pending));
 
     // One number's outcome unknown: it may have been accepted, so not failed.
     sqlx::query("UPDATE local_call_queue SET queue_status = 'needs_review' WHERE phone_number = '9876543211'")
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(refresh(&pool, 50).await.as_deref(), Some("pending"));
+    assert_eq!(refresh(&pool, 50).await, Some(BatchStatus::Pending));
 
     set_queue_status(&pool, 50, "failed").await;
-    assert_eq!(refresh(&pool, 50).await.as_deref(), Some("failed"));
+    assert_eq!(refresh(&pool, 50).await, Some(BatchStatus::Failed));
     let row = batch(&pool, 50).await;
     assert!(row.completed && !row.submitted);
 
     // A batch without any queue row (submitted by other means) is never "failed".
     create_batch(&pool, 51, 0).await;
-    assert_eq!(refresh(&pool, 51).await.as_deref(), Some("pending"));
+    assert_eq!(refresh(&pool, 51).await, Some(BatchStatus::Pending));
 }
 
 #[tokio::test]
@@ -327,8 +319,8 @@ async fn concurrent_refreshers_count_each_others_committed_rows() {
     let mut first_tx = first.begin().await.unwrap();
     log_call(&mut *first_tx, 60, "a", "completed").await;
     assert_eq!(
-        refresh(&mut *first_tx, 60).await.as_deref(),
-        Some("in_progress")
+        refresh(&mut *first_tx, 60).await,
+        Some(BatchStatus::InProgress)
     );
 
     let second_writer = tokio::spawn(async move {
@@ -356,7 +348,7 @@ async fn concurrent_refreshers_count_each_others_committed_rows() {
     }
     first_tx.commit().await.unwrap();
 
-    assert_eq!(second_writer.await.unwrap().as_deref(), Some("completed"));
+    assert_eq!(second_writer.await.unwrap(), Some(BatchStatus::Completed));
     let row = batch(&pool, 60).await;
     assert_eq!((row.completed_calls, row.failed_calls), (Some(1), Some(1)));
 }

@@ -4,6 +4,7 @@
 //! SQLAlchemy `postgresql+asyncpg://…`); messages name the database by its
 //! [`DatabaseIdentity`], never by the URL, which may hold a password.
 
+mod batch;
 mod migrate;
 
 use std::str::FromStr;
@@ -15,6 +16,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool};
 
 use crate::config::{DatabaseIdentity, normalise_database_url};
 
+pub use batch::refresh_batch;
 pub use migrate::{
     DownTarget, MIGRATOR, MigrationState, MigrationStatus, MigrationSummary, migrate_down,
     migrate_up, migration_status,
@@ -55,8 +57,8 @@ pub async fn connect_pool(url: &str, max_connections: u32) -> anyhow::Result<PgP
         .connect_lazy_with(options))
 }
 
-/// Opens a pool and applies every pending migration: for `--migrate` and for tests, which
-/// each start from an empty [`TestDb`](../../callbridge_testkit/db/struct.TestDb.html).
+/// Opens a pool and applies every pending migration: for `--migrate`, and for tests, which
+/// each start from an empty `callbridge_testkit::db::TestDb`.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let pool = connect_pool(url, max_connections).await?;
     migrate_up(&pool).await?;
