@@ -101,6 +101,10 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         let pool = self.current_pool().ok_or(PublishError::Disconnected)?;
         let channel = pool.next_channel();
+        // Inside this span, so the consumer's span becomes a child of the publish.
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        callbridge_runtime::telemetry::inject_current_span(&mut headers);
+        let properties = properties.with_headers(headers);
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             self.shared.confirm_timeout,

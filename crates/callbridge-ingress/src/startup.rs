@@ -41,6 +41,9 @@ impl Application {
         }
         let metrics = install_metrics_recorder();
         let readiness = Readiness::new();
+        // Not ready until the supervisor has a pool: set here, before it is spawned, so
+        // no probe can see the empty (ready) condition set in between.
+        readiness.set_not_ready(supervisor::BROKER_CONDITION, "connecting to RabbitMQ");
         let publisher = Publisher::new(config.confirm_timeout);
         let stop_supervisor = CancellationToken::new();
         let supervisor = tokio::spawn(supervisor::supervise(

@@ -34,7 +34,8 @@ pub struct BrokerSettings {
     pub pool_size: usize,
 }
 
-/// Runs until `shutdown` is cancelled. On return the last pool stays installed, so
+/// Runs until `shutdown` is cancelled. The caller registers [`BROKER_CONDITION`] as not
+/// ready before spawning it. On return the last pool stays installed, so
 /// in-flight requests can finish their confirm waits; [`close`] ends the connection.
 #[tracing::instrument(name = "publisher_supervisor", skip_all)]
 pub async fn supervise(
@@ -43,7 +44,6 @@ pub async fn supervise(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
-    readiness.set_not_ready(BROKER_CONDITION, "connecting to RabbitMQ");
     loop {
         let Some(pool) = connect_with_backoff(&broker, &shutdown).await else {
             return;

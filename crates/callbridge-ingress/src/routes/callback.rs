@@ -53,12 +53,24 @@ pub async fn receive_callback(
         tracing::Span::current().record("error.type", error.outcome());
         tracing::info!(
             outcome = error.outcome(),
-            error = format!("{error:#}"),
+            error = %error_chain(error),
             "callback refused"
         );
     }
     result?;
     Ok(HttpResponse::Ok().json(Accepted { status: "success" }))
+}
+
+/// `error: cause: cause …`, for logs (a cause never holds a secret or the body).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The checks of SPEC §4 in its order; `event_type` is filled in once known, for metrics.
@@ -77,7 +89,7 @@ async fn accept_callback(
     *event_type = Some(event.event_type.clone());
     let span = tracing::Span::current();
     span.record("event_type", event.event_type.as_str());
-    span.record("call_id", loggable_call_id(&event).as_str());
+    span.record("call_id", event.loggable_call_id().as_str());
 
     let webhook_id = header_text(request.headers(), WEBHOOK_ID_HEADER)
         .ok()
@@ -96,17 +108,6 @@ async fn accept_callback(
             cause,
             retry_after_secs: state.retry_after_secs,
         })
-}
-
-/// The `call_id` as it may appear in traces: a derived one embeds the full phone number,
-/// so that part is masked.
-fn loggable_call_id(event: &callbridge_types::event::CallbackEvent) -> String {
-    match event.batch_id {
-        Some(batch_id) if event.call_id == format!("{batch_id}:{}", event.phone_number) => {
-            format!("{batch_id}:{}", event.masked_phone())
-        }
-        _ => event.call_id.clone(),
-    }
 }
 
 /// Reads the raw body, refusing an announced or actual size over `limit` with 413
@@ -128,11 +129,29 @@ async fn read_body_within_limit(
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(CallbackError::BodyUnreadable)?;
         if body.len() + chunk.len() > limit {
+            discard_rest(&mut payload, limit.saturating_mul(DISCARD_BUDGET_FACTOR)).await;
             return Err(CallbackError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// How much of an oversized body (without `Content-Length`) is read and dropped, as a
+/// multiple of the limit, before answering 413.
+const DISCARD_BUDGET_FACTOR: usize = 4;
+
+/// Reads and drops what is left of a body, up to `budget` bytes. Closing a socket with
+/// unread data makes TCP send a reset, which can destroy the 413 before the client reads
+/// it; a sender slightly over the limit should see the answer, not a broken connection.
+async fn discard_rest(payload: &mut web::Payload, budget: usize) {
+    let mut discarded = 0usize;
+    while discarded <= budget {
+        match payload.next().await {
+            Some(Ok(chunk)) => discarded += chunk.len(),
+            Some(Err(_)) | None => return,
+        }
+    }
 }
 
 /// A header as text: `Ok(None)` when absent, `Err` when it holds bytes that are not
