@@ -78,7 +78,7 @@ async fn put_knobs(
             tracing::info!(?knobs, "knobs changed");
             HttpResponse::Ok().json(knobs)
         }
-        Err(error) => HttpResponse::BadRequest().json(json!({ "error": error })),
+        Err(error) => HttpResponse::BadRequest().json(json!({ "error": error.to_string() })),
     }
 }
 

@@ -351,6 +351,11 @@ impl fmt::Display for OutcomeMix {
     }
 }
 
+/// A knob change that was refused; says which knob and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidKnobs(pub String);
+
 /// Behaviour that can be set at start (env/flags) and changed live through
 /// `PUT /admin/knobs` (a JSON object with any subset of these fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
@@ -619,19 +624,21 @@ impl Knobs {
 
     /// Applies a JSON object of knob fields on top of these knobs (the fields it does not
     /// name keep their values) and validates the result.
-    pub fn merged_with(&self, patch: &serde_json::Value) -> Result<Knobs, String> {
+    pub fn merged_with(&self, patch: &serde_json::Value) -> Result<Knobs, InvalidKnobs> {
+        let invalid = |problem: String| InvalidKnobs(problem);
         let patch = patch
             .as_object()
-            .ok_or_else(|| "knobs must be a JSON object".to_owned())?;
-        let mut current = serde_json::to_value(self).map_err(|err| err.to_string())?;
+            .ok_or_else(|| invalid("knobs must be a JSON object".into()))?;
+        let mut current = serde_json::to_value(self).map_err(|err| invalid(err.to_string()))?;
         let fields = current
             .as_object_mut()
-            .ok_or_else(|| "knobs did not serialise to an object".to_owned())?;
+            .ok_or_else(|| invalid("knobs did not serialise to an object".into()))?;
         for (name, value) in patch {
             fields.insert(name.clone(), value.clone());
         }
-        let merged: Knobs = serde_json::from_value(current).map_err(|err| err.to_string())?;
-        merged.validate()?;
+        let merged: Knobs =
+            serde_json::from_value(current).map_err(|err| invalid(err.to_string()))?;
+        merged.validate().map_err(invalid)?;
         Ok(merged)
     }
 

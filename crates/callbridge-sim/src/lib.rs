@@ -8,8 +8,7 @@
 //! use callbridge_sim::{SimConfig, Simulator};
 //! let sim = Simulator::spawn(SimConfig::for_tests("http://127.0.0.1:8080/callback")?).await?;
 //! println!("centralized API at {}", sim.base_url());
-//! sim.patch_knobs(&serde_json::json!({"error_rate": 1.0, "fault_budget": 2}))
-//!     .map_err(anyhow::Error::msg)?;
+//! sim.patch_knobs(&serde_json::json!({"error_rate": 1.0, "fault_budget": 2}))?;
 //! // … run the submitter against sim.base_url() …
 //! sim.wait_idle(std::time::Duration::from_secs(30)).await;
 //! let truth = sim.ground_truth(None);
@@ -39,8 +38,8 @@ use anyhow::Context;
 pub use crate::api::{BATCH_STATUS_PATH, DISPATCH_PATH, INSERT_PATH};
 pub use crate::calls::CallbackPayload;
 pub use crate::config::{
-    AcceptThenFailMode, Endpoint, Knobs, MAX_ITEMS_PER_INSERT, Outcome, OutcomeMix, ResponseLayout,
-    SimConfig,
+    AcceptThenFailMode, Endpoint, InvalidKnobs, Knobs, MAX_ITEMS_PER_INSERT, Outcome, OutcomeMix,
+    ResponseLayout, SimConfig,
 };
 pub use crate::ground_truth::{
     BatchTruth, CallState, CallTruth, EventTruth, GroundTruth, RequestTruth, Totals,
@@ -113,7 +112,7 @@ impl Simulator {
     }
 
     /// Changes the knobs a JSON object names, as `PUT /admin/knobs` does.
-    pub fn patch_knobs(&self, patch: &serde_json::Value) -> Result<Knobs, String> {
+    pub fn patch_knobs(&self, patch: &serde_json::Value) -> Result<Knobs, InvalidKnobs> {
         self.state.patch_knobs(patch)
     }
 

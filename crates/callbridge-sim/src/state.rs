@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use callbridge_runtime::config::Secret;
 
 use crate::calls::Dialer;
-use crate::config::{Knobs, SimConfig};
+use crate::config::{InvalidKnobs, Knobs, SimConfig};
 use crate::delivery;
 use crate::ground_truth::GroundTruth;
 use crate::store::Store;
@@ -104,7 +104,7 @@ impl SimState {
     }
 
     /// Merges a JSON object of knob fields into the live knobs (see [`Knobs::merged_with`]).
-    pub fn patch_knobs(&self, patch: &serde_json::Value) -> Result<Knobs, String> {
+    pub fn patch_knobs(&self, patch: &serde_json::Value) -> Result<Knobs, InvalidKnobs> {
         let mut knobs = self
             .knobs
             .write()
