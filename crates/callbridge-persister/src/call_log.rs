@@ -1,0 +1,287 @@
+//! A call's `call_logs` row as a pure function of the set of its stored events (SPEC §6).
+//!
+//! Why a fold over the whole set rather than an update from the previous row: the row
+//! does not record which event each field came from, so "each field from the
+//! highest-ranked event that carries one" cannot be applied incrementally in every
+//! arrival order. Folding the set makes the result independent of arrival order, of
+//! duplicates (the set has no duplicates: `call_events.event_id` is unique) and of how
+//! many persister replicas took part.
+//!
+//! The order between events is `callbridge_types::status::precedence_key` (the only
+//! place the status order lives), then the event id, so that two events of equal
+//! standing that disagree about a field still give one answer whatever their order.
+
+use std::cmp::Ordering;
+
+use callbridge_types::event::CallbackEvent;
+use callbridge_types::status::{CallStatus, precedence_key};
+use chrono::NaiveDateTime;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// One event of a call as stored in `call_events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub event_id: String,
+    pub event: CallbackEvent,
+}
+
+/// The `call_logs` columns callbridge writes, as the fold of a call's events decides them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallLog {
+    pub call_id: String,
+    pub accountcode: String,
+    pub batch_id: Option<i32>,
+    pub phone_number: String,
+    pub call_status: CallStatus,
+    pub disposition: Option<String>,
+    /// `None` when no event carries one; stored as the column's default, 0.
+    pub duration: Option<i32>,
+    pub start_time: Option<NaiveDateTime>,
+    pub end_time: Option<NaiveDateTime>,
+    pub recording_url: Option<String>,
+    pub server_code: Option<String>,
+    pub error_message: Option<String>,
+    pub custom_data: Option<Map<String, Value>>,
+    /// The event whose status the call holds; for a terminal call, the outcome's id.
+    #[serde(skip)]
+    pub winning_event_id: String,
+}
+
+/// The highest-standing event first: by status precedence, then by event id.
+fn by_standing_descending(a: &StoredEvent, b: &StoredEvent) -> Ordering {
+    let key =
+        |stored: &StoredEvent| precedence_key(&stored.event.call_status, stored.event.end_time);
+    key(b)
+        .cmp(&key(a))
+        .then_with(|| b.event_id.cmp(&a.event_id))
+}
+
+/// Folds every stored event of one call into its row; `None` for no events.
+///
+/// The status (and the outcome's event id) comes from the highest-standing event; every
+/// other field from the highest-standing event that carries it, so a lower event fills a
+/// field the higher ones leave out but never overrides one, and no event blanks a field.
+pub fn fold_call(events: &[StoredEvent]) -> Option<CallLog> {
+    let mut ranked: Vec<&StoredEvent> = events.iter().collect();
+    ranked.sort_by(|a, b| by_standing_descending(a, b));
+    let winner = *ranked.first()?;
+
+    fn first<T: Clone>(
+        ranked: &[&StoredEvent],
+        field: impl Fn(&CallbackEvent) -> Option<&T>,
+    ) -> Option<T> {
+        ranked
+            .iter()
+            .find_map(|stored| field(&stored.event))
+            .cloned()
+    }
+
+    Some(CallLog {
+        call_id: winner.event.call_id.clone(),
+        accountcode: winner.event.accountcode.clone(),
+        batch_id: first(&ranked, |e| e.batch_id.as_ref()),
+        phone_number: winner.event.phone_number.clone(),
+        call_status: winner.event.call_status.clone(),
+        disposition: first(&ranked, |e| e.disposition.as_ref()),
+        duration: first(&ranked, |e| e.duration.as_ref()),
+        start_time: first(&ranked, |e| e.start_time.as_ref()),
+        end_time: first(&ranked, |e| e.end_time.as_ref()),
+        recording_url: first(&ranked, |e| e.recording_url.as_ref()),
+        server_code: first(&ranked, |e| e.server_code.as_ref()),
+        error_message: first(&ranked, |e| e.error_message.as_ref()),
+        custom_data: first(&ranked, |e| e.custom_data.as_ref()),
+        winning_event_id: winner.event_id.clone(),
+    })
+}
+
+impl CallLog {
+    /// Whether the call is over, so its outcome goes to the outbox.
+    pub fn is_terminal(&self) -> bool {
+        self.call_status.is_terminal()
+    }
+
+    /// The body of the outcome message subscribers receive: the call's row and the id of
+    /// the event that decided it (also the message's `message_id`).
+    pub fn outcome_payload(&self) -> Value {
+        let mut body = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(fields) = &mut body {
+            fields.insert(
+                "event_id".to_owned(),
+                Value::String(self.winning_event_id.clone()),
+            );
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbridge_types::event::validate_callback;
+    use serde_json::json;
+
+    fn stored(event_id: &str, payload: Value) -> StoredEvent {
+        StoredEvent {
+            event_id: event_id.to_owned(),
+            event: validate_callback(payload.to_string().as_bytes(), "ACME").unwrap(),
+        }
+    }
+
+    fn started() -> StoredEvent {
+        stored(
+            "e-started",
+            json!({"event_type": "call_started", "call_id": "c1", "batch_id": 7,
+                   "phone_number": "9876543210", "duration": 0,
+                   "start_time": "2024-01-01T10:00:00Z", "disposition": "dialing",
+                   "custom_data": {"customer_id": "CUST001"}}),
+        )
+    }
+
+    fn answered() -> StoredEvent {
+        stored(
+            "e-answered",
+            json!({"event_type": "call_answered", "call_id": "c1", "batch_id": 7,
+                   "phone_number": "9876543210", "disposition": "answered"}),
+        )
+    }
+
+    fn completed_at(event_id: &str, end_time: &str) -> StoredEvent {
+        stored(
+            event_id,
+            json!({"event_type": "call_completed", "call_id": "c1", "batch_id": 7,
+                   "phone_number": "9876543210", "duration": 120, "end_time": end_time,
+                   "recording_url": "https://rec.example/1.wav"}),
+        )
+    }
+
+    fn failed_at(event_id: &str, end_time: &str) -> StoredEvent {
+        stored(
+            event_id,
+            json!({"event_type": "call_failed", "call_id": "c1", "batch_id": 7,
+                   "phone_number": "9876543210", "end_time": end_time,
+                   "error_message": "network"}),
+        )
+    }
+
+    fn permutations(items: &[StoredEvent]) -> Vec<Vec<StoredEvent>> {
+        if items.len() <= 1 {
+            return vec![items.to_vec()];
+        }
+        let mut all = Vec::new();
+        for i in 0..items.len() {
+            let mut rest = items.to_vec();
+            let head = rest.remove(i);
+            for mut tail in permutations(&rest) {
+                tail.insert(0, head.clone());
+                all.push(tail);
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn no_events_fold_to_no_row() {
+        assert_eq!(fold_call(&[]), None);
+    }
+
+    #[test]
+    fn each_field_comes_from_the_highest_ranked_event_that_carries_it() {
+        let row = fold_call(&[
+            started(),
+            answered(),
+            completed_at("e-done", "2024-01-01T10:02:00Z"),
+        ])
+        .unwrap();
+        assert_eq!(row.call_status, CallStatus::Completed);
+        assert_eq!(row.winning_event_id, "e-done");
+        // duration 120 from the terminal event replaces the 0 of call_started.
+        assert_eq!(row.duration, Some(120));
+        // disposition: answered outranks started; completed carries none.
+        assert_eq!(row.disposition.as_deref(), Some("answered"));
+        // Only call_started carries these: no later event blanks them.
+        assert!(row.start_time.is_some());
+        assert_eq!(row.custom_data.unwrap()["customer_id"], "CUST001");
+        assert_eq!(
+            row.recording_url.as_deref(),
+            Some("https://rec.example/1.wav")
+        );
+    }
+
+    #[test]
+    fn every_arrival_order_folds_to_the_same_row() {
+        let events = [
+            started(),
+            answered(),
+            completed_at("e-done", "2024-01-01T10:02:00Z"),
+            failed_at("e-failed", "2024-01-01T10:05:00Z"),
+        ];
+        let expected = fold_call(&events).unwrap();
+        for order in permutations(&events) {
+            assert_eq!(fold_call(&order).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn the_terminal_event_with_the_later_end_time_wins() {
+        let row = fold_call(&[
+            completed_at("e-done", "2024-01-01T10:02:00Z"),
+            failed_at("e-failed", "2024-01-01T10:05:00Z"),
+        ])
+        .unwrap();
+        assert_eq!(row.call_status, CallStatus::Failed);
+        assert_eq!(row.winning_event_id, "e-failed");
+        assert_eq!(row.error_message.as_deref(), Some("network"));
+        // The losing terminal still fills what the winner leaves out.
+        assert_eq!(row.duration, Some(120));
+    }
+
+    #[test]
+    fn equal_end_times_fall_back_to_terminal_precedence() {
+        let row = fold_call(&[
+            failed_at("e-failed", "2024-01-01T10:02:00Z"),
+            completed_at("e-done", "2024-01-01T10:02:00Z"),
+        ])
+        .unwrap();
+        assert_eq!(row.call_status, CallStatus::Completed);
+    }
+
+    #[test]
+    fn equal_standing_is_settled_by_event_id_whatever_the_order() {
+        let a = stored(
+            "a",
+            json!({"event_type": "call_answered", "call_id": "c1", "phone_number": "1",
+                   "disposition": "first"}),
+        );
+        let b = stored(
+            "b",
+            json!({"event_type": "call_answered", "call_id": "c1", "phone_number": "1",
+                   "disposition": "second"}),
+        );
+        let forward = fold_call(&[a.clone(), b.clone()]).unwrap();
+        let backward = fold_call(&[b, a]).unwrap();
+        assert_eq!(forward, backward);
+        assert_eq!(forward.disposition.as_deref(), Some("second"));
+    }
+
+    #[test]
+    fn an_unknown_status_never_lowers_a_known_one() {
+        let unknown = stored(
+            "z-unknown",
+            json!({"event_type": "call_status_update", "call_status": "queued",
+                   "call_id": "c1", "phone_number": "9876543210"}),
+        );
+        let row = fold_call(&[answered(), unknown]).unwrap();
+        assert_eq!(row.call_status, CallStatus::Answered);
+    }
+
+    #[test]
+    fn the_outcome_payload_carries_the_row_and_the_deciding_event_id() {
+        let row = fold_call(&[started(), completed_at("e-done", "2024-01-01T10:02:00Z")]).unwrap();
+        let payload = row.outcome_payload();
+        assert_eq!(payload["event_id"], "e-done");
+        assert_eq!(payload["call_status"], "completed");
+        assert_eq!(payload["call_id"], "c1");
+        assert_eq!(payload["duration"], 120);
+    }
+}

@@ -1,0 +1,409 @@
+//! Consuming `callbridge.persist`: deliveries gathered into batches (bounded size and
+//! linger), each batch stored in one transaction, poison messages isolated and
+//! dead-lettered, then everything acknowledged up to the batch's last delivery.
+//!
+//! Acknowledgement rule (SPEC §6): a delivery is acknowledged only once its effect is
+//! committed or it is confirmed in `callbridge.dead`. A crash anywhere before the ack
+//! redelivers the batch; redelivered events are duplicates and change nothing.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use backon::BackoffBuilder;
+use callbridge_runtime::health::Readiness;
+use callbridge_runtime::telemetry::extract_context;
+use callbridge_types::envelope::Envelope;
+use callbridge_types::topology::PERSIST_QUEUE;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use opentelemetry::trace::TraceContextExt;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::dead_letter::DeadLetterPublisher;
+use crate::error::StoreError;
+use crate::failpoint::{self, Failpoint};
+use crate::metrics::{self, DeadLetterReason, EventResult};
+use crate::store::{self, IncomingEvent, StoredBatch};
+
+/// Readiness condition: consuming from RabbitMQ.
+pub(crate) const BROKER_CONDITION: &str = "broker";
+/// Readiness condition: the last batch transaction could reach Postgres.
+pub(crate) const DATABASE_CONDITION: &str = "database";
+
+/// How the consumer batches.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchSettings {
+    /// Unacknowledged deliveries the broker may push to this consumer.
+    pub prefetch: u16,
+    /// Deliveries per transaction at most.
+    pub batch_size: usize,
+    /// How long a batch waits for more deliveries after its first one.
+    pub linger: Duration,
+}
+
+pub(crate) struct BatchConsumer {
+    pub amqp_url: String,
+    pub settings: BatchSettings,
+    pub pool: PgPool,
+    pub readiness: Readiness,
+    /// Woken after each commit so the outbox relay publishes new outcomes at once.
+    pub outbox_wakeup: std::sync::Arc<Notify>,
+}
+
+/// A batch ended early because shutdown was requested while it waited for the database:
+/// nothing of it is acknowledged, and the broker redelivers it.
+struct StoppedWhileRetrying;
+
+/// One consumed delivery and, when it decoded, the event it carries.
+struct Received {
+    delivery: Delivery,
+    /// Continues the ingress trace (`traceparent`); ends when the delivery is settled.
+    span: tracing::Span,
+    decoded: Result<IncomingEvent, String>,
+}
+
+impl BatchConsumer {
+    /// Consumes until `shutdown`, reconnecting and re-subscribing with backoff whenever
+    /// the connection, the channel or the subscription ends.
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = callbridge_runtime::amqp::reconnect_backoff().build();
+        while !shutdown.is_cancelled() {
+            self.readiness
+                .set_not_ready(BROKER_CONDITION, "connecting to RabbitMQ");
+            let connection = match callbridge_runtime::amqp::connect_with_retry(
+                &self.amqp_url,
+                "callbridge-persister",
+                &shutdown,
+            )
+            .await
+            {
+                Ok(connection) => connection,
+                // Only shutdown ends the retries.
+                Err(_) => break,
+            };
+            let consumed = self.consume(&connection, &shutdown).await;
+            let _ = connection
+                .close(200, "callbridge-persister stopping".into())
+                .await;
+            match consumed {
+                Ok(()) => break,
+                Err(error) => {
+                    self.readiness
+                        .set_not_ready(BROKER_CONDITION, "reconnecting to RabbitMQ");
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "consuming stopped; reconnecting"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        self.readiness
+            .set_not_ready(BROKER_CONDITION, "shutting down");
+    }
+
+    /// One subscription: returns `Ok` on shutdown, an error when the broker side ended.
+    #[tracing::instrument(skip_all)]
+    async fn consume(
+        &self,
+        connection: &Connection,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let channel = connection
+            .create_channel()
+            .await
+            .context("while opening the consuming channel")?;
+        callbridge_runtime::amqp::declare_topology(&channel).await?;
+        channel
+            // Per consumer, not global: quorum queues refuse a global prefetch.
+            .basic_qos(self.settings.prefetch, BasicQosOptions { global: false })
+            .await
+            .context("while setting the consumer prefetch")?;
+        let dead_letters = DeadLetterPublisher::open(connection).await?;
+        let mut deliveries = channel
+            .basic_consume(
+                PERSIST_QUEUE.into(),
+                format!("callbridge-persister-{}", uuid::Uuid::new_v4().simple()).into(),
+                // Manual acknowledgement (no_ack false): a message is acked only once
+                // its effect is committed; not exclusive, so replicas share the queue.
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("while subscribing to {PERSIST_QUEUE}"))?;
+        self.readiness.set_ready(BROKER_CONDITION);
+        tracing::info!(queue = PERSIST_QUEUE, "consuming");
+
+        loop {
+            let (batch, stop) = self.gather_batch(&mut deliveries, shutdown).await?;
+            if !batch.is_empty() {
+                match self
+                    .settle_batch(batch, &channel, &dead_letters, shutdown)
+                    .await?
+                {
+                    Ok(()) => {}
+                    Err(StoppedWhileRetrying) => return Ok(()),
+                }
+            }
+            if stop {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for a first delivery, then takes more until the batch is full or the linger
+    /// has passed. Returns the batch and whether shutdown was requested meanwhile.
+    async fn gather_batch(
+        &self,
+        deliveries: &mut lapin::Consumer,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(Vec<Received>, bool)> {
+        let mut batch = Vec::new();
+        let first = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok((batch, true)),
+            next = deliveries.next() => next,
+        };
+        batch.push(receive(first)?);
+        let deadline = Instant::now() + self.settings.linger;
+        while batch.len() < self.settings.batch_size {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok((batch, true)),
+                () = tokio::time::sleep_until(deadline) => break,
+                next = deliveries.next() => batch.push(receive(next)?),
+            }
+        }
+        Ok((batch, false))
+    }
+
+    /// Stores what decodes, dead-letters what cannot be stored, then acknowledges every
+    /// delivery of the batch with one `multiple` ack.
+    #[tracing::instrument(skip_all, fields(batch_size = batch.len()))]
+    async fn settle_batch(
+        &self,
+        batch: Vec<Received>,
+        channel: &Channel,
+        dead_letters: &DeadLetterPublisher,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Result<(), StoppedWhileRetrying>> {
+        metrics::record_batch_size(batch.len());
+        let last_tag = batch
+            .last()
+            .map(|received| received.delivery.delivery_tag)
+            .context("an empty batch has nothing to settle")?;
+
+        let mut storable = Vec::with_capacity(batch.len());
+        for received in &batch {
+            match &received.decoded {
+                Ok(event) => storable.push((received, event)),
+                // Undecodable: no database attempt can help, dead-letter it at once.
+                Err(reason) => {
+                    dead_letters
+                        .publish(&received.delivery, reason)
+                        .instrument(received.span.clone())
+                        .await?;
+                    metrics::record_dead_letter(DeadLetterReason::Undecodable);
+                    tracing::warn!(parent: &received.span, "dead-lettered an undecodable message");
+                }
+            }
+        }
+
+        let poison = match self.store_isolating_poison(&storable, shutdown).await {
+            Ok(poison) => poison,
+            Err(StoppedWhileRetrying) => return Ok(Err(StoppedWhileRetrying)),
+        };
+        for (index, reason) in poison {
+            let received = storable[index].0;
+            dead_letters
+                .publish(&received.delivery, &reason)
+                .instrument(received.span.clone())
+                .await?;
+            metrics::record_dead_letter(DeadLetterReason::Unstorable);
+            tracing::warn!(parent: &received.span, %reason, "dead-lettered a message the database refuses");
+        }
+
+        failpoint::hit(Failpoint::AfterCommitBeforeAck);
+        channel
+            // Multiple: every delivery of this channel up to the batch's last one is
+            // committed or dead-lettered, and one frame settles them all.
+            .basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await
+            .context("while acknowledging a stored batch")?;
+        self.outbox_wakeup.notify_one();
+        Ok(Ok(()))
+    }
+
+    /// Stores `items`, splitting the batch in halves whenever a transaction fails
+    /// because of some message's data, until each failing message stands alone. Returns
+    /// the failing messages (index into `items`) with their reason; every other message
+    /// is committed.
+    async fn store_isolating_poison(
+        &self,
+        items: &[(&Received, &IncomingEvent)],
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<(usize, String)>, StoppedWhileRetrying> {
+        let mut poison = Vec::new();
+        let mut pending: Vec<Range<usize>> = Vec::new();
+        if !items.is_empty() {
+            pending.push(0..items.len());
+        }
+        while let Some(range) = pending.pop() {
+            let part = &items[range.clone()];
+            match self.store_retrying(part, shutdown).await? {
+                Ok(stored) => record_stored(&stored),
+                Err(error) if range.len() == 1 => poison.push((range.start, format!("{error:#}"))),
+                Err(_) => {
+                    let middle = range.start + range.len() / 2;
+                    // Popped last-in first-out: the first half is stored first.
+                    pending.push(middle..range.end);
+                    pending.push(range.start..middle);
+                }
+            }
+        }
+        Ok(poison)
+    }
+
+    /// Stores `part` in one transaction, retrying while the database is unavailable (not
+    /// ready meanwhile) or the transaction lost a race. `Ok(Err)` carries an error some
+    /// message's data caused.
+    async fn store_retrying(
+        &self,
+        part: &[(&Received, &IncomingEvent)],
+        shutdown: &CancellationToken,
+    ) -> Result<Result<StoredBatch, anyhow::Error>, StoppedWhileRetrying> {
+        let events: Vec<&IncomingEvent> = part.iter().map(|(_, event)| *event).collect();
+        // Each event's trace gets the database write as a span; the statements' own spans
+        // sit under the first one's.
+        let db_spans: Vec<tracing::Span> = part
+            .iter()
+            .map(|(received, _)| {
+                tracing::info_span!(
+                    parent: &received.span,
+                    "db.persist_batch",
+                    otel.kind = "client",
+                    db.system = "postgresql",
+                    batch_size = part.len(),
+                )
+            })
+            .collect();
+        let mut backoff = database_backoff().build();
+        loop {
+            let attempt = store::store_batch(&self.pool, &events)
+                .instrument(db_spans[0].clone())
+                .await;
+            match attempt {
+                Ok(stored) => {
+                    self.readiness.set_ready(DATABASE_CONDITION);
+                    return Ok(Ok(stored));
+                }
+                Err(StoreError::Message(error)) => return Ok(Err(error)),
+                Err(StoreError::Conflict(error)) => {
+                    metrics::record_store_retry("conflict");
+                    tracing::info!(
+                        error = format!("{error:#}"),
+                        "batch transaction lost a race; retrying"
+                    );
+                }
+                Err(StoreError::Transient(error)) => {
+                    metrics::record_store_retry("unavailable");
+                    self.readiness
+                        .set_not_ready(DATABASE_CONDITION, "the database is unavailable; retrying");
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "batch transaction failed; retrying the same batch"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => return Err(StoppedWhileRetrying),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Backoff while the database is unavailable: quick first retries for a blip, capped so
+/// recovery is noticed within seconds, jittered so replicas do not retry in lockstep.
+fn database_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
+fn record_stored(stored: &StoredBatch) {
+    let committed_at = chrono::Utc::now();
+    metrics::count_events(EventResult::Stored, stored.stored.len());
+    metrics::count_events(EventResult::Duplicate, stored.duplicates);
+    for received_at in &stored.stored {
+        metrics::record_end_to_end(*received_at, committed_at);
+    }
+    for (status, duration) in &stored.outcomes {
+        metrics::record_outcome(status, *duration);
+    }
+}
+
+/// Turns what the consumer stream yielded into a delivery, or the reason the
+/// subscription ended.
+fn receive(next: Option<lapin::Result<Delivery>>) -> anyhow::Result<Received> {
+    let delivery = match next {
+        Some(Ok(delivery)) => delivery,
+        Some(Err(error)) => return Err(error).context("while receiving from the persist queue"),
+        None => bail!("the broker cancelled the subscription to {PERSIST_QUEUE}"),
+    };
+    let parent = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(extract_context)
+        .unwrap_or_default();
+    let trace_id = {
+        let span_context = parent.span().span_context().clone();
+        span_context
+            .is_valid()
+            .then(|| span_context.trace_id().to_string())
+    };
+    let span = tracing::info_span!(
+        "persist_event",
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.source.name = PERSIST_QUEUE,
+        messaging.message.id = tracing::field::Empty,
+        call_id = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+    );
+    // An invalid parent (no traceparent) leaves the span as the root of a new trace.
+    let _ = span.set_parent(parent);
+    let decoded = match Envelope::decode(&delivery.data) {
+        Ok(envelope) => {
+            span.record("messaging.message.id", envelope.event_id.as_str());
+            span.record("call_id", envelope.event.loggable_call_id().as_str());
+            span.record("event_type", envelope.event.event_type.as_str());
+            Ok(IncomingEvent { envelope, trace_id })
+        }
+        Err(error) => Err(format!("undecodable envelope: {error}")),
+    };
+    Ok(Received {
+        delivery,
+        span,
+        decoded,
+    })
+}

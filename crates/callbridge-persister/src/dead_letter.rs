@@ -1,0 +1,75 @@
+//! Moving a poison message to `callbridge.dead` (SPEC §5): published with confirms,
+//! with the error as a header, before the original is acknowledged.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use callbridge_types::topology::{DEAD_EXCHANGE, ERROR_HEADER};
+use lapin::message::Delivery;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, LongString};
+use lapin::{Channel, Confirmation, Connection};
+
+/// How long a dead letter's confirm may take before the broker counts as unavailable.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A confirm-mode channel used only for dead letters (one publisher per channel, so
+/// confirms are never interleaved with another task's).
+pub(crate) struct DeadLetterPublisher {
+    channel: Channel,
+}
+
+impl DeadLetterPublisher {
+    pub(crate) async fn open(connection: &Connection) -> anyhow::Result<Self> {
+        let channel = callbridge_runtime::amqp::open_confirmed_channel(connection)
+            .await
+            .context("while opening the dead-letter channel")?;
+        Ok(Self { channel })
+    }
+
+    /// Publishes `delivery` (body and properties unchanged) to the dead exchange with
+    /// `reason` in the error header, and waits for the broker's confirm. An error means
+    /// the message is not safely dead-lettered and must not be acknowledged.
+    #[tracing::instrument(skip_all, fields(message_id))]
+    pub(crate) async fn publish(&self, delivery: &Delivery, reason: &str) -> anyhow::Result<()> {
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned());
+        tracing::Span::current().record("message_id", message_id.as_deref());
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            ERROR_HEADER.into(),
+            AMQPValue::LongString(LongString::from(reason.to_owned())),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        let confirm = self
+            .channel
+            .basic_publish(
+                DEAD_EXCHANGE.into(),
+                // The original routing key, as the broker's own dead-lettering keeps it.
+                delivery.routing_key.clone(),
+                BasicPublishOptions {
+                    // Mandatory: if the dead queue is missing the message comes back, and
+                    // the original stays unacknowledged instead of being lost.
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &delivery.data,
+                properties,
+            )
+            .await
+            .context("while publishing a dead letter")?;
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+            .await
+            .context("while waiting for a dead letter's confirm")?
+            .context("while waiting for a dead letter's confirm")?;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => bail!("the dead letter was unroutable"),
+            Confirmation::Nack(_) => bail!("the broker refused the dead letter (nack)"),
+            Confirmation::NotRequested => bail!("the dead-letter channel is not in confirm mode"),
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! One batch of callback events, stored in one transaction of set-based statements.
+//!
+//! Steps (each one statement over arrays, whatever the batch size):
+//! 1. insert the events into `call_events`, `ON CONFLICT (event_id) DO NOTHING RETURNING`:
+//!    the returned ids are the new events; a duplicate changes nothing from here on;
+//! 2. `pg_advisory_xact_lock` on every call a new event belongs to, in key order;
+//! 3. read back every stored event of those calls;
+//! 4. fold each call's events into its `call_logs` row ([`crate::call_log::fold_call`]);
+//! 5. upsert those rows;
+//! 6. create the calls' `call_batches` rows if missing and let `callbridge_refresh_batch`
+//!    recount them and decide their status, in batch id order;
+//! 7. write an outbox row for every call whose deciding event is terminal.
+//!
+//! Why the result is exact under any number of replicas and any arrival order: a
+//! call's row is a pure function of the set of its stored events. Two transactions that
+//! add events to one call serialise on the call's advisory lock, and the second one's
+//! step 3 is a new statement under READ COMMITTED, taking its snapshot after the lock
+//! was granted, i.e. after the first one committed: it folds both transactions' events.
+//! Whichever commits last therefore writes the fold of the full set.
+//!
+//! Why there are no deadlocks between replicas: every kind of lock is taken in one
+//! global order, and the kinds in a fixed sequence — event ids (a duplicate insert waits
+//! for the inserting transaction) in id order, then call locks in key order, then
+//! `call_logs` rows (already covered by the call locks), then batch rows in id order.
+//! A transaction only ever waits for a lock of the kind it is taking now, held by a
+//! transaction at the same step or later, so waits cannot form a cycle. (The submitter
+//! also locks batch rows; a deadlock with it is detected by Postgres and retried.)
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use callbridge_types::envelope::Envelope;
+use callbridge_types::event::CallbackEvent;
+use callbridge_types::status::{BatchStatus, CallStatus};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use crate::call_log::{CallLog, StoredEvent, fold_call};
+use crate::error::StoreError;
+use crate::failpoint::{self, Failpoint};
+
+/// One event to store: the envelope and the trace it arrived in.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent {
+    pub envelope: Envelope,
+    /// W3C trace id of the ingress request (`traceparent`), kept in `call_events`.
+    pub trace_id: Option<String>,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StoredBatch {
+    /// `received_at` of each event stored for the first time.
+    pub stored: Vec<DateTime<Utc>>,
+    /// Events that were already stored (redeliveries, sender retries).
+    pub duplicates: usize,
+    /// Each outcome this batch decided: the terminal status and the call's duration.
+    pub outcomes: Vec<(CallStatus, Option<i32>)>,
+}
+
+/// Stores `events` in one transaction (see the module docs) and commits it.
+#[tracing::instrument(skip_all, fields(batch_size = events.len(), stored, duplicates))]
+pub async fn store_batch(
+    pool: &PgPool,
+    events: &[&IncomingEvent],
+) -> Result<StoredBatch, StoreError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| StoreError::from_sqlx(e, "while beginning the batch transaction"))?;
+
+    let unique = unique_by_event_id(events);
+    let new_ids = insert_events(&mut tx, &unique).await?;
+    let new_events: Vec<&IncomingEvent> = unique
+        .iter()
+        .copied()
+        .filter(|event| new_ids.contains(&event.envelope.event_id))
+        .collect();
+    let mut outcome = StoredBatch {
+        stored: new_events.iter().map(|e| e.envelope.received_at).collect(),
+        duplicates: events.len() - new_events.len(),
+        outcomes: Vec::new(),
+    };
+
+    if !new_events.is_empty() {
+        let calls: BTreeSet<&str> = new_events
+            .iter()
+            .map(|event| event.envelope.event.call_id.as_str())
+            .collect();
+        lock_calls(&mut tx, &calls).await?;
+        let logs = load_events(&mut tx, &calls)
+            .await?
+            .values()
+            .filter_map(|events| fold_call(events))
+            .collect::<Vec<CallLog>>();
+        let batches = upsert_call_logs(&mut tx, &logs).await?;
+        refresh_batches(&mut tx, &logs, &batches).await?;
+        outcome.outcomes = insert_outcomes(&mut tx, &logs).await?;
+    }
+
+    failpoint::hit(Failpoint::BeforeCommit);
+    tx.commit()
+        .await
+        .map_err(|e| StoreError::from_sqlx(e, "while committing the batch transaction"))?;
+
+    let span = tracing::Span::current();
+    span.record("stored", outcome.stored.len());
+    span.record("duplicates", outcome.duplicates);
+    Ok(outcome)
+}
+
+/// The first occurrence of each event id (a sender's retry can put the same event in
+/// one batch twice), in event id order: the order duplicate inserts wait on each other.
+fn unique_by_event_id<'a>(events: &[&'a IncomingEvent]) -> Vec<&'a IncomingEvent> {
+    let mut by_id: BTreeMap<&str, &IncomingEvent> = BTreeMap::new();
+    for event in events {
+        by_id
+            .entry(event.envelope.event_id.as_str())
+            .or_insert(event);
+    }
+    by_id.into_values().collect()
+}
+
+/// Step 1: appends the events to `call_events`; returns the ids that were new.
+async fn insert_events(
+    tx: &mut PgConnection,
+    events: &[&IncomingEvent],
+) -> Result<HashSet<String>, StoreError> {
+    let mut event_ids = Vec::with_capacity(events.len());
+    let mut event_types = Vec::with_capacity(events.len());
+    let mut call_ids = Vec::with_capacity(events.len());
+    let mut batch_ids = Vec::with_capacity(events.len());
+    let mut statuses = Vec::with_capacity(events.len());
+    let mut end_times = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    let mut received = Vec::with_capacity(events.len());
+    let mut trace_ids = Vec::with_capacity(events.len());
+    let mut bodies = Vec::with_capacity(events.len());
+    for incoming in events {
+        let envelope = &incoming.envelope;
+        let event = &envelope.event;
+        event_ids.push(envelope.event_id.clone());
+        event_types.push(event.event_type.as_str().to_owned());
+        call_ids.push(event.call_id.clone());
+        batch_ids.push(event.batch_id);
+        statuses.push(event.call_status.as_str().to_owned());
+        end_times.push(event.end_time);
+        payloads.push(envelope.payload.clone());
+        received.push(envelope.received_at);
+        trace_ids.push(incoming.trace_id.clone());
+        bodies.push(serde_json::to_value(event).expect("a CallbackEvent always serialises"));
+    }
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO call_events
+                (event_id, event_type, call_id, batch_id, call_status, end_time, payload,
+                 received_at, trace_id, event)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[],
+                              $6::timestamp[], $7::jsonb[], $8::timestamptz[], $9::text[],
+                              $10::jsonb[])
+          ORDER BY 1
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(event_ids)
+    .bind(event_types)
+    .bind(call_ids)
+    .bind(batch_ids)
+    .bind(statuses)
+    .bind(end_times)
+    .bind(payloads)
+    .bind(received)
+    .bind(trace_ids)
+    .bind(bodies)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| StoreError::from_sqlx(e, "while inserting into call_events"))?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// Step 2: serialises this transaction with every other one touching the same calls,
+/// until commit. Keys are taken in ascending order so two transactions cannot each hold
+/// a key the other waits for; two call ids sharing a hash only serialise a little more.
+async fn lock_calls(tx: &mut PgConnection, calls: &BTreeSet<&str>) -> Result<(), StoreError> {
+    let calls: Vec<&str> = calls.iter().copied().collect();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(key)
+           FROM (SELECT DISTINCT hashtextextended(call_id, 0) AS key
+                   FROM unnest($1::text[]) AS call_id
+                  ORDER BY key) AS keys",
+    )
+    .bind(calls)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| StoreError::from_sqlx(e, "while locking the batch's calls"))?;
+    Ok(())
+}
+
+/// Step 3: every stored event of `calls`, including those other replicas committed.
+async fn load_events(
+    tx: &mut PgConnection,
+    calls: &BTreeSet<&str>,
+) -> Result<BTreeMap<String, Vec<StoredEvent>>, StoreError> {
+    let calls: Vec<&str> = calls.iter().copied().collect();
+    let rows: Vec<(String, Value)> =
+        sqlx::query_as("SELECT event_id, event FROM call_events WHERE call_id = ANY($1::text[])")
+            .bind(calls)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| StoreError::from_sqlx(e, "while reading the calls' stored events"))?;
+    let mut by_call: BTreeMap<String, Vec<StoredEvent>> = BTreeMap::new();
+    for (event_id, body) in rows {
+        // Only this crate writes the column, from this type; a row that does not read
+        // back makes the calls it belongs to unstorable, not the whole pipeline.
+        let event: CallbackEvent = serde_json::from_value(body).map_err(|e| {
+            StoreError::Message(anyhow::Error::new(e).context(format!(
+                "while reading back stored event {event_id} from call_events.event"
+            )))
+        })?;
+        by_call
+            .entry(event.call_id.clone())
+            .or_default()
+            .push(StoredEvent { event_id, event });
+    }
+    Ok(by_call)
+}
+
+/// Step 5: writes the folded rows; returns every batch id whose counts may have changed
+/// (the rows' batches now, and before, should a call's batch id have changed).
+///
+/// A row that already holds the fold is left alone, `updated_at` included. `duration`
+/// takes the column's default, 0, when no event carries one.
+async fn upsert_call_logs(
+    tx: &mut PgConnection,
+    logs: &[CallLog],
+) -> Result<BTreeSet<i32>, StoreError> {
+    let mut columns = CallLogColumns::default();
+    for log in logs {
+        columns.push(log);
+    }
+    let batch_ids: Vec<i32> = sqlx::query_scalar(
+        "WITH previous AS (
+             SELECT batch_id FROM call_logs WHERE call_id = ANY($1::text[])
+         ), written AS (
+             INSERT INTO call_logs AS current
+                    (call_id, accountcode, batch_id, phone_number, call_status, disposition,
+                     duration, start_time, end_time, recording_url, server_code,
+                     error_message, custom_data)
+             SELECT call_id, accountcode, batch_id, phone_number, call_status, disposition,
+                    coalesce(duration, 0), start_time, end_time, recording_url, server_code,
+                    error_message, custom_data
+               FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
+                           $6::text[], $7::int4[], $8::timestamp[], $9::timestamp[],
+                           $10::text[], $11::text[], $12::text[], $13::jsonb[])
+                    AS folded(call_id, accountcode, batch_id, phone_number, call_status,
+                              disposition, duration, start_time, end_time, recording_url,
+                              server_code, error_message, custom_data)
+              ORDER BY call_id
+             ON CONFLICT (call_id) DO UPDATE
+                SET accountcode = EXCLUDED.accountcode,
+                    batch_id = EXCLUDED.batch_id,
+                    phone_number = EXCLUDED.phone_number,
+                    call_status = EXCLUDED.call_status,
+                    disposition = EXCLUDED.disposition,
+                    duration = EXCLUDED.duration,
+                    start_time = EXCLUDED.start_time,
+                    end_time = EXCLUDED.end_time,
+                    recording_url = EXCLUDED.recording_url,
+                    server_code = EXCLUDED.server_code,
+                    error_message = EXCLUDED.error_message,
+                    custom_data = EXCLUDED.custom_data,
+                    updated_at = CURRENT_TIMESTAMP
+              WHERE (current.accountcode, current.batch_id, current.phone_number,
+                     current.call_status, current.disposition, current.duration,
+                     current.start_time, current.end_time, current.recording_url,
+                     current.server_code, current.error_message, current.custom_data)
+                    IS DISTINCT FROM
+                    (EXCLUDED.accountcode, EXCLUDED.batch_id, EXCLUDED.phone_number,
+                     EXCLUDED.call_status, EXCLUDED.disposition, EXCLUDED.duration,
+                     EXCLUDED.start_time, EXCLUDED.end_time, EXCLUDED.recording_url,
+                     EXCLUDED.server_code, EXCLUDED.error_message, EXCLUDED.custom_data)
+             RETURNING batch_id
+         )
+         SELECT batch_id FROM previous WHERE batch_id IS NOT NULL
+         UNION
+         SELECT batch_id FROM written WHERE batch_id IS NOT NULL",
+    )
+    .bind(columns.call_ids)
+    .bind(columns.accountcodes)
+    .bind(columns.batch_ids)
+    .bind(columns.phone_numbers)
+    .bind(columns.statuses)
+    .bind(columns.dispositions)
+    .bind(columns.durations)
+    .bind(columns.start_times)
+    .bind(columns.end_times)
+    .bind(columns.recording_urls)
+    .bind(columns.server_codes)
+    .bind(columns.error_messages)
+    .bind(columns.custom_data)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| StoreError::from_sqlx(e, "while upserting call_logs"))?;
+    Ok(batch_ids.into_iter().collect())
+}
+
+/// `call_logs` columns as arrays, for one `unnest`.
+#[derive(Default)]
+struct CallLogColumns {
+    call_ids: Vec<String>,
+    accountcodes: Vec<String>,
+    batch_ids: Vec<Option<i32>>,
+    phone_numbers: Vec<String>,
+    statuses: Vec<String>,
+    dispositions: Vec<Option<String>>,
+    durations: Vec<Option<i32>>,
+    start_times: Vec<Option<chrono::NaiveDateTime>>,
+    end_times: Vec<Option<chrono::NaiveDateTime>>,
+    recording_urls: Vec<Option<String>>,
+    server_codes: Vec<Option<String>>,
+    error_messages: Vec<Option<String>>,
+    custom_data: Vec<Option<Value>>,
+}
+
+impl CallLogColumns {
+    fn push(&mut self, log: &CallLog) {
+        self.call_ids.push(log.call_id.clone());
+        self.accountcodes.push(log.accountcode.clone());
+        self.batch_ids.push(log.batch_id);
+        self.phone_numbers.push(log.phone_number.clone());
+        self.statuses.push(log.call_status.as_str().to_owned());
+        self.dispositions.push(log.disposition.clone());
+        self.durations.push(log.duration);
+        self.start_times.push(log.start_time);
+        self.end_times.push(log.end_time);
+        self.recording_urls.push(log.recording_url.clone());
+        self.server_codes.push(log.server_code.clone());
+        self.error_messages.push(log.error_message.clone());
+        self.custom_data
+            .push(log.custom_data.clone().map(Value::Object));
+    }
+}
+
+/// Step 6: creates the batches' rows if missing (a callback can arrive for a batch this
+/// database never submitted) and lets the shared routine recount each batch and decide
+/// its status. Batch rows are locked (by the routine) in ascending id order.
+async fn refresh_batches(
+    tx: &mut PgConnection,
+    logs: &[CallLog],
+    touched: &BTreeSet<i32>,
+) -> Result<(), StoreError> {
+    // A new batch row takes the account code of its lowest call id, so replicas agree.
+    let mut accountcodes: BTreeMap<i32, (&str, &str)> = BTreeMap::new();
+    for log in logs {
+        if let Some(batch_id) = log.batch_id {
+            let candidate = (log.call_id.as_str(), log.accountcode.as_str());
+            accountcodes
+                .entry(batch_id)
+                .and_modify(|held| *held = (*held).min(candidate))
+                .or_insert(candidate);
+        }
+    }
+    if touched.is_empty() {
+        return Ok(());
+    }
+    let (new_ids, new_accountcodes): (Vec<i32>, Vec<&str>) = accountcodes
+        .iter()
+        .map(|(batch_id, (_, accountcode))| (*batch_id, *accountcode))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO call_batches (batch_id, accountcode)
+         SELECT * FROM unnest($1::int4[], $2::text[]) ORDER BY 1
+         ON CONFLICT (batch_id) DO NOTHING",
+    )
+    .bind(new_ids)
+    .bind(new_accountcodes)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| StoreError::from_sqlx(e, "while creating missing call_batches rows"))?;
+
+    let touched: Vec<i32> = touched.iter().copied().collect();
+    sqlx::query(
+        "SELECT callbridge_refresh_batch(batch_id)
+           FROM (SELECT batch_id FROM unnest($1::int4[]) AS batch_id ORDER BY batch_id) AS ordered",
+    )
+    .bind(touched)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| StoreError::from_sqlx(e, "while refreshing call_batches"))?;
+    Ok(())
+}
+
+/// Step 7: one outbox row per terminal call, keyed by its deciding event: a redelivery
+/// adds nothing, and a later terminal event that takes over adds a new outcome. Returns
+/// the outcomes written now.
+async fn insert_outcomes(
+    tx: &mut PgConnection,
+    logs: &[CallLog],
+) -> Result<Vec<(CallStatus, Option<i32>)>, StoreError> {
+    let terminal: Vec<&CallLog> = logs.iter().filter(|log| log.is_terminal()).collect();
+    if terminal.is_empty() {
+        return Ok(Vec::new());
+    }
+    let event_ids: Vec<&str> = terminal
+        .iter()
+        .map(|l| l.winning_event_id.as_str())
+        .collect();
+    let call_ids: Vec<&str> = terminal.iter().map(|l| l.call_id.as_str()).collect();
+    let batch_ids: Vec<Option<i32>> = terminal.iter().map(|l| l.batch_id).collect();
+    let statuses: Vec<&str> = terminal.iter().map(|l| l.call_status.as_str()).collect();
+    let payloads: Vec<Value> = terminal.iter().map(|l| l.outcome_payload()).collect();
+    let written: Vec<(String, Option<i32>)> = sqlx::query_as(
+        "INSERT INTO call_outcome_outbox (event_id, call_id, batch_id, call_status, payload)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::jsonb[])
+          ORDER BY 1
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING call_status, (payload ->> 'duration')::int4",
+    )
+    .bind(event_ids)
+    .bind(call_ids)
+    .bind(batch_ids)
+    .bind(statuses)
+    .bind(payloads)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| StoreError::from_sqlx(e, "while writing the outcome outbox"))?;
+    Ok(written
+        .into_iter()
+        .filter_map(|(status, duration)| Some((CallStatus::parse(&status)?, duration)))
+        .collect())
+}
+
+/// Number of batches whose status is not final yet (the seed's `active_batches`).
+#[tracing::instrument(skip_all)]
+pub async fn count_active_batches(pool: &PgPool) -> anyhow::Result<i64> {
+    use anyhow::Context;
+    let final_statuses: Vec<&str> = BatchStatus::ALL
+        .iter()
+        .filter(|status| status.is_final())
+        .map(|status| status.as_str())
+        .collect();
+    sqlx::query_scalar(
+        "SELECT count(*) FROM call_batches
+          WHERE batch_status IS NULL OR batch_status <> ALL($1::text[])",
+    )
+    .bind(final_statuses)
+    .fetch_one(pool)
+    .await
+    .context("while counting active batches")
+}
