@@ -119,10 +119,10 @@ async fn respond(
     record.status = (!dropped).then_some(response.status().as_u16());
     tracing::info!(
         endpoint = record.endpoint.as_str(),
-        status = ?record.status,
-        fault = ?record.fault,
+        status = record.status,
+        fault = record.fault.as_deref(),
         held = record.held,
-        batch_id = ?record.batch_id,
+        batch_id = record.batch_id,
         "api request"
     );
     state.store().record_request(record);

@@ -215,7 +215,7 @@ async fn send_with_retries(
     }
 }
 
-#[tracing::instrument(skip_all, fields(url = %url))]
+#[tracing::instrument(skip_all)]
 async fn send_once(
     state: &SimState,
     knobs: &Knobs,
@@ -299,5 +299,63 @@ fn describe(error: &reqwest::Error) -> String {
         "connection refused or unreachable".into()
     } else {
         "connection error".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SimConfig;
+
+    fn state(knobs: serde_json::Value) -> SimState {
+        let config = SimConfig::for_tests("http://127.0.0.1:9/callback").unwrap();
+        let state = SimState::new(&config).unwrap();
+        state.patch_knobs(&knobs).unwrap();
+        state
+    }
+
+    #[tokio::test]
+    async fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let state = state(serde_json::json!({
+            "fast": false, "callback_retry_base_ms": 1000, "callback_retry_max_ms": 8000
+        }));
+        let knobs = state.knobs();
+        for (attempt, low, high) in [
+            (1, 500, 1000),
+            (2, 1000, 2000),
+            (3, 2000, 4000),
+            (9, 4000, 8000),
+        ] {
+            let delay = retry_delay(&state, &knobs, attempt, None).as_millis();
+            assert!(
+                (low..=high).contains(&delay),
+                "attempt {attempt}: {delay} ms"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured_within_the_cap_except_in_fast_mode() {
+        let state = state(serde_json::json!({
+            "fast": false, "callback_retry_base_ms": 100, "callback_retry_max_ms": 30000
+        }));
+        let knobs = state.knobs();
+        let asked = Some(Duration::from_secs(20));
+        assert_eq!(
+            retry_delay(&state, &knobs, 1, asked),
+            Duration::from_secs(20)
+        );
+        let beyond_cap = Some(Duration::from_secs(600));
+        assert_eq!(
+            retry_delay(&state, &knobs, 1, beyond_cap),
+            Duration::from_secs(30)
+        );
+
+        let fast = Knobs {
+            fast: true,
+            ..knobs
+        };
+        assert!(retry_delay(&state, &fast, 1, asked) <= FAST_RETRY_MAX);
+        assert!(retry_delay(&state, &fast, 30, None) <= FAST_RETRY_MAX);
     }
 }

@@ -366,3 +366,33 @@ async fn wait_idle_endpoint_reports_when_deliveries_are_done() {
     sim.stop().await;
     receiver.stop().await;
 }
+
+#[tokio::test]
+async fn reset_stops_deliveries_of_calls_still_in_progress() {
+    let receiver = Receiver::start().await;
+    // Real time: a timed-out call takes over a minute before its last event.
+    let sim = spawn_sim(
+        &receiver.url,
+        json!({"fast": false, "time_scale": 1.0, "outcome_mix": {"timeout": 1}}),
+    )
+    .await;
+    assert_eq!(insert(&sim, 112, &numbers(112, 3)).await.status(), 201);
+    assert_eq!(dispatch(&sim, "").await.status(), 200);
+    assert_eq!(sim.ground_truth(None).pending_calls, 3);
+
+    sim.reset();
+    assert!(
+        sim.wait_idle(Duration::from_secs(20)).await,
+        "cancelled deliveries finish long before the calls would have"
+    );
+    let truth = sim.ground_truth(None);
+    assert!(truth.calls.is_empty());
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|callback| callback.event_type() == "call_started")
+    );
+    sim.stop().await;
+    receiver.stop().await;
+}
