@@ -5,8 +5,10 @@ guide's Flask route does: `X-Signature` present, then `verify_callback_signature
 the body read as text; 401 otherwise, 200 `{"status": "success"}` when it verifies.
 """
 
+import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,14 +44,20 @@ SEED_FIELDS = (
 )
 
 
+@functools.cache
 def sim_binary():
-    """The debug binary `make test-rust` built; built here when missing."""
+    """The debug binary, rebuilt first when cargo is at hand (a no-op when up to date),
+    so a test never runs a stale simulator."""
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
     binary = target / "debug" / "callbridge-sim"
-    if not binary.exists():
+    if shutil.which("cargo"):
         subprocess.run(
-            ["cargo", "build", "-p", "callbridge-sim"], cwd=REPO_ROOT, check=True
+            ["cargo", "build", "--quiet", "-p", "callbridge-sim"],
+            cwd=REPO_ROOT,
+            check=True,
         )
+    if not binary.exists():
+        raise RuntimeError(f"{binary} is missing and cargo is not available")
     return binary
 
 
