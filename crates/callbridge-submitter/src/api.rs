@@ -1,0 +1,924 @@
+//! The centralized calling API as the submitter uses it: insert a batch's numbers, ask
+//! which numbers a batch holds, dispatch the queued calls. Each call comes back as one
+//! outcome enum that says what is known about the effect, so the worker never has to
+//! look at a status code.
+//!
+//! What the public guides document (SPEC §7) and this module relies on: success is 200 or
+//! 201 with `status`, `message`, `batch_id`, `inserted_count` at the top level or nested
+//! under `data`; a `status` of `"warning"` is not a success; errors are
+//! `{"message":…, "status":…}` or FastAPI's `{"detail":…}`; 429 may carry `Retry-After`
+//! (60 s when absent). What no guide documents (the batch-status answer, a 404 for a batch
+//! the system never saw) follows the simulator's `ASSUMPTIONS.md`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use callbridge_runtime::config::ApiConfig;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The documented maximum number of items in one insert request.
+pub const MAX_ITEMS_PER_REQUEST: usize = 1000;
+/// How long to wait after a 429 that names no `Retry-After` (SPEC §7).
+pub const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+const INSERT_PATH: &str = "api/v1/queues/insertdataincallqueue/";
+const BATCH_STATUS_PATH: &str = "api/v1/queues/batch-status/";
+const DISPATCH_PATH: &str = "api/v1/controls/dispatch-calls";
+/// Sent on every request; `X-API-KEY` in the guide (header names are case-insensitive).
+const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+/// Error bodies are quoted in `last_error` and logs only up to this many characters.
+const MAX_QUOTED_CHARS: usize = 300;
+
+/// One number of an insert request, as the API reads it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueItem<'a> {
+    pub phone_number: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_data: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct InsertBody<'a> {
+    batch_id: i32,
+    data: &'a [QueueItem<'a>],
+}
+
+/// Why an attempt is retried; the `reason` label of the retry metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    ServerError,
+    Timeout,
+    ConnectionLost,
+    ConnectionRefused,
+    RateLimited,
+    Warning,
+    ShortInsert,
+    UnreadableAnswer,
+}
+
+impl RetryReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::ServerError => "server_error",
+            RetryReason::Timeout => "timeout",
+            RetryReason::ConnectionLost => "connection_lost",
+            RetryReason::ConnectionRefused => "connection_refused",
+            RetryReason::RateLimited => "rate_limited",
+            RetryReason::Warning => "warning",
+            RetryReason::ShortInsert => "short_insert",
+            RetryReason::UnreadableAnswer => "unreadable_answer",
+        }
+    }
+}
+
+/// A failed attempt that may be tried again: why, and how long the API asked us to wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retryable {
+    pub reason: RetryReason,
+    /// One line for `last_error` and logs; never holds the API key or a phone number.
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+/// The API refused the key (401/403): submission pauses until it accepts it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRejected {
+    pub status: u16,
+    pub message: String,
+}
+
+/// What an insert request established about its numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// The system holds every number sent.
+    Accepted,
+    /// The request may or may not have taken effect (5xx, timeout, connection lost after
+    /// sending, `warning`, an `inserted_count` short of what was sent): the numbers must
+    /// be reconciled against batch-status before they are sent again.
+    Unknown(Retryable),
+    /// Certainly not taken (429, connection refused): safe to send again after a wait.
+    NotAccepted(Retryable),
+    /// Refused for good (a 4xx other than 401/403/408/429), with the API's message.
+    Rejected {
+        status: u16,
+        message: String,
+    },
+    KeyRejected(KeyRejected),
+}
+
+/// What batch-status said about a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchStatusAnswer {
+    /// Every number the system holds for the batch, once per accepted item (empty when
+    /// the system does not know the batch: 404).
+    Holds(Vec<String>),
+    /// An answer that cannot be read as a list of numbers: the rows go to review.
+    Unreadable(String),
+    /// No answer now (5xx, 429, timeout, connection): ask again later.
+    Unavailable(Retryable),
+    KeyRejected(KeyRejected),
+}
+
+/// What a dispatch request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchOutcome {
+    Dispatched,
+    /// Dispatching again is harmless (it places only calls still queued), so any failure
+    /// is simply retried.
+    Failed(Retryable),
+    KeyRejected(KeyRejected),
+}
+
+/// What came back from one HTTP exchange.
+enum Exchange {
+    Answered {
+        status: StatusCode,
+        body: Vec<u8>,
+        retry_after: Option<Duration>,
+    },
+    /// The connection was never established: nothing was sent.
+    NotSent(String),
+    /// Sent (at least partly), but no complete answer arrived.
+    Lost { timed_out: bool, message: String },
+}
+
+/// The HTTP client of the centralized API.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    insert_url: Url,
+    batch_status_url: Url,
+    dispatch_url: Url,
+    api_key: HeaderValue,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("insert_url", &self.insert_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    /// A client for `config.base_url` (a path prefix is kept), every request bounded by
+    /// `config.request_timeout`.
+    pub fn new(config: &ApiConfig) -> anyhow::Result<ApiClient> {
+        let mut base = config.base_url.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let join = |path: &str| {
+            base.join(path)
+                .with_context(|| format!("while building the API URL for {path}"))
+        };
+        let mut dispatch_url = join(DISPATCH_PATH)?;
+        if let Some(account_code) = config.account_code.as_deref() {
+            dispatch_url
+                .query_pairs_mut()
+                .append_pair("accountcode", account_code);
+        }
+        let mut api_key = HeaderValue::from_str(config.api_key.expose()).map_err(|_| {
+            anyhow::anyhow!(
+                "CENTRALIZED_CALLING_API_KEY holds characters an HTTP header cannot carry"
+            )
+        })?;
+        // Keeps the key out of reqwest's and hyper's debug output.
+        api_key.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("callbridge-submitter/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .build()
+            .context("while building the HTTP client")?;
+        Ok(ApiClient {
+            http,
+            insert_url: join(INSERT_PATH)?,
+            batch_status_url: join(BATCH_STATUS_PATH)?,
+            dispatch_url,
+            api_key,
+        })
+    }
+
+    /// `POST /api/v1/queues/insertdataincallqueue/` with at most
+    /// [`MAX_ITEMS_PER_REQUEST`] items.
+    #[tracing::instrument(name = "api_insert", skip_all, fields(batch_id, items = items.len(), http.status_code))]
+    pub async fn insert(&self, batch_id: i32, items: &[QueueItem<'_>]) -> InsertOutcome {
+        debug_assert!(items.len() <= MAX_ITEMS_PER_REQUEST);
+        let body = match serde_json::to_vec(&InsertBody {
+            batch_id,
+            data: items,
+        }) {
+            Ok(body) => body,
+            Err(error) => {
+                return InsertOutcome::Rejected {
+                    status: 0,
+                    message: format!("the insert body could not be encoded: {error}"),
+                };
+            }
+        };
+        let request = self
+            .http
+            .post(self.insert_url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let exchange = self.exchange(request).await;
+        read_insert_exchange(exchange, batch_id, items.len())
+    }
+
+    /// `GET /api/v1/queues/batch-status/{batch_id}`.
+    #[tracing::instrument(name = "api_batch_status", skip_all, fields(batch_id, http.status_code))]
+    pub async fn batch_status(&self, batch_id: i32) -> BatchStatusAnswer {
+        let url = match self.batch_status_url.join(&batch_id.to_string()) {
+            Ok(url) => url,
+            Err(error) => return BatchStatusAnswer::Unreadable(format!("bad URL: {error}")),
+        };
+        let exchange = self.exchange(self.http.get(url)).await;
+        read_batch_status_exchange(exchange)
+    }
+
+    /// `POST /api/v1/controls/dispatch-calls` (with `?accountcode=` when configured).
+    #[tracing::instrument(name = "api_dispatch", skip_all, fields(http.status_code))]
+    pub async fn dispatch(&self) -> DispatchOutcome {
+        let exchange = self
+            .exchange(self.http.post(self.dispatch_url.clone()))
+            .await;
+        read_dispatch_exchange(exchange)
+    }
+
+    /// Sends with the API key and the current span's W3C trace context, and reads the
+    /// whole answer.
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> Exchange {
+        let mut headers = HeaderMap::new();
+        headers.insert(API_KEY_HEADER, self.api_key.clone());
+        inject_trace_context(&mut headers);
+        let response = match request.headers(headers).send().await {
+            Ok(response) => response,
+            Err(error) => return transport_failure(&error),
+        };
+        let status = response.status();
+        tracing::Span::current().record("http.status_code", status.as_u16());
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, chrono::Utc::now()));
+        match response.bytes().await {
+            Ok(body) => Exchange::Answered {
+                status,
+                body: body.to_vec(),
+                retry_after,
+            },
+            Err(error) => transport_failure(&error),
+        }
+    }
+}
+
+/// The W3C `traceparent`/`tracestate` of the current span, through the propagator
+/// `callbridge_runtime::telemetry::init_telemetry` installs, so the API's own traces can
+/// join ours.
+fn inject_trace_context(headers: &mut HeaderMap) {
+    struct HeaderInjector<'a>(&'a mut HeaderMap);
+    impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(key.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(headers));
+    });
+}
+
+fn transport_failure(error: &reqwest::Error) -> Exchange {
+    // The cause chain says what happened (refused, reset, timed out); the URL is ours and
+    // holds no secret, but the chain is enough.
+    let message = error_chain(error);
+    if error.is_connect() {
+        Exchange::NotSent(message)
+    } else {
+        Exchange::Lost {
+            timed_out: error.is_timeout(),
+            message,
+        }
+    }
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// Reads `Retry-After`: delay seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (date.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn read_insert_exchange(exchange: Exchange, batch_id: i32, sent: usize) -> InsertOutcome {
+    let (status, body, retry_after) = match exchange {
+        Exchange::Answered {
+            status,
+            body,
+            retry_after,
+        } => (status, body, retry_after),
+        Exchange::NotSent(message) => {
+            return InsertOutcome::NotAccepted(Retryable {
+                reason: RetryReason::ConnectionRefused,
+                message: format!("could not connect to the centralized API: {message}"),
+                retry_after: None,
+            });
+        }
+        Exchange::Lost { timed_out, message } => {
+            return InsertOutcome::Unknown(lost(timed_out, message));
+        }
+    };
+    if status.is_success() {
+        return read_insert_answer(&body, batch_id, sent);
+    }
+    match classify_error_status(status, &body, retry_after) {
+        ErrorClass::KeyRejected(rejected) => InsertOutcome::KeyRejected(rejected),
+        ErrorClass::NotTaken(retryable) => InsertOutcome::NotAccepted(retryable),
+        ErrorClass::MaybeTaken(retryable) => InsertOutcome::Unknown(retryable),
+        ErrorClass::Refused { status, message } => InsertOutcome::Rejected { status, message },
+    }
+}
+
+/// A 2xx insert answer: only `status: "success"` with every number counted is a success.
+fn read_insert_answer(body: &[u8], batch_id: i32, sent: usize) -> InsertOutcome {
+    let unknown = |reason: RetryReason, message: String| {
+        InsertOutcome::Unknown(Retryable {
+            reason,
+            message,
+            retry_after: None,
+        })
+    };
+    let Some(answer) = JsonAnswer::parse(body) else {
+        return unknown(
+            RetryReason::UnreadableAnswer,
+            format!("the insert answer is not a JSON object: {}", quote(body)),
+        );
+    };
+    if let Some(answered_batch) = answer.field("batch_id").and_then(Value::as_i64)
+        && answered_batch != i64::from(batch_id)
+    {
+        return unknown(
+            RetryReason::UnreadableAnswer,
+            format!("the insert answer names batch {answered_batch}, not {batch_id}"),
+        );
+    }
+    let message = answer.message().unwrap_or_default();
+    match answer.field("status").and_then(Value::as_str) {
+        Some("success") => {}
+        Some("warning") => {
+            return unknown(
+                RetryReason::Warning,
+                format!("the API answered with a warning: {message}"),
+            );
+        }
+        other => {
+            return unknown(
+                RetryReason::UnreadableAnswer,
+                format!("the insert answer's status is {other:?}, not \"success\": {message}"),
+            );
+        }
+    }
+    match answer.field("inserted_count").map(Value::as_u64) {
+        None => InsertOutcome::Accepted,
+        Some(Some(inserted)) if inserted == sent as u64 => InsertOutcome::Accepted,
+        Some(Some(inserted)) if inserted < sent as u64 => unknown(
+            RetryReason::ShortInsert,
+            format!("the API inserted {inserted} of {sent} numbers: {message}"),
+        ),
+        Some(count) => unknown(
+            RetryReason::UnreadableAnswer,
+            format!(
+                "the insert answer's inserted_count {count:?} does not match the {sent} numbers sent"
+            ),
+        ),
+    }
+}
+
+fn read_batch_status_exchange(exchange: Exchange) -> BatchStatusAnswer {
+    let (status, body, retry_after) = match exchange {
+        Exchange::Answered {
+            status,
+            body,
+            retry_after,
+        } => (status, body, retry_after),
+        Exchange::NotSent(message) => {
+            return BatchStatusAnswer::Unavailable(Retryable {
+                reason: RetryReason::ConnectionRefused,
+                message: format!("could not connect to the centralized API: {message}"),
+                retry_after: None,
+            });
+        }
+        Exchange::Lost { timed_out, message } => {
+            return BatchStatusAnswer::Unavailable(lost(timed_out, message));
+        }
+    };
+    if status == StatusCode::NOT_FOUND {
+        // The system does not know the batch: it holds none of its numbers.
+        return BatchStatusAnswer::Holds(Vec::new());
+    }
+    if status.is_success() {
+        return read_batch_status_answer(&body);
+    }
+    match classify_error_status(status, &body, retry_after) {
+        ErrorClass::KeyRejected(rejected) => BatchStatusAnswer::KeyRejected(rejected),
+        ErrorClass::NotTaken(retryable) | ErrorClass::MaybeTaken(retryable) => {
+            BatchStatusAnswer::Unavailable(retryable)
+        }
+        ErrorClass::Refused { status, message } => {
+            BatchStatusAnswer::Unreadable(format!("batch-status answered HTTP {status}: {message}"))
+        }
+    }
+}
+
+/// `phone_numbers` (top level or under `data`) must be a list of strings, as long as
+/// `total` when that is given.
+fn read_batch_status_answer(body: &[u8]) -> BatchStatusAnswer {
+    let Some(answer) = JsonAnswer::parse(body) else {
+        return BatchStatusAnswer::Unreadable(format!(
+            "the batch-status answer is not a JSON object: {}",
+            quote(body)
+        ));
+    };
+    let Some(list) = answer.field("phone_numbers").and_then(Value::as_array) else {
+        return BatchStatusAnswer::Unreadable(
+            "the batch-status answer has no phone_numbers list".to_owned(),
+        );
+    };
+    let numbers: Option<Vec<String>> = list
+        .iter()
+        .map(|number| number.as_str().map(|number| number.trim().to_owned()))
+        .collect();
+    let Some(numbers) = numbers else {
+        return BatchStatusAnswer::Unreadable(
+            "the batch-status answer's phone_numbers holds something other than strings".to_owned(),
+        );
+    };
+    if let Some(total) = answer.field("total").and_then(Value::as_u64)
+        && total != numbers.len() as u64
+    {
+        return BatchStatusAnswer::Unreadable(format!(
+            "the batch-status answer lists {} numbers but says total {total}",
+            numbers.len()
+        ));
+    }
+    BatchStatusAnswer::Holds(numbers)
+}
+
+fn read_dispatch_exchange(exchange: Exchange) -> DispatchOutcome {
+    let (status, body, retry_after) = match exchange {
+        Exchange::Answered {
+            status,
+            body,
+            retry_after,
+        } => (status, body, retry_after),
+        Exchange::NotSent(message) => {
+            return DispatchOutcome::Failed(Retryable {
+                reason: RetryReason::ConnectionRefused,
+                message: format!("could not connect to the centralized API: {message}"),
+                retry_after: None,
+            });
+        }
+        Exchange::Lost { timed_out, message } => {
+            return DispatchOutcome::Failed(lost(timed_out, message));
+        }
+    };
+    if status.is_success() {
+        let answer = JsonAnswer::parse(&body);
+        let answered = answer
+            .as_ref()
+            .and_then(|answer| answer.field("status"))
+            .and_then(Value::as_str);
+        return match answered {
+            None | Some("success") => DispatchOutcome::Dispatched,
+            Some(other) => DispatchOutcome::Failed(Retryable {
+                reason: RetryReason::Warning,
+                message: format!(
+                    "dispatch answered status {other:?}: {}",
+                    answer
+                        .as_ref()
+                        .and_then(JsonAnswer::message)
+                        .unwrap_or_default()
+                ),
+                retry_after: None,
+            }),
+        };
+    }
+    match classify_error_status(status, &body, retry_after) {
+        ErrorClass::KeyRejected(rejected) => DispatchOutcome::KeyRejected(rejected),
+        ErrorClass::NotTaken(retryable) | ErrorClass::MaybeTaken(retryable) => {
+            DispatchOutcome::Failed(retryable)
+        }
+        ErrorClass::Refused { status, message } => DispatchOutcome::Failed(Retryable {
+            reason: RetryReason::UnreadableAnswer,
+            message: format!("dispatch answered HTTP {status}: {message}"),
+            retry_after,
+        }),
+    }
+}
+
+fn lost(timed_out: bool, message: String) -> Retryable {
+    if timed_out {
+        Retryable {
+            reason: RetryReason::Timeout,
+            message: format!("no answer within the request timeout: {message}"),
+            retry_after: None,
+        }
+    } else {
+        Retryable {
+            reason: RetryReason::ConnectionLost,
+            message: format!("the connection was lost before an answer: {message}"),
+            retry_after: None,
+        }
+    }
+}
+
+/// A non-2xx status, sorted by what it says about the request's effect.
+enum ErrorClass {
+    KeyRejected(KeyRejected),
+    /// The request certainly had no effect and may be repeated (408, 429).
+    NotTaken(Retryable),
+    /// The request may have had an effect (5xx and anything unexpected).
+    MaybeTaken(Retryable),
+    /// Refused for good (other 4xx).
+    Refused {
+        status: u16,
+        message: String,
+    },
+}
+
+fn classify_error_status(
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> ErrorClass {
+    let message = error_message(body);
+    let code = status.as_u16();
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorClass::KeyRejected(KeyRejected {
+            status: code,
+            message,
+        }),
+        StatusCode::TOO_MANY_REQUESTS => ErrorClass::NotTaken(Retryable {
+            reason: RetryReason::RateLimited,
+            message: format!("HTTP 429 rate limited: {message}"),
+            retry_after: Some(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT)),
+        }),
+        // The server gave up waiting for the request itself: it was never processed.
+        StatusCode::REQUEST_TIMEOUT => ErrorClass::NotTaken(Retryable {
+            reason: RetryReason::Timeout,
+            message: format!("HTTP 408: {message}"),
+            retry_after,
+        }),
+        _ if status.is_client_error() => ErrorClass::Refused {
+            status: code,
+            message,
+        },
+        _ => ErrorClass::MaybeTaken(Retryable {
+            reason: RetryReason::ServerError,
+            message: format!("HTTP {code}: {message}"),
+            retry_after,
+        }),
+    }
+}
+
+/// The API's own words from an error body: `message`, else `detail` (a string, or
+/// FastAPI's list of `{loc, msg}`), else the body itself, shortened.
+pub fn error_message(body: &[u8]) -> String {
+    let Some(answer) = JsonAnswer::parse(body) else {
+        return quote(body);
+    };
+    if let Some(message) = answer.message() {
+        return message;
+    }
+    match answer.field("detail") {
+        Some(Value::String(detail)) => shorten(detail),
+        Some(Value::Array(items)) => shorten(
+            &items
+                .iter()
+                .map(|item| match item {
+                    Value::Object(fields) => {
+                        let location = fields.get("loc").and_then(Value::as_array).map(|parts| {
+                            parts
+                                .iter()
+                                .map(|part| match part {
+                                    Value::String(text) => text.clone(),
+                                    other => other.to_string(),
+                                })
+                                .collect::<Vec<_>>()
+                                .join(".")
+                        });
+                        let text = fields
+                            .get("msg")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| item.to_string());
+                        match location {
+                            Some(location) => format!("{location}: {text}"),
+                            None => text,
+                        }
+                    }
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Some(other) => shorten(&other.to_string()),
+        None => quote(body),
+    }
+}
+
+/// A JSON object answer whose fields may sit at the top level or under `data`.
+struct JsonAnswer {
+    top: Map<String, Value>,
+}
+
+impl JsonAnswer {
+    fn parse(body: &[u8]) -> Option<JsonAnswer> {
+        match serde_json::from_slice(body) {
+            Ok(Value::Object(top)) => Some(JsonAnswer { top }),
+            _ => None,
+        }
+    }
+
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.top.get(name).or_else(|| {
+            self.top
+                .get("data")
+                .and_then(Value::as_object)
+                .and_then(|data| data.get(name))
+        })
+    }
+
+    fn message(&self) -> Option<String> {
+        self.field("message").and_then(Value::as_str).map(shorten)
+    }
+}
+
+fn quote(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "(empty body)".to_owned();
+    }
+    shorten(&String::from_utf8_lossy(body))
+}
+
+fn shorten(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= MAX_QUOTED_CHARS {
+        line
+    } else {
+        let mut short: String = line.chars().take(MAX_QUOTED_CHARS).collect();
+        short.push('…');
+        short
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(value: Value) -> Vec<u8> {
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    fn answered(status: u16, value: Value) -> Exchange {
+        Exchange::Answered {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: body(value),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn flat_and_nested_success_layouts_are_accepted() {
+        let flat =
+            json!({"status": "success", "message": "2 queued", "batch_id": 7, "inserted_count": 2});
+        let nested = json!({"status": "success", "message": "2 queued", "data": {"batch_id": 7, "inserted_count": 2}});
+        for (status, value) in [
+            (201, flat.clone()),
+            (200, flat),
+            (201, nested.clone()),
+            (200, nested),
+        ] {
+            assert_eq!(
+                read_insert_exchange(answered(status, value.clone()), 7, 2),
+                InsertOutcome::Accepted,
+                "{status} {value}"
+            );
+        }
+        // The seed's own client reads only `status`.
+        assert_eq!(
+            read_insert_exchange(answered(200, json!({"status": "success"})), 7, 2),
+            InsertOutcome::Accepted
+        );
+    }
+
+    fn unknown_reason(outcome: InsertOutcome) -> RetryReason {
+        match outcome {
+            InsertOutcome::Unknown(retryable) => retryable.reason,
+            other => panic!("expected an unknown outcome, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn warning_short_count_and_odd_answers_leave_the_outcome_unknown() {
+        let warning = json!({"status": "warning", "message": "Only 1 of 2 items were queued", "inserted_count": 1});
+        assert_eq!(
+            unknown_reason(read_insert_exchange(answered(201, warning), 7, 2)),
+            RetryReason::Warning
+        );
+        let short = json!({"status": "success", "data": {"inserted_count": 1}});
+        assert_eq!(
+            unknown_reason(read_insert_exchange(answered(201, short), 7, 2)),
+            RetryReason::ShortInsert
+        );
+        let other_batch = json!({"status": "success", "batch_id": 8, "inserted_count": 2});
+        assert_eq!(
+            unknown_reason(read_insert_exchange(answered(201, other_batch), 7, 2)),
+            RetryReason::UnreadableAnswer
+        );
+        let not_json = Exchange::Answered {
+            status: StatusCode::OK,
+            body: b"<html>ok</html>".to_vec(),
+            retry_after: None,
+        };
+        assert_eq!(
+            unknown_reason(read_insert_exchange(not_json, 7, 2)),
+            RetryReason::UnreadableAnswer
+        );
+        let server_error = answered(502, json!({"message": "Internal error", "status": "error"}));
+        assert_eq!(
+            unknown_reason(read_insert_exchange(server_error, 7, 2)),
+            RetryReason::ServerError
+        );
+        let lost = Exchange::Lost {
+            timed_out: true,
+            message: "operation timed out".into(),
+        };
+        assert_eq!(
+            unknown_reason(read_insert_exchange(lost, 7, 2)),
+            RetryReason::Timeout
+        );
+    }
+
+    #[test]
+    fn rate_limit_and_refused_connection_are_certainly_not_accepted() {
+        let limited = Exchange::Answered {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: body(json!({"message": "Rate limit exceeded", "status": "error"})),
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        match read_insert_exchange(limited, 7, 2) {
+            InsertOutcome::NotAccepted(retryable) => {
+                assert_eq!(retryable.reason, RetryReason::RateLimited);
+                assert_eq!(retryable.retry_after, Some(Duration::from_secs(7)));
+            }
+            other => panic!("{other:?}"),
+        }
+        match read_insert_exchange(answered(429, json!({})), 7, 2) {
+            InsertOutcome::NotAccepted(retryable) => {
+                assert_eq!(retryable.retry_after, Some(DEFAULT_RATE_LIMIT_WAIT));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            read_insert_exchange(Exchange::NotSent("refused".into()), 7, 2),
+            InsertOutcome::NotAccepted(Retryable {
+                reason: RetryReason::ConnectionRefused,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn client_errors_carry_the_apis_message_in_either_shape() {
+        let message = answered(
+            400,
+            json!({"message": "Queue data exceeds max batch size 1000", "status": "error"}),
+        );
+        assert_eq!(
+            read_insert_exchange(message, 7, 2),
+            InsertOutcome::Rejected {
+                status: 400,
+                message: "Queue data exceeds max batch size 1000".into()
+            }
+        );
+        let detail = answered(
+            422,
+            json!({"detail": "data.0.custom_data: must be an object or null"}),
+        );
+        assert_eq!(
+            read_insert_exchange(detail, 7, 2),
+            InsertOutcome::Rejected {
+                status: 422,
+                message: "data.0.custom_data: must be an object or null".into()
+            }
+        );
+        let fastapi = body(
+            json!({"detail": [{"loc": ["body", "batch_id"], "msg": "field required", "type": "missing"}]}),
+        );
+        assert_eq!(error_message(&fastapi), "body.batch_id: field required");
+        let unauthorized = answered(
+            401,
+            json!({"message": "Invalid API key", "status": "error"}),
+        );
+        assert_eq!(
+            read_insert_exchange(unauthorized, 7, 2),
+            InsertOutcome::KeyRejected(KeyRejected {
+                status: 401,
+                message: "Invalid API key".into()
+            })
+        );
+    }
+
+    #[test]
+    fn batch_status_lists_numbers_or_is_unreadable() {
+        let view = json!({"status": "success", "batch_id": 7, "total": 2, "phone_numbers": ["111", " 222 "]});
+        assert_eq!(
+            read_batch_status_exchange(answered(200, view)),
+            BatchStatusAnswer::Holds(vec!["111".into(), "222".into()])
+        );
+        let nested = json!({"status": "success", "data": {"phone_numbers": ["111"]}});
+        assert_eq!(
+            read_batch_status_exchange(answered(200, nested)),
+            BatchStatusAnswer::Holds(vec!["111".into()])
+        );
+        assert_eq!(
+            read_batch_status_exchange(answered(404, json!({"message": "Batch not found"}))),
+            BatchStatusAnswer::Holds(Vec::new())
+        );
+        for unreadable in [
+            json!({"status": "success", "total": 3}),
+            json!({"status": "success", "total": 3, "phone_numbers": ["1"]}),
+            json!({"status": "success", "phone_numbers": [1, 2]}),
+        ] {
+            assert!(
+                matches!(
+                    read_batch_status_exchange(answered(200, unreadable.clone())),
+                    BatchStatusAnswer::Unreadable(_)
+                ),
+                "{unreadable}"
+            );
+        }
+        assert!(matches!(
+            read_batch_status_exchange(answered(503, json!({}))),
+            BatchStatusAnswer::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = chrono::DateTime::parse_from_rfc3339("2024-01-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 01 Jan 2024 10:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 01 Jan 2024 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn long_error_bodies_are_shortened_to_one_line() {
+        let long = "x ".repeat(1000);
+        let message = error_message(long.as_bytes());
+        assert!(message.chars().count() <= MAX_QUOTED_CHARS + 1);
+        assert!(!message.contains('\n'));
+    }
+}

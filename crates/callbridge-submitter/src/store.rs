@@ -1,0 +1,526 @@
+//! The submitter's SQL on `local_call_queue` and `call_batches`, beside the code that
+//! runs it. Every change to a row is guarded by `lease_owner = $owner AND queue_status =
+//! 'submitting'`, so a submitter that lost its lease (it stalled past the expiry and
+//! another took the rows over) can never overwrite the new owner's outcome.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::reconcile::SettledNumbers;
+
+/// A row this submitter leased.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ClaimedRow {
+    pub id: i32,
+    pub batch_id: Option<i32>,
+    pub phone_number: String,
+    pub custom_data: Option<Value>,
+    /// Failed attempts so far.
+    pub retry_count: i32,
+    pub last_error: Option<String>,
+    /// `attempt_started_at` before this claim: set when an earlier request may have
+    /// carried the row, which must then be reconciled before it is sent again.
+    pub previous_attempt_started_at: Option<DateTime<Utc>>,
+}
+
+impl ClaimedRow {
+    /// An earlier request may have carried this row.
+    pub fn outcome_unknown(&self) -> bool {
+        self.previous_attempt_started_at.is_some()
+    }
+}
+
+/// A leased row going back to `pending` untouched, with the evidence of an earlier
+/// attempt it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    pub id: i32,
+    pub attempt_started_at: Option<DateTime<Utc>>,
+}
+
+/// Leases up to `limit` due rows for `lease`, whole batches preferred.
+///
+/// Due rows are `pending` rows whose `next_attempt_at` has come, and `submitting` rows
+/// whose lease expired (their submitter died or stalled). Each row's
+/// `attempt_started_at` is set now, in the claim's own committed transaction, so a crash
+/// at any later point leaves the evidence that a request may have carried it; the value
+/// it had before is returned.
+///
+/// Batches are taken in the order their oldest due row became due, as many whole
+/// batches as fit in `limit` (the first one even when it alone exceeds it), so a batch
+/// normally goes out as one request. An advisory lock per batch keeps two concurrent
+/// claims from splitting one batch between them.
+#[tracing::instrument(name = "claim_due_rows", skip_all, fields(owner, limit, claimed))]
+pub async fn claim_due_rows(
+    pool: &PgPool,
+    owner: &str,
+    limit: u32,
+    lease: Duration,
+) -> anyhow::Result<Vec<ClaimedRow>> {
+    let rows: Vec<ClaimedRow> = sqlx::query_as(
+        r#"
+WITH oldest AS (
+    -- The oldest due work, read through the partial indexes on next_attempt_at and
+    -- lease_expires_at, so a deep queue costs no more to claim from than a shallow one.
+    (SELECT batch_id, next_attempt_at AS due_at
+       FROM local_call_queue
+      WHERE queue_status = 'pending' AND next_attempt_at <= now()
+      ORDER BY next_attempt_at
+      LIMIT $2)
+    UNION ALL
+    (SELECT batch_id, lease_expires_at
+       FROM local_call_queue
+      WHERE queue_status = 'submitting' AND lease_expires_at < now()
+      ORDER BY lease_expires_at
+      LIMIT $2)
+),
+candidates AS (
+    SELECT batch_id, min(due_at) AS due_at
+      FROM oldest
+     WHERE batch_id IS NOT NULL
+     GROUP BY batch_id
+),
+sized AS (
+    SELECT c.batch_id,
+           sum(due.row_count) OVER (ORDER BY c.due_at, c.batch_id) AS running_rows,
+           row_number() OVER (ORDER BY c.due_at, c.batch_id) AS position
+      FROM candidates c
+     CROSS JOIN LATERAL (
+           SELECT count(*) AS row_count
+             FROM (SELECT 1
+                     FROM local_call_queue q
+                    WHERE q.batch_id = c.batch_id
+                      AND ((q.queue_status = 'pending' AND q.next_attempt_at <= now())
+                           OR (q.queue_status = 'submitting' AND q.lease_expires_at < now()))
+                    LIMIT $2) capped
+           ) due
+),
+chosen AS (
+    SELECT batch_id
+      FROM sized
+     -- CASE fixes the order: only batches that fit are locked. The transaction-scoped
+     -- advisory lock makes a concurrent claim skip the whole batch instead of taking
+     -- the rows this one has not reached yet; it is released when this statement commits.
+     WHERE CASE WHEN running_rows <= $2 OR position = 1
+                THEN pg_try_advisory_xact_lock(hashtext('callbridge.submitter.claim'), batch_id)
+                ELSE false
+           END
+),
+picked_batched AS (
+    SELECT q.id, q.queue_status AS previous_status,
+           q.attempt_started_at AS previous_attempt_started_at, q.lease_owner AS previous_owner
+      FROM local_call_queue q
+     WHERE q.batch_id IN (SELECT batch_id FROM chosen)
+       AND ((q.queue_status = 'pending' AND q.next_attempt_at <= now())
+            OR (q.queue_status = 'submitting' AND q.lease_expires_at < now()))
+     ORDER BY q.batch_id, q.id
+     LIMIT $2
+     -- Row locks until the lease is written; rows another claim holds are skipped, not
+     -- waited for, so replicas never block each other and never claim the same row.
+       FOR UPDATE SKIP LOCKED
+),
+picked_unbatched AS (
+    -- Rows an application inserted without a batch_id cannot be sent; they are claimed
+    -- only to be failed with a reason, and only scanned for when one is among the oldest.
+    SELECT q.id, q.queue_status AS previous_status,
+           q.attempt_started_at AS previous_attempt_started_at, q.lease_owner AS previous_owner
+      FROM local_call_queue q
+     WHERE q.batch_id IS NULL
+       AND EXISTS (SELECT 1 FROM oldest WHERE oldest.batch_id IS NULL)
+       AND ((q.queue_status = 'pending' AND q.next_attempt_at <= now())
+            OR (q.queue_status = 'submitting' AND q.lease_expires_at < now()))
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+),
+picked AS (
+    SELECT * FROM picked_batched
+    UNION ALL
+    SELECT * FROM picked_unbatched
+)
+UPDATE local_call_queue q
+   SET queue_status = 'submitting',
+       lease_owner = $1,
+       lease_expires_at = now() + make_interval(secs => $3),
+       attempt_started_at = now(),
+       -- A lease that expired is an attempt whose outcome nobody recorded: it counts.
+       retry_count = coalesce(q.retry_count, 0)
+                     + CASE WHEN p.previous_status = 'submitting' THEN 1 ELSE 0 END,
+       last_error = CASE WHEN p.previous_status = 'submitting'
+                         THEN format('the lease of %s expired before the outcome of its request was recorded', p.previous_owner)
+                         ELSE q.last_error END,
+       updated_at = CURRENT_TIMESTAMP
+  FROM picked p
+ WHERE q.id = p.id
+RETURNING q.id, q.batch_id, q.phone_number, q.custom_data, q.retry_count, q.last_error,
+          p.previous_attempt_started_at
+"#,
+    )
+    .bind(owner)
+    .bind(i64::from(limit))
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await
+    .context("while claiming due local_call_queue rows")?;
+    tracing::Span::current().record("claimed", rows.len());
+    Ok(rows)
+}
+
+/// Extends the lease on `ids` before a request that might outlive it. Returns how many
+/// are still ours; fewer than asked means another submitter took some over.
+#[tracing::instrument(skip_all, fields(rows = ids.len()))]
+pub async fn renew_lease(
+    pool: &PgPool,
+    owner: &str,
+    ids: &[i32],
+    lease: Duration,
+) -> anyhow::Result<u64> {
+    let renewed = sqlx::query(
+        "UPDATE local_call_queue
+            SET lease_expires_at = now() + make_interval(secs => $3)
+          WHERE id = ANY($1) AND lease_owner = $2 AND queue_status = 'submitting'",
+    )
+    .bind(ids)
+    .bind(owner)
+    .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await
+    .context("while renewing the lease on local_call_queue rows")?;
+    Ok(renewed.rows_affected())
+}
+
+/// Whether another submitter holds a live lease on rows of `batch_id`: a request of
+/// theirs may be in flight, so batch-status cannot tell their rows from ours yet.
+#[tracing::instrument(skip_all, fields(batch_id))]
+pub async fn batch_leased_elsewhere(
+    pool: &PgPool,
+    owner: &str,
+    batch_id: i32,
+) -> anyhow::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM local_call_queue
+              WHERE batch_id = $1 AND queue_status = 'submitting'
+                AND lease_owner IS DISTINCT FROM $2 AND lease_expires_at >= now())",
+    )
+    .bind(batch_id)
+    .bind(owner)
+    .fetch_one(pool)
+    .await
+    .context("while checking for other submitters' leases on the batch")
+}
+
+/// The phone numbers of the batch's rows that are `submitted` or `needs_review`.
+#[tracing::instrument(skip_all, fields(batch_id))]
+pub async fn settled_numbers(pool: &PgPool, batch_id: i32) -> anyhow::Result<SettledNumbers> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT phone_number, queue_status FROM local_call_queue
+          WHERE batch_id = $1 AND queue_status IN ('submitted', 'needs_review')",
+    )
+    .bind(batch_id)
+    .fetch_all(pool)
+    .await
+    .context("while reading the batch's settled rows")?;
+    let mut settled = SettledNumbers::default();
+    for (number, status) in rows {
+        if status == "submitted" {
+            settled.submitted.push(number);
+        } else {
+            settled.under_review.push(number);
+        }
+    }
+    Ok(settled)
+}
+
+/// The system holds these rows: `submitted`, and the batch's `total_calls` grows by as
+/// many, in one transaction with the batch's refresh.
+#[tracing::instrument(name = "commit_submitted", skip_all, fields(batch_id, rows = ids.len()))]
+pub async fn record_submitted(
+    pool: &PgPool,
+    owner: &str,
+    batch_id: i32,
+    ids: &[i32],
+    accountcode: &str,
+) -> anyhow::Result<u64> {
+    let mut tx = begin(pool).await?;
+    let submitted = sqlx::query(
+        "UPDATE local_call_queue
+            SET queue_status = 'submitted', submitted_at = now(), last_error = NULL,
+                lease_owner = NULL, lease_expires_at = NULL, updated_at = CURRENT_TIMESTAMP
+          WHERE id = ANY($1) AND lease_owner = $2 AND queue_status = 'submitting'",
+    )
+    .bind(ids)
+    .bind(owner)
+    .execute(&mut *tx)
+    .await
+    .context("while marking local_call_queue rows submitted")?
+    .rows_affected();
+    refresh_batch(&mut tx, batch_id, submitted, accountcode).await?;
+    commit(tx).await?;
+    Ok(submitted)
+}
+
+/// Gives these rows up: `failed` with `error`, and the batch refreshed (it fails when the
+/// system accepted none of its rows).
+#[tracing::instrument(name = "commit_failed", skip_all, fields(batch_id, rows = ids.len()))]
+pub async fn record_failed(
+    pool: &PgPool,
+    owner: &str,
+    batch_id: Option<i32>,
+    ids: &[i32],
+    error: &str,
+    accountcode: &str,
+) -> anyhow::Result<u64> {
+    record_final(pool, owner, batch_id, ids, "failed", error, accountcode).await
+}
+
+/// These rows' outcome cannot be established: `needs_review` with `reason`, never sent
+/// again automatically.
+#[tracing::instrument(name = "commit_needs_review", skip_all, fields(batch_id, rows = ids.len()))]
+pub async fn record_needs_review(
+    pool: &PgPool,
+    owner: &str,
+    batch_id: i32,
+    ids: &[i32],
+    reason: &str,
+    accountcode: &str,
+) -> anyhow::Result<u64> {
+    record_final(
+        pool,
+        owner,
+        Some(batch_id),
+        ids,
+        "needs_review",
+        reason,
+        accountcode,
+    )
+    .await
+}
+
+async fn record_final(
+    pool: &PgPool,
+    owner: &str,
+    batch_id: Option<i32>,
+    ids: &[i32],
+    status: &str,
+    error: &str,
+    accountcode: &str,
+) -> anyhow::Result<u64> {
+    let mut tx = begin(pool).await?;
+    let changed = sqlx::query(
+        "UPDATE local_call_queue
+            SET queue_status = $3, last_error = $4,
+                lease_owner = NULL, lease_expires_at = NULL, updated_at = CURRENT_TIMESTAMP
+          WHERE id = ANY($1) AND lease_owner = $2 AND queue_status = 'submitting'",
+    )
+    .bind(ids)
+    .bind(owner)
+    .bind(status)
+    .bind(error)
+    .execute(&mut *tx)
+    .await
+    .with_context(|| format!("while marking local_call_queue rows {status}"))?
+    .rows_affected();
+    if let Some(batch_id) = batch_id {
+        refresh_batch(&mut tx, batch_id, 0, accountcode).await?;
+    }
+    commit(tx).await?;
+    Ok(changed)
+}
+
+/// How a failed attempt is recorded.
+#[derive(Debug, Clone)]
+pub struct AttemptFailure<'a> {
+    /// The request certainly had no effect (429, refused connection): the evidence of
+    /// the attempt is cleared, and rows out of attempts fail. Otherwise (5xx, timeout,
+    /// warning…) the evidence stays, so the next claim reconciles first, and rows out of
+    /// attempts are due at once, to be reconciled into their final state.
+    pub certainly_not_taken: bool,
+    pub retry_in: Duration,
+    pub error: &'a str,
+    pub max_attempts: u32,
+}
+
+/// Rows that were retried and rows that failed for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailureCounts {
+    pub retried: u64,
+    pub failed: u64,
+}
+
+/// Counts one more failed attempt on these rows and schedules the next.
+#[tracing::instrument(name = "commit_retry", skip_all, fields(batch_id, rows = ids.len()))]
+pub async fn record_attempt_failure(
+    pool: &PgPool,
+    owner: &str,
+    batch_id: i32,
+    ids: &[i32],
+    failure: &AttemptFailure<'_>,
+    accountcode: &str,
+) -> anyhow::Result<FailureCounts> {
+    let mut tx = begin(pool).await?;
+    let (failed, retried): (i64, i64) = sqlx::query_as(
+        "WITH updated AS (
+             UPDATE local_call_queue
+                SET retry_count = coalesce(retry_count, 0) + 1,
+                    queue_status = CASE WHEN $3 AND coalesce(retry_count, 0) + 1 >= $4
+                                        THEN 'failed' ELSE 'pending' END,
+                    next_attempt_at = CASE WHEN NOT $3 AND coalesce(retry_count, 0) + 1 >= $4
+                                           THEN now()
+                                           ELSE now() + make_interval(secs => $5) END,
+                    attempt_started_at = CASE WHEN $3 THEN NULL ELSE attempt_started_at END,
+                    last_error = CASE WHEN $3 AND coalesce(retry_count, 0) + 1 >= $4
+                                      THEN format('gave up after %s attempts; last error: %s',
+                                                  coalesce(retry_count, 0) + 1, $6::text)
+                                      ELSE $6 END,
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = CURRENT_TIMESTAMP
+              WHERE id = ANY($1) AND lease_owner = $2 AND queue_status = 'submitting'
+          RETURNING queue_status)
+         SELECT count(*) FILTER (WHERE queue_status = 'failed'),
+                count(*) FILTER (WHERE queue_status = 'pending')
+           FROM updated",
+    )
+    .bind(ids)
+    .bind(owner)
+    .bind(failure.certainly_not_taken)
+    .bind(i64::from(failure.max_attempts))
+    .bind(failure.retry_in.as_secs_f64())
+    .bind(failure.error)
+    .fetch_one(&mut *tx)
+    .await
+    .context("while scheduling the retry of local_call_queue rows")?;
+    if failed > 0 {
+        refresh_batch(&mut tx, batch_id, 0, accountcode).await?;
+    }
+    commit(tx).await?;
+    Ok(FailureCounts {
+        retried: u64::try_from(retried).unwrap_or_default(),
+        failed: u64::try_from(failed).unwrap_or_default(),
+    })
+}
+
+/// Returns leased rows to `pending` without counting an attempt (shutdown, a paused
+/// key, a batch another submitter is busy with), due again after `delay`.
+#[tracing::instrument(name = "release_leases", skip_all, fields(rows = rows.len()))]
+pub async fn release(
+    pool: &PgPool,
+    owner: &str,
+    rows: &[Release],
+    delay: Duration,
+) -> anyhow::Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i32> = rows.iter().map(|row| row.id).collect();
+    let evidence: Vec<Option<DateTime<Utc>>> =
+        rows.iter().map(|row| row.attempt_started_at).collect();
+    let released = sqlx::query(
+        "UPDATE local_call_queue q
+            SET queue_status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
+                attempt_started_at = r.attempt_started_at,
+                next_attempt_at = greatest(q.next_attempt_at, now() + make_interval(secs => $3)),
+                updated_at = CURRENT_TIMESTAMP
+           FROM unnest($1::int4[], $4::timestamptz[]) AS r(id, attempt_started_at)
+          WHERE q.id = r.id AND q.lease_owner = $2 AND q.queue_status = 'submitting'",
+    )
+    .bind(&ids)
+    .bind(owner)
+    .bind(delay.as_secs_f64())
+    .bind(&evidence)
+    .execute(pool)
+    .await
+    .context("while releasing leased local_call_queue rows")?;
+    Ok(released.rows_affected())
+}
+
+/// Creates the batch's row when missing, adds what the system accepted to `total_calls`,
+/// and lets the shared routine decide counts and status, inside the caller's transaction.
+async fn refresh_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    batch_id: i32,
+    accepted: u64,
+    accountcode: &str,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO call_batches (batch_id, accountcode) VALUES ($1, $2)
+         ON CONFLICT (batch_id) DO NOTHING",
+    )
+    .bind(batch_id)
+    .bind(accountcode)
+    .execute(&mut **tx)
+    .await
+    .context("while creating the call_batches row")?;
+    if accepted > 0 {
+        sqlx::query(
+            "UPDATE call_batches
+                SET total_calls = coalesce(total_calls, 0) + $2, updated_at = CURRENT_TIMESTAMP
+              WHERE batch_id = $1",
+        )
+        .bind(batch_id)
+        .bind(i32::try_from(accepted).context("while adding to total_calls")?)
+        .execute(&mut **tx)
+        .await
+        .context("while adding to call_batches.total_calls")?;
+    }
+    sqlx::query("SELECT callbridge_refresh_batch($1)")
+        .bind(batch_id)
+        .execute(&mut **tx)
+        .await
+        .context("while refreshing the batch's counts and status")?;
+    Ok(())
+}
+
+async fn begin(pool: &PgPool) -> anyhow::Result<Transaction<'static, Postgres>> {
+    pool.begin().await.context("while starting a transaction")
+}
+
+async fn commit(tx: Transaction<'_, Postgres>) -> anyhow::Result<()> {
+    tx.commit().await.context("while committing the outcome")
+}
+
+/// Row counts per queue status (the finished `submitted` history excluded), for the
+/// `local_call_queue_rows` gauge.
+#[tracing::instrument(skip_all)]
+pub async fn queue_depth(pool: &PgPool) -> anyhow::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT queue_status, count(*) FROM local_call_queue
+          WHERE queue_status IN ('pending', 'submitting', 'failed', 'needs_review')
+          GROUP BY queue_status",
+    )
+    .fetch_all(pool)
+    .await
+    .context("while counting local_call_queue rows by status")
+}
+
+/// Seconds the oldest due `pending` row has waited past its `next_attempt_at` (0 when
+/// none is due).
+#[tracing::instrument(skip_all)]
+pub async fn oldest_due_age(pool: &PgPool) -> anyhow::Result<f64> {
+    let age: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - min(next_attempt_at))::float8
+           FROM local_call_queue
+          WHERE queue_status = 'pending' AND next_attempt_at <= now()",
+    )
+    .fetch_one(pool)
+    .await
+    .context("while reading the age of the oldest due row")?;
+    Ok(age.unwrap_or(0.0).max(0.0))
+}
+
+/// How long until a row becomes due or a lease expires; `None` when nothing waits.
+/// Zero or negative means something is due now.
+#[tracing::instrument(skip_all)]
+pub async fn next_due_in(pool: &PgPool) -> anyhow::Result<Option<f64>> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM least(
+                    (SELECT min(next_attempt_at) FROM local_call_queue WHERE queue_status = 'pending'),
+                    (SELECT min(lease_expires_at) FROM local_call_queue WHERE queue_status = 'submitting')
+                ) - now())::float8",
+    )
+    .fetch_one(pool)
+    .await
+    .context("while reading when the next row is due")
+}
