@@ -120,6 +120,14 @@ impl TestApp {
         .await
     }
 
+    /// POSTs `body` signed in-process (for bursts, where spawning Python per request
+    /// would dominate; the Python-signed path is covered request by request).
+    pub async fn post_signed_fast(&self, body: &str) -> reqwest::Response {
+        let signature = callbridge_types::signature::sign_hex(SECRET.as_bytes(), body.as_bytes());
+        self.post_callback(body.to_owned(), &[("X-Signature", signature)])
+            .await
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
