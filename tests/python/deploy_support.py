@@ -27,6 +27,7 @@ DEPLOY = REPO / "deploy"
 OVERLAYS = ("staging", "production")
 RUNTIME_CONFIG = REPO / "crates" / "callbridge-runtime" / "src" / "config.rs"
 TOPOLOGY = REPO / "crates" / "callbridge-types" / "src" / "topology.rs"
+DOCKERFILE = REPO / "Dockerfile"
 
 # The binary each long-running component runs, and the section of callbridge-runtime's
 # Settings holding its listen address (`<section>.bind`, e.g. INGRESS_BIND).
@@ -35,6 +36,12 @@ SERVICE_BINARIES = {
     "callbridge-persister": "persister",
     "callbridge-submitter": "submitter",
     "callbridge-sim": "sim",
+}
+
+# Workspace binaries the image leaves out, and why.
+NOT_SHIPPED = {
+    # Measures the local broker and database, provisioning them like the tests do.
+    "callbridge-bench": "the local benchmark harness (make bench)",
 }
 
 _DATABASE = frozenset({"CLIENT_CALLING_DB_URL", "CLIENT_CALLING_ASYNC_DB_URL"})
@@ -338,3 +345,68 @@ def emitted_metric_names() -> set[str]:
     for path in (REPO / "crates").glob("*/src/**/*.rs"):
         names |= set(re.findall(r'"([a-z][a-z0-9_]*)"', path.read_text()))
     return names
+
+
+# --- the Dockerfile ---------------------------------------------------------------------
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    logical, current = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.lstrip().startswith("#"):
+            continue  # a comment inside a continued instruction
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1].strip()) for text in logical]
+
+
+def global_args() -> dict[str, str]:
+    """ARG defaults declared before the first FROM (the ones FROM lines may use)."""
+    args = {}
+    for instruction, arguments in instructions():
+        if instruction == "FROM":
+            break
+        if instruction == "ARG" and "=" in arguments:
+            name, value = arguments.split("=", 1)
+            args[name] = value
+    return args
+
+
+def stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """stage name -> (base image with ARGs expanded, its instructions)."""
+    args = global_args()
+    found, name = {}, None
+    for instruction, arguments in instructions():
+        if instruction == "FROM":
+            image, name = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", arguments, re.I).groups()
+            image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], image)
+            found[name] = (image, [])
+        elif name is not None:
+            found[name][1].append((instruction, arguments))
+    return found
+
+
+def final_stage() -> tuple[str, list[tuple[str, str]]]:
+    return list(stages().values())[-1]
+
+
+def dockerfile_binaries() -> set[str]:
+    """Binaries the final image holds: what the builder copies to /out, which the runtime
+    stage copies whole into /usr/local/bin."""
+    _, runtime = final_stage()
+    assert ("COPY", "--from=builder /out/ /usr/local/bin/") in runtime
+    _, builder = stages()["builder"]
+    copied = set()
+    for instruction, arguments in builder:
+        if instruction == "RUN":
+            for command in arguments.split("&&"):
+                words = command.split()
+                if words[:1] == ["cp"] and words[-1].rstrip("/") == "/out":
+                    copied |= {Path(word).name for word in words[1:-1]}
+    return copied

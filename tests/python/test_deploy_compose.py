@@ -17,11 +17,11 @@ from deploy_support import (
     compose_model,
     config_model,
     default_port,
+    dockerfile_binaries,
     drain_seconds,
     missing_settings,
     run,
 )
-from test_deploy_image import dockerfile_binaries
 
 ONE_SHOT = {"migrate", "campaign"}
 

@@ -1,5 +1,5 @@
 """The Dockerfile, checked statically (no Docker engine here): hadolint passes, the image
-ships exactly the workspace's binaries, builder and runtime share a Debian release and
+ships exactly the workspace's product binaries, builder and runtime share a Debian release and
 the workspace's Rust version, dependencies build in their own cached layer, the runtime
 user is the non-root uid the Kubernetes manifests expect, and .dockerignore keeps out
 nothing the build reads."""
@@ -11,91 +11,40 @@ import re
 from pathlib import Path
 
 from deploy_support import (
+    DOCKERFILE,
+    NOT_SHIPPED,
     OVERLAYS,
     REPO,
     SERVICE_BINARIES,
     cargo_metadata,
     default_port,
+    dockerfile_binaries,
+    final_stage,
     rendered,
     run,
+    stages,
     tool,
     workspace_binaries,
 )
-
-DOCKERFILE = REPO / "Dockerfile"
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
-    logical, current = [], ""
-    for line in DOCKERFILE.read_text().splitlines():
-        if not current and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        if line.lstrip().startswith("#"):
-            continue  # a comment inside a continued instruction
-        if line.rstrip().endswith("\\"):
-            current += line.rstrip()[:-1] + " "
-            continue
-        logical.append(current + line)
-        current = ""
-    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1].strip()) for text in logical]
-
-
-def global_args() -> dict[str, str]:
-    """ARG defaults declared before the first FROM (the ones FROM lines may use)."""
-    args = {}
-    for instruction, arguments in instructions():
-        if instruction == "FROM":
-            break
-        if instruction == "ARG" and "=" in arguments:
-            name, value = arguments.split("=", 1)
-            args[name] = value
-    return args
-
-
-def stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
-    """stage name -> (base image with ARGs expanded, its instructions)."""
-    args = global_args()
-    found, name = {}, None
-    for instruction, arguments in instructions():
-        if instruction == "FROM":
-            image, name = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", arguments, re.I).groups()
-            image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], image)
-            found[name] = (image, [])
-        elif name is not None:
-            found[name][1].append((instruction, arguments))
-    return found
-
-
-def final_stage() -> tuple[str, list[tuple[str, str]]]:
-    return list(stages().values())[-1]
-
-
-def dockerfile_binaries() -> set[str]:
-    """Binaries the final image holds: what the builder copies to /out, which the runtime
-    stage copies whole into /usr/local/bin."""
-    _, runtime = final_stage()
-    assert ("COPY", "--from=builder /out/ /usr/local/bin/") in runtime
-    _, builder = stages()["builder"]
-    copied = set()
-    for instruction, arguments in builder:
-        if instruction == "RUN":
-            for command in arguments.split("&&"):
-                words = command.split()
-                if words[:1] == ["cp"] and words[-1].rstrip("/") == "/out":
-                    copied |= {Path(word).name for word in words[1:-1]}
-    return copied
 
 
 def test_hadolint_passes():
     run([tool("hadolint"), "--failure-threshold", "info", str(DOCKERFILE)])
 
 
-def test_image_ships_exactly_the_workspace_binaries():
-    assert dockerfile_binaries() == set(workspace_binaries())
+def bin_flags(step: str) -> set[str]:
+    """The binaries a builder step's `--bin` flags select."""
     _, builder = stages()["builder"]
-    build = [a for i, a in builder if i == "RUN" and "cargo build" in a]
-    assert build and "--release" in build[0] and "--bins" in build[0]
+    (arguments,) = [a for i, a in builder if i == "RUN" and step in a]
+    return set(re.findall(r"--bin\s+(\S+)", arguments))
+
+
+def test_image_ships_exactly_the_workspace_product_binaries():
+    product = set(workspace_binaries()) - set(NOT_SHIPPED)
+    assert dockerfile_binaries() == product
+    # Dependencies are cooked for, and the build compiles, exactly what is shipped.
+    assert bin_flags("cargo chef cook") == product
+    assert bin_flags("cargo build") == product
 
 
 def test_builder_and_runtime_share_the_debian_release_and_the_workspace_rust():

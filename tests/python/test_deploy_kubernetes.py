@@ -20,6 +20,7 @@ from deploy_support import (
     bind_variable,
     config_model,
     default_port,
+    dockerfile_binaries,
     drain_seconds,
     missing_settings,
     named,
@@ -158,12 +159,12 @@ def test_every_service_binary_has_one_deployment_and_the_migration_a_job(overlay
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_runs_a_binary_of_the_image(overlay):
-    binaries = set(workspace_binaries())
+    binaries = dockerfile_binaries()
     for workload, spec in pod_specs(overlay):
         for container in spec["containers"]:
             assert binary_of(container) in binaries, (
                 f"{workload['metadata']['name']} runs {binary_of(container)!r}, "
-                f"not one of the workspace's binaries {sorted(binaries)}"
+                f"not one of the image's binaries {sorted(binaries)}"
             )
             assert container["image"].rsplit("/", 1)[-1].startswith("callbridge:")
 
