@@ -442,6 +442,13 @@ pub struct Knobs {
     )]
     pub callback_retry_max_ms: u64,
 
+    /// Also sign callbacks the Standard Webhooks way (`webhook-id`, stable across retries
+    /// and duplicates; `webhook-timestamp`; `webhook-signature: v1,<base64>`), besides
+    /// `X-Signature`.
+    #[arg(long, env = "SIM_STANDARD_WEBHOOKS", value_name = "SIM_STANDARD_WEBHOOKS",
+          default_value = "false", action = ArgAction::Set, value_parser = parse_strict_bool)]
+    pub standard_webhooks: bool,
+
     /// Added to every API request before it is handled.
     #[arg(
         long,
@@ -567,6 +574,7 @@ impl Default for Knobs {
             callback_timeout_ms: 10_000,
             callback_retry_base_ms: 1_000,
             callback_retry_max_ms: 60_000,
+            standard_webhooks: false,
             latency_ms: 0,
             error_rate: 0.0,
             rate_limit_rate: 0.0,

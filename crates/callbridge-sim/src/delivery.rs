@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use callbridge_types::signature::{X_SIGNATURE_HEADER, sign_hex};
+use callbridge_types::signature::{
+    WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, X_SIGNATURE_HEADER,
+    sign_hex, sign_standard,
+};
 use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -123,12 +126,18 @@ async fn deliver_event(
         }
     };
     let target = state.callback_target();
-    let signature = sign_hex(target.secret.expose().as_bytes(), &body);
+    let signed = Signed {
+        x_signature: sign_hex(target.secret.expose().as_bytes(), &body),
+        // Stable across retries and duplicates, as Standard Webhooks requires.
+        webhook_id: format!("{}.{}", payload.call_id, payload.event_type),
+        secret: target.secret.expose().as_bytes().to_vec(),
+        body,
+    };
     let event = state
         .store()
         .begin_event(call, &payload.event_type, &payload.call_status);
 
-    let outcome = send_with_retries(state, &target.url, &body, &signature, cancel, |attempt| {
+    let outcome = send_with_retries(state, &target.url, &signed, cancel, |attempt| {
         state.store().update_event(call, event, |record| {
             record.attempts += 1;
             record.last_status = attempt.status;
@@ -150,19 +159,26 @@ async fn deliver_event(
     }
 
     if state.chance(state.knobs().duplicate_rate) {
-        let duplicate =
-            send_with_retries(state, &target.url, &body, &signature, cancel, |attempt| {
-                state.store().update_event(call, event, |record| {
-                    record.duplicates_sent += 1;
-                    record.duplicates_acknowledged += u32::from(attempt.acknowledged());
-                });
-            })
-            .await;
+        let duplicate = send_with_retries(state, &target.url, &signed, cancel, |attempt| {
+            state.store().update_event(call, event, |record| {
+                record.duplicates_sent += 1;
+                record.duplicates_acknowledged += u32::from(attempt.acknowledged());
+            });
+        })
+        .await;
         if matches!(duplicate, Delivery::Cancelled) {
             return false;
         }
     }
     true
+}
+
+/// One callback's bytes and what signs them.
+struct Signed {
+    body: Bytes,
+    x_signature: String,
+    webhook_id: String,
+    secret: Vec<u8>,
 }
 
 enum Delivery {
@@ -188,8 +204,7 @@ impl Attempt {
 async fn send_with_retries(
     state: &SimState,
     url: &reqwest::Url,
-    body: &Bytes,
-    signature: &str,
+    signed: &Signed,
     cancel: &CancellationToken,
     mut record: impl FnMut(&Attempt),
 ) -> Delivery {
@@ -199,7 +214,7 @@ async fn send_with_retries(
         let knobs = state.knobs();
         let attempt = tokio::select! {
             () = cancel.cancelled() => return Delivery::Cancelled,
-            attempt = send_once(state, &knobs, url, body, signature) => attempt,
+            attempt = send_once(state, &knobs, url, signed) => attempt,
         };
         record(&attempt);
         if attempt.acknowledged() {
@@ -220,8 +235,7 @@ async fn send_once(
     state: &SimState,
     knobs: &Knobs,
     url: &reqwest::Url,
-    body: &Bytes,
-    signature: &str,
+    signed: &Signed,
 ) -> Attempt {
     // Bounds open sockets: a 10 000-call dispatch waits here instead of connecting at once.
     let Ok(_permit) = state.send_permits.acquire().await else {
@@ -231,15 +245,23 @@ async fn send_once(
             retry_after: None,
         };
     };
-    let sent = state
+    let mut request = state
         .http
         .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(X_SIGNATURE_HEADER, signature)
+        .header(X_SIGNATURE_HEADER, &signed.x_signature)
         .timeout(Duration::from_millis(knobs.callback_timeout_ms))
-        .body(body.clone())
-        .send()
-        .await;
+        .body(signed.body.clone());
+    if knobs.standard_webhooks {
+        // The timestamp is the attempt's own, so a retry is not refused as a replay.
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = sign_standard(&signed.secret, &signed.webhook_id, timestamp, &signed.body);
+        request = request
+            .header(WEBHOOK_ID_HEADER, &signed.webhook_id)
+            .header(WEBHOOK_TIMESTAMP_HEADER, timestamp.to_string())
+            .header(WEBHOOK_SIGNATURE_HEADER, signature);
+    }
+    let sent = request.send().await;
     match sent {
         Ok(response) => {
             let retry_after = response

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use callbridge_sim::{Outcome, SimConfig, Simulator};
 use callbridge_types::event::validate_callback;
-use callbridge_types::signature::verify_x_signature;
+use callbridge_types::signature::{verify_standard, verify_x_signature};
 use common::*;
 use serde_json::json;
 
@@ -393,6 +393,57 @@ async fn reset_stops_deliveries_of_calls_still_in_progress() {
             .iter()
             .all(|callback| callback.event_type() == "call_started")
     );
+    sim.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test]
+async fn standard_webhooks_signatures_verify_and_keep_their_id_across_retries() {
+    let receiver = Receiver::start().await;
+    receiver.script([Scripted::Status(503)]);
+    let sim = spawn_sim(
+        &receiver.url,
+        json!({"standard_webhooks": true, "outcome_mix": {"busy": 1}}),
+    )
+    .await;
+    run_batch(&sim, 113, &numbers(113, 2)).await;
+
+    let received = receiver.received();
+    assert_eq!(
+        received.len(),
+        5,
+        "four callbacks, the first one retried once"
+    );
+    let now = chrono::Utc::now().timestamp();
+    for callback in &received {
+        verify_standard(
+            &[CALLBACK_SECRET],
+            callback.webhook_id.as_deref(),
+            callback.webhook_timestamp.as_deref(),
+            callback.webhook_signature.as_deref(),
+            &callback.body,
+            now,
+        )
+        .expect("a valid Standard Webhooks signature");
+        verify_x_signature(
+            &[CALLBACK_SECRET],
+            callback.signature.as_deref(),
+            &callback.body,
+        )
+        .expect("X-Signature is still sent");
+    }
+    let retry = received[1..]
+        .iter()
+        .find(|callback| callback.body == received[0].body)
+        .expect("the refused callback was retried");
+    assert_eq!(
+        retry.webhook_id, received[0].webhook_id,
+        "a retry keeps its id"
+    );
+    let mut ids: Vec<_> = received.iter().map(|c| c.webhook_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "each event has its own id");
     sim.stop().await;
     receiver.stop().await;
 }

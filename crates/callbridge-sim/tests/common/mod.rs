@@ -21,6 +21,9 @@ pub struct Received {
     pub body: Bytes,
     pub signature: Option<String>,
     pub content_type: Option<String>,
+    pub webhook_id: Option<String>,
+    pub webhook_timestamp: Option<String>,
+    pub webhook_signature: Option<String>,
 }
 
 impl Received {
@@ -85,6 +88,9 @@ async fn receive(
         body,
         signature: header("X-Signature"),
         content_type: header("Content-Type"),
+        webhook_id: header("webhook-id"),
+        webhook_timestamp: header("webhook-timestamp"),
+        webhook_signature: header("webhook-signature"),
     });
     let scripted = state.script.lock().unwrap().pop_front();
     let delay = *state.delay.lock().unwrap();
