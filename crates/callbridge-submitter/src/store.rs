@@ -63,20 +63,21 @@ pub async fn claim_due_rows(
 ) -> anyhow::Result<Vec<ClaimedRow>> {
     let rows: Vec<ClaimedRow> = sqlx::query_as(
         r#"
-WITH oldest AS (
+WITH RECURSIVE oldest AS (
     -- The oldest due work, read through the partial indexes on next_attempt_at and
     -- lease_expires_at, so a deep queue costs no more to claim from than a shallow one.
+    -- Looking a few claims deep lets concurrent claims find batches the others skip.
     (SELECT batch_id, next_attempt_at AS due_at
        FROM local_call_queue
       WHERE queue_status = 'pending' AND next_attempt_at <= now()
       ORDER BY next_attempt_at
-      LIMIT $2)
+      LIMIT $2 * 4)
     UNION ALL
     (SELECT batch_id, lease_expires_at
        FROM local_call_queue
       WHERE queue_status = 'submitting' AND lease_expires_at < now()
       ORDER BY lease_expires_at
-      LIMIT $2)
+      LIMIT $2 * 4)
 ),
 candidates AS (
     SELECT batch_id, min(due_at) AS due_at
@@ -85,8 +86,7 @@ candidates AS (
      GROUP BY batch_id
 ),
 sized AS (
-    SELECT c.batch_id,
-           sum(due.row_count) OVER (ORDER BY c.due_at, c.batch_id) AS running_rows,
+    SELECT c.batch_id, due.row_count,
            row_number() OVER (ORDER BY c.due_at, c.batch_id) AS position
       FROM candidates c
      CROSS JOIN LATERAL (
@@ -99,16 +99,30 @@ sized AS (
                     LIMIT $2) capped
            ) due
 ),
+walk (position, batch_id, taken, chosen) AS (
+    -- Walks the candidates in order, taking each whole batch that still fits (the first
+    -- one even when it alone exceeds the limit) and that no concurrent claim holds: the
+    -- transaction-scoped advisory lock makes a concurrent claim skip the whole batch
+    -- instead of taking the rows this one has not reached yet. It is released when this
+    -- statement commits, by which time the rows are leased.
+    SELECT 0::bigint, NULL::integer, 0::bigint, false
+    UNION ALL
+    SELECT s.position, s.batch_id,
+           w.taken + CASE WHEN pick.locked THEN s.row_count ELSE 0 END,
+           pick.locked
+      FROM walk w
+      JOIN sized s ON s.position = w.position + 1
+     CROSS JOIN LATERAL (
+           -- CASE fixes the order: only a batch that fits is locked.
+           SELECT CASE WHEN w.taken = 0 OR w.taken + s.row_count <= $2
+                       THEN pg_try_advisory_xact_lock(hashtext('callbridge.submitter.claim'), s.batch_id)
+                       ELSE false
+                  END AS locked
+           ) pick
+     WHERE w.taken < $2
+),
 chosen AS (
-    SELECT batch_id
-      FROM sized
-     -- CASE fixes the order: only batches that fit are locked. The transaction-scoped
-     -- advisory lock makes a concurrent claim skip the whole batch instead of taking
-     -- the rows this one has not reached yet; it is released when this statement commits.
-     WHERE CASE WHEN running_rows <= $2 OR position = 1
-                THEN pg_try_advisory_xact_lock(hashtext('callbridge.submitter.claim'), batch_id)
-                ELSE false
-           END
+    SELECT batch_id FROM walk WHERE chosen
 ),
 picked_batched AS (
     SELECT q.id, q.queue_status AS previous_status,
