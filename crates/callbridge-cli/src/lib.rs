@@ -1,7 +1,10 @@
 //! The `callbridge` operator CLI (SPEC §8). One module per subcommand under [`commands`];
 //! this file only declares them and dispatches.
 
+pub mod centralized;
 pub mod commands;
+pub mod database;
+pub mod output;
 
 use clap::{Parser, Subcommand};
 
@@ -9,7 +12,10 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "callbridge",
     version,
-    about = "Operate a callbridge deployment"
+    about = "Operate a callbridge deployment",
+    long_about = "Operate a callbridge deployment. Settings come from the integration guide's \
+                  variables (CLIENT_CALLING_DB_URL, CENTRALIZED_CALLING_BASE_URL, \
+                  CENTRALIZED_CALLING_API_KEY, CALLBACK_SECRET_KEY, …) and RABBITMQ_URL."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -20,21 +26,57 @@ pub struct Cli {
 pub enum Command {
     /// Apply, revert or list the database migrations.
     Migrate(commands::migrate::MigrateArgs),
+    /// Put a CSV of phone numbers into local_call_queue, in batches.
+    Enqueue(commands::enqueue::EnqueueArgs),
+    /// List batches: local counts and status beside the centralized system's view.
+    Batches(commands::batches::BatchesArgs),
+    /// Show one batch in detail.
+    Batch(commands::batches::BatchArgs),
+    /// Inspect, replay or purge dead-lettered callbacks.
+    Dlq(commands::dlq::DlqArgs),
+    /// Check configuration, database, broker, API key, callback URL and signatures.
+    Doctor(commands::doctor::DoctorArgs),
+    /// Sign a callback payload and print a ready curl command.
+    Sign(commands::sign::SignArgs),
+    /// Encrypt the API key for CENTRALIZED_CALLING_API_KEY_ENCRYPTED.
+    EncryptKey(commands::encrypt_key::EncryptKeyArgs),
 }
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => commands::migrate::run(args).await,
+        Command::Enqueue(args) => commands::enqueue::run(args).await,
+        Command::Batches(args) => commands::batches::run_list(args).await,
+        Command::Batch(args) => commands::batches::run_one(args).await,
+        Command::Dlq(args) => commands::dlq::run(args).await,
+        Command::Doctor(args) => commands::doctor::run(args).await,
+        Command::Sign(args) => commands::sign::run(args),
+        Command::EncryptKey(args) => commands::encrypt_key::run(args),
     }
 }
 
 /// The error and its causes on one line, like `{:#}`, but without repeating a cause that
 /// the previous message already quotes (sqlx's I/O errors embed their source's text).
 pub fn one_line(err: &anyhow::Error) -> String {
+    join_causes(err.chain().map(ToString::to_string))
+}
+
+/// [`one_line`] for a plain error (reqwest's, whose `Display` omits the cause).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut causes = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    join_causes(causes.into_iter())
+}
+
+fn join_causes(causes: impl Iterator<Item = String>) -> String {
     let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
+    for text in causes {
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         if line.ends_with(&text) {
             continue;
         }
@@ -58,5 +100,18 @@ mod tests {
             one_line(&err),
             "while connecting: error communicating with database: refused"
         );
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        for sub in Cli::command().get_subcommands() {
+            assert!(
+                sub.get_about().is_some(),
+                "{} has no help text",
+                sub.get_name()
+            );
+        }
     }
 }

@@ -1,17 +1,17 @@
 //! `callbridge migrate up|down|status`: the only way the schema changes unless a service
 //! is started with `--migrate`, so a Kubernetes Job can own it (SPEC §3).
 
-use callbridge_runtime::config::{DatabaseUrl, Settings, normalise_database_url};
+use callbridge_runtime::config::{DatabaseUrl, Settings};
 use callbridge_runtime::db::{self, DownTarget, MigrationState, MigrationSummary};
 use clap::{Args, Subcommand};
 use sqlx::PgPool;
 
+use crate::database::DatabaseArgs;
+
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// Database URL, instead of CLIENT_CALLING_DB_URL / CLIENT_CALLING_ASYNC_DB_URL
-    /// (postgres://, or the guide's postgresql+asyncpg:// and postgresql+psycopg:// forms).
-    #[arg(long, global = true)]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     #[command(subcommand)]
     pub action: MigrateAction,
@@ -41,27 +41,16 @@ pub struct DownArgs {
 }
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
-    let database = database(args.database_url.as_deref())?;
+    // --database-url alone is enough: the rest of the configuration is not loaded then.
+    let database = match &args.database.database_url {
+        Some(_) => args.database.resolve(&Settings::default())?,
+        None => args.database.resolve(&Settings::load()?)?,
+    };
     match args.action {
         MigrateAction::Up => up(&database).await,
         MigrateAction::Down(down_args) => down(&database, &down_args).await,
         MigrateAction::Status => status(&database).await,
     }
-}
-
-/// The database to migrate: `--database-url`, else what the configuration names (either
-/// of the guide's two variables, a config file, or the local default).
-fn database(flag: Option<&str>) -> anyhow::Result<DatabaseUrl> {
-    Ok(match flag {
-        Some(raw) => normalise_database_url(raw, "--database-url")?,
-        None => {
-            let config = Settings::load()?.database()?;
-            DatabaseUrl {
-                url: config.url.expose().to_owned(),
-                identity: config.identity,
-            }
-        }
-    })
 }
 
 async fn up(database: &DatabaseUrl) -> anyhow::Result<()> {
@@ -120,7 +109,7 @@ async fn status(database: &DatabaseUrl) -> anyhow::Result<()> {
 
 async fn connect(database: &DatabaseUrl) -> anyhow::Result<PgPool> {
     // One connection is all a migration run uses.
-    db::connect_pool(&database.url, 1).await
+    crate::database::connect_pool(database, 1).await
 }
 
 fn line(migration: &MigrationSummary) -> String {

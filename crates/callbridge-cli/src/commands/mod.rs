@@ -1,3 +1,9 @@
 //! One module per `callbridge` subcommand.
 
+pub mod batches;
+pub mod dlq;
+pub mod doctor;
+pub mod encrypt_key;
+pub mod enqueue;
 pub mod migrate;
+pub mod sign;

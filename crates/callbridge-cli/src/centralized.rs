@@ -1,0 +1,232 @@
+//! The centralized system's read-only view, as the operator commands show it:
+//! `GET /api/v1/queues/batch-status/{batch_id}` with `X-API-KEY`.
+//!
+//! The submitter has its own client (it only needs which numbers a batch holds); the CLI
+//! shows the counts and the status, and needs the HTTP status to explain a failure
+//! (`doctor`). The answer's shape is the simulator's `ASSUMPTIONS.md` (undocumented by
+//! the real system): fields at the top level or under `data`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use callbridge_runtime::config::ApiConfig;
+use reqwest::header::{HeaderName, HeaderValue};
+use serde::Serialize;
+use serde_json::Value;
+
+/// `X-API-KEY` in the guide (header names are case-insensitive).
+const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+const BATCH_STATUS_PATH: &str = "api/v1/queues/batch-status/";
+/// An operator waits at most this long for one answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the centralized system says about one batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum RemoteView {
+    Found(RemoteBatch),
+    /// 404: the system holds no call of this batch.
+    NotFound,
+    /// 401/403: the API key was refused.
+    KeyRejected {
+        status: u16,
+        message: String,
+    },
+    /// Anything else: no answer, a 5xx, an unreadable body.
+    Unavailable {
+        message: String,
+    },
+}
+
+/// The counts of a batch-status answer. The phone numbers it lists are only counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RemoteBatch {
+    pub batch_status: Option<String>,
+    pub total: Option<i64>,
+    pub queued: Option<i64>,
+    pub dispatched: Option<i64>,
+    pub in_progress: Option<i64>,
+    pub completed: Option<i64>,
+    pub failed: Option<i64>,
+    pub numbers_held: Option<usize>,
+}
+
+impl RemoteView {
+    /// A short cell for tables: the remote status, or why there is none.
+    pub fn status_cell(&self) -> String {
+        match self {
+            RemoteView::Found(batch) => batch.batch_status.clone().unwrap_or_else(|| "?".into()),
+            RemoteView::NotFound => "unknown".into(),
+            RemoteView::KeyRejected { status, .. } => format!("key refused ({status})"),
+            RemoteView::Unavailable { .. } => "unavailable".into(),
+        }
+    }
+}
+
+pub struct CentralApi {
+    http: reqwest::Client,
+    batch_status_url: reqwest::Url,
+    api_key: HeaderValue,
+    base_url: String,
+}
+
+impl CentralApi {
+    pub fn new(config: &ApiConfig) -> anyhow::Result<CentralApi> {
+        let mut base = config.base_url.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let mut api_key = HeaderValue::from_str(config.api_key.expose()).map_err(|_| {
+            anyhow::anyhow!(
+                "CENTRALIZED_CALLING_API_KEY holds characters an HTTP header cannot carry"
+            )
+        })?;
+        // Keeps the key out of reqwest's debug output.
+        api_key.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("callbridge-cli/", env!("CARGO_PKG_VERSION")))
+            .timeout(REQUEST_TIMEOUT.min(config.request_timeout))
+            .build()
+            .context("while building the HTTP client")?;
+        Ok(CentralApi {
+            http,
+            batch_status_url: base
+                .join(BATCH_STATUS_PATH)
+                .context("while building the batch-status URL")?,
+            api_key,
+            base_url: config.base_url.to_string(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `GET …/batch-status/{batch_id}`: the raw HTTP status and body, or the transport
+    /// error (refused, TLS, timeout) with its causes.
+    #[tracing::instrument(skip_all, fields(batch_id))]
+    pub async fn batch_status_raw(&self, batch_id: i64) -> Result<(u16, Vec<u8>), String> {
+        let url = self
+            .batch_status_url
+            .join(&batch_id.to_string())
+            .map_err(|error| error.to_string())?;
+        let response = self
+            .http
+            .get(url)
+            .header(API_KEY_HEADER, self.api_key.clone())
+            .send()
+            .await
+            .map_err(|error| crate::error_chain(&error))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| crate::error_chain(&error))?;
+        Ok((status, body.to_vec()))
+    }
+
+    pub async fn batch_status(&self, batch_id: i32) -> RemoteView {
+        match self.batch_status_raw(batch_id.into()).await {
+            Ok((200, body)) => read_batch(&body).map_or_else(
+                || RemoteView::Unavailable {
+                    message: "batch-status answered 200 with a body that is not a JSON object"
+                        .into(),
+                },
+                RemoteView::Found,
+            ),
+            Ok((404, _)) => RemoteView::NotFound,
+            Ok((status @ (401 | 403), body)) => RemoteView::KeyRejected {
+                status,
+                message: api_message(&body),
+            },
+            Ok((status, body)) => RemoteView::Unavailable {
+                message: format!("batch-status answered {status}: {}", api_message(&body)),
+            },
+            Err(message) => RemoteView::Unavailable { message },
+        }
+    }
+}
+
+fn read_batch(body: &[u8]) -> Option<RemoteBatch> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object()?;
+    let fields = object
+        .get("data")
+        .and_then(Value::as_object)
+        .unwrap_or(object);
+    let int = |name: &str| fields.get(name).and_then(Value::as_i64);
+    Some(RemoteBatch {
+        batch_status: fields
+            .get("batch_status")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        total: int("total"),
+        queued: int("queued"),
+        dispatched: int("dispatched"),
+        in_progress: int("in_progress"),
+        completed: int("completed"),
+        failed: int("failed"),
+        numbers_held: fields
+            .get("phone_numbers")
+            .and_then(Value::as_array)
+            .map(Vec::len),
+    })
+}
+
+/// The API's own words from an error body (`message` or `detail`), short, on one line.
+pub fn api_message(body: &[u8]) -> String {
+    let text = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|value| {
+            ["message", "detail", "error"].iter().find_map(|key| {
+                value.get(*key).map(|found| match found {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                })
+            })
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > 200 {
+        format!("{}…", line.chars().take(200).collect::<String>())
+    } else if line.is_empty() {
+        "(empty body)".into()
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_read_flat_or_nested_and_numbers_only_counted() {
+        let flat = br#"{"status":"success","batch_status":"in_progress","total":3,"queued":0,
+            "dispatched":3,"in_progress":1,"completed":1,"failed":1,
+            "phone_numbers":["9876543210","9876543211","9876543211"]}"#;
+        let batch = read_batch(flat).unwrap();
+        assert_eq!(batch.batch_status.as_deref(), Some("in_progress"));
+        assert_eq!(
+            (batch.total, batch.completed, batch.numbers_held),
+            (Some(3), Some(1), Some(3))
+        );
+        let nested = br#"{"status":"success","data":{"batch_status":"completed","total":2}}"#;
+        assert_eq!(read_batch(nested).unwrap().total, Some(2));
+        assert!(read_batch(b"[1]").is_none());
+    }
+
+    #[test]
+    fn api_messages_come_from_message_or_detail() {
+        assert_eq!(
+            api_message(br#"{"message":"Invalid API key","status":"error"}"#),
+            "Invalid API key"
+        );
+        assert_eq!(
+            api_message(br#"{"detail":"batch_id: must be an integer"}"#),
+            "batch_id: must be an integer"
+        );
+        assert_eq!(api_message(b"Bad\n gateway"), "Bad gateway");
+        assert_eq!(api_message(b""), "(empty body)");
+    }
+}
