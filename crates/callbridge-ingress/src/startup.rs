@@ -39,6 +39,19 @@ impl Application {
                  Use this only for local testing."
             );
         }
+        // Everything that can fail at start comes before the supervisor is spawned.
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
+        let listener = TcpListener::bind(config.bind)
+            .with_context(|| format!("while binding the ingress to {}", config.bind))?;
+        let port = listener
+            .local_addr()
+            .context("while reading the ingress's bound address")?
+            .port();
+
         let metrics = install_metrics_recorder();
         let readiness = Readiness::new();
         // Not ready until the supervisor has a pool: set here, before it is spawned, so
@@ -69,13 +82,6 @@ impl Application {
             retry_after_secs: u32::try_from(config.retry_after.as_secs()).unwrap_or(u32::MAX),
             publisher: publisher.clone(),
         });
-        let listener = TcpListener::bind(config.bind)
-            .with_context(|| format!("while binding the ingress to {}", config.bind))?;
-        let port = listener
-            .local_addr()
-            .context("while reading the ingress's bound address")?
-            .port();
-
         let app_readiness = readiness.clone();
         let server = HttpServer::new(move || {
             let readiness = app_readiness.clone();
@@ -92,9 +98,9 @@ impl Application {
         // Signals belong to the service's shutdown token (run_until_stopped).
         .disable_signals()
         .shutdown_timeout(config.shutdown_timeout.as_secs());
-        let server = match &config.tls {
-            Some(files) => server
-                .listen_rustls_0_23(listener, crate::tls::server_config(files)?)
+        let server = match tls {
+            Some(tls) => server
+                .listen_rustls_0_23(listener, tls)
                 .context("while starting the TLS listener")?,
             None => server
                 .listen(listener)
