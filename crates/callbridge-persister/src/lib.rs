@@ -48,8 +48,21 @@ pub struct Persister {
 
 impl Persister {
     /// Binds the health/readiness/metrics server (`PERSISTER_BIND`; port 0 picks a free
-    /// one). Not ready until the database and the broker are reached.
+    /// one), and applies pending migrations first when `migrate_on_start` is set (then
+    /// the database must be reachable now). Not ready until the database and the broker
+    /// are reached.
     pub async fn build(config: PersisterConfig) -> anyhow::Result<Persister> {
+        if config.migrate_on_start {
+            // Here rather than in `run_until_stopped`: sqlx's migrator future is not
+            // `Send` for every lifetime, so it cannot live inside a spawned task.
+            let pool = callbridge_runtime::db::connect_pool(
+                config.database.url.expose(),
+                config.database.max_connections,
+            )
+            .await?;
+            callbridge_runtime::db::migrate_up(&pool).await?;
+            pool.close().await;
+        }
         let metrics_handle = install_metrics_recorder();
         metrics::describe();
         let readiness = Readiness::new();
@@ -79,9 +92,6 @@ impl Persister {
         let Some(pool) = connect_database(&config, &readiness, &shutdown).await? else {
             return health.stop().await;
         };
-        if config.migrate_on_start {
-            callbridge_runtime::db::migrate_up(&pool).await?;
-        }
         readiness.set_ready(DATABASE_CONDITION);
 
         let amqp_url = config.amqp_url.expose().to_owned();
