@@ -206,7 +206,7 @@ impl ApiClient {
 
     /// `POST /api/v1/queues/insertdataincallqueue/` with at most
     /// [`MAX_ITEMS_PER_REQUEST`] items.
-    #[tracing::instrument(name = "api_insert", skip_all, fields(batch_id, items = items.len(), http.status_code))]
+    #[tracing::instrument(name = "api_insert", skip_all, fields(batch_id = batch_id, items = items.len(), http.status_code))]
     pub async fn insert(&self, batch_id: i32, items: &[QueueItem<'_>]) -> InsertOutcome {
         debug_assert!(items.len() <= MAX_ITEMS_PER_REQUEST);
         let body = match serde_json::to_vec(&InsertBody {
@@ -231,7 +231,7 @@ impl ApiClient {
     }
 
     /// `GET /api/v1/queues/batch-status/{batch_id}`.
-    #[tracing::instrument(name = "api_batch_status", skip_all, fields(batch_id, http.status_code))]
+    #[tracing::instrument(name = "api_batch_status", skip_all, fields(batch_id = batch_id, http.status_code))]
     pub async fn batch_status(&self, batch_id: i32) -> BatchStatusAnswer {
         let url = match self.batch_status_url.join(&batch_id.to_string()) {
             Ok(url) => url,
@@ -703,6 +703,7 @@ fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::TraceContextExt as _;
     use serde_json::json;
 
     fn body(value: Value) -> Vec<u8> {
@@ -912,6 +913,36 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn requests_carry_the_current_spans_w3c_trace_context() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let span = tracing::info_span!("api_insert");
+        let _entered = span.enter();
+        let mut headers = HeaderMap::new();
+        inject_trace_context(&mut headers);
+
+        let trace_id = span.context().span().span_context().trace_id().to_string();
+        let traceparent = headers
+            .get("traceparent")
+            .expect("a traceparent header")
+            .to_str()
+            .unwrap();
+        assert!(
+            traceparent.starts_with(&format!("00-{trace_id}-")),
+            "{traceparent}"
+        );
     }
 
     #[test]

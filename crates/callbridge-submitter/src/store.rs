@@ -54,7 +54,7 @@ pub struct Release {
 /// batches as fit in `limit` (the first one even when it alone exceeds it), so a batch
 /// normally goes out as one request. An advisory lock per batch keeps two concurrent
 /// claims from splitting one batch between them.
-#[tracing::instrument(name = "claim_due_rows", skip_all, fields(owner, limit, claimed))]
+#[tracing::instrument(name = "claim_due_rows", skip_all, fields(limit = limit, claimed))]
 pub async fn claim_due_rows(
     pool: &PgPool,
     owner: &str,
@@ -208,7 +208,7 @@ pub async fn renew_lease(
 
 /// Whether another submitter holds a live lease on rows of `batch_id`: a request of
 /// theirs may be in flight, so batch-status cannot tell their rows from ours yet.
-#[tracing::instrument(skip_all, fields(batch_id))]
+#[tracing::instrument(skip_all, fields(batch_id = batch_id))]
 pub async fn batch_leased_elsewhere(
     pool: &PgPool,
     owner: &str,
@@ -228,7 +228,7 @@ pub async fn batch_leased_elsewhere(
 }
 
 /// The phone numbers of the batch's rows that are `submitted` or `needs_review`.
-#[tracing::instrument(skip_all, fields(batch_id))]
+#[tracing::instrument(skip_all, fields(batch_id = batch_id))]
 pub async fn settled_numbers(pool: &PgPool, batch_id: i32) -> anyhow::Result<SettledNumbers> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT phone_number, queue_status FROM local_call_queue
@@ -251,7 +251,7 @@ pub async fn settled_numbers(pool: &PgPool, batch_id: i32) -> anyhow::Result<Set
 
 /// The system holds these rows: `submitted`, and the batch's `total_calls` grows by as
 /// many, in one transaction with the batch's refresh.
-#[tracing::instrument(name = "commit_submitted", skip_all, fields(batch_id, rows = ids.len()))]
+#[tracing::instrument(name = "commit_submitted", skip_all, fields(batch_id = batch_id, rows = ids.len()))]
 pub async fn record_submitted(
     pool: &PgPool,
     owner: &str,
@@ -279,7 +279,7 @@ pub async fn record_submitted(
 
 /// Gives these rows up: `failed` with `error`, and the batch refreshed (it fails when the
 /// system accepted none of its rows).
-#[tracing::instrument(name = "commit_failed", skip_all, fields(batch_id, rows = ids.len()))]
+#[tracing::instrument(name = "commit_failed", skip_all, fields(batch_id = ?batch_id, rows = ids.len()))]
 pub async fn record_failed(
     pool: &PgPool,
     owner: &str,
@@ -293,7 +293,7 @@ pub async fn record_failed(
 
 /// These rows' outcome cannot be established: `needs_review` with `reason`, never sent
 /// again automatically.
-#[tracing::instrument(name = "commit_needs_review", skip_all, fields(batch_id, rows = ids.len()))]
+#[tracing::instrument(name = "commit_needs_review", skip_all, fields(batch_id = batch_id, rows = ids.len()))]
 pub async fn record_needs_review(
     pool: &PgPool,
     owner: &str,
@@ -366,7 +366,7 @@ pub struct FailureCounts {
 }
 
 /// Counts one more failed attempt on these rows and schedules the next.
-#[tracing::instrument(name = "commit_retry", skip_all, fields(batch_id, rows = ids.len()))]
+#[tracing::instrument(name = "commit_retry", skip_all, fields(batch_id = batch_id, rows = ids.len()))]
 pub async fn record_attempt_failure(
     pool: &PgPool,
     owner: &str,

@@ -306,7 +306,7 @@ impl Submitter {
 
     /// Reconciles the batch's rows whose outcome is unknown, then sends what may be sent
     /// in requests of at most [`MAX_ITEMS_PER_REQUEST`].
-    #[tracing::instrument(name = "submit_batch", skip_all, fields(batch_id, rows = rows.len()))]
+    #[tracing::instrument(name = "submit_batch", skip_all, fields(batch_id = batch_id, rows = rows.len()))]
     async fn process_batch(
         &self,
         batch_id: i32,

@@ -1,0 +1,177 @@
+//! The submitter as a service: readiness and metrics over HTTP, waking on NOTIFY, and
+//! what a shutdown does to the request in flight and the rows not sent yet.
+
+mod common;
+
+use std::time::Duration;
+
+use callbridge_submitter::Application;
+use common::{harness, numbers};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+async fn get(app_addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{app_addr}{path}"))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Polls `check` until it holds; the bound only keeps a broken build from hanging.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gave up waiting: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_key_pauses_reports_not_ready_and_resumes_by_itself_without_losing_rows() {
+    let h = harness(json!({"reject_all_keys": true})).await;
+    let sent = numbers(50, 3);
+    h.enqueue(50, &sent).await;
+    let app = Application::build(&h.config(&[])).await.unwrap();
+    let addr = app.health_addr();
+    let submitter = app.submitter();
+
+    let report = submitter.drain_once().await.unwrap();
+
+    assert!(report.paused && submitter.is_paused(), "{report:?}");
+    assert_eq!((report.claimed, report.released, report.retried), (3, 3, 0));
+    for row in h.rows().await {
+        // Back as they were: no attempt counted, nothing to reconcile, not leased.
+        assert_eq!(
+            (row.queue_status.as_str(), row.retry_count),
+            ("pending", 0),
+            "{row:?}"
+        );
+        assert!(
+            row.attempt_started_at.is_none() && row.lease_owner.is_none(),
+            "{row:?}"
+        );
+    }
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(status, 503);
+    let reason = serde_json::from_str::<Value>(&body).unwrap()["reasons"]["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("CENTRALIZED_CALLING_API_KEY") && reason.contains("401"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains(common::API_KEY),
+        "the key itself must never be shown"
+    );
+    let (_, metrics) = get(addr, "/metrics").await;
+    assert!(
+        metrics.lines().any(|line| line == "submitter_paused 1"),
+        "{metrics}"
+    );
+
+    // Still refused: the round only probes, and claims nothing.
+    let report = submitter.drain_once().await.unwrap();
+    assert!(report.paused && report.claimed == 0, "{report:?}");
+    assert_eq!(h.all_inserts(), 1);
+
+    // The centralized system accepts the key again: submission resumes by itself.
+    h.sim
+        .patch_knobs(&json!({"reject_all_keys": false}))
+        .unwrap();
+    let report = submitter.drain_once().await.unwrap();
+    assert!(!report.paused && report.submitted == 3, "{report:?}");
+    assert_eq!(get(addr, "/readyz").await.0, 200);
+    let (_, metrics) = get(addr, "/metrics").await;
+    assert!(
+        metrics.lines().any(|line| line == "submitter_paused 0"),
+        "{metrics}"
+    );
+    h.assert_each_accepted_once(50, &sent);
+    assert!(h.rows().await.iter().all(|row| row.retry_count == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_an_idle_submitter_long_before_it_would_poll() {
+    let h = harness(json!({})).await;
+    // Polling alone would take ten minutes.
+    let app =
+        Application::build(&h.config(&[("CALLBRIDGE__SUBMITTER__POLL_INTERVAL_MS", "600000")]))
+            .await
+            .unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    // The first round (an empty queue) dispatches what a predecessor may have left.
+    eventually("the first round", || async {
+        h.sim
+            .ground_truth(None)
+            .requests_to(callbridge_sim::Endpoint::Dispatch)
+            .count()
+            > 0
+    })
+    .await;
+
+    let sent = numbers(51, 4);
+    h.enqueue(51, &sent).await;
+    eventually("the new rows are submitted", || async {
+        h.statuses().await.get("submitted") == Some(&4)
+    })
+    .await;
+
+    h.assert_each_accepted_once(51, &sent);
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_request_in_flight_and_releases_rows_not_sent() {
+    let h = harness(json!({})).await;
+    let sent = numbers(52, 2500);
+    h.enqueue(52, &sent).await;
+    let app =
+        Application::build(&h.config(&[("CALLBRIDGE__SUBMITTER__BATCH_CLAIM_LIMIT", "5000")]))
+            .await
+            .unwrap();
+    let shutdown = CancellationToken::new();
+    h.sim.hold();
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    eventually("the first chunk is in flight", || async {
+        h.sim.held_now() == 1
+    })
+    .await;
+
+    shutdown.cancel();
+    // The service waits for the request in flight instead of abandoning it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !running.is_finished(),
+        "stopped while a request was in flight"
+    );
+    h.sim.release();
+    running.await.unwrap().unwrap();
+
+    let statuses = h.statuses().await;
+    assert_eq!(statuses.get("submitted"), Some(&1000), "{statuses:?}");
+    assert_eq!(statuses.get("pending"), Some(&1500), "{statuses:?}");
+    for row in h
+        .rows()
+        .await
+        .iter()
+        .filter(|row| row.queue_status == "pending")
+    {
+        // Never sent: no lease, no evidence, no attempt counted.
+        assert!(
+            row.lease_owner.is_none() && row.attempt_started_at.is_none() && row.retry_count == 0,
+            "{row:?}"
+        );
+    }
+    assert_eq!(h.sim.ground_truth(Some(52)).totals.accepted_items, 1000);
+    assert_eq!(h.batch(52).await.unwrap().total_calls, Some(1000));
+}
