@@ -1,7 +1,6 @@
 # callbridge — developer entry points. `make run` and `make test` are the two that matter.
 SHELL := /bin/bash
 CARGO ?= cargo
-export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/client_calling_db
 
 .PHONY: services build test test-rust test-python lint fmt run migrate bench clean-test-resources
 
