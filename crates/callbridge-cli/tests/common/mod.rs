@@ -1,0 +1,213 @@
+//! Helpers shared by the CLI's integration tests: the built `callbridge` binary run with
+//! a hermetic environment, a migrated database, a vhost with the topology, an ingress
+//! on port 0, and temporary files.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use callbridge_runtime::config::{IngressConfig, Secret, TlsFiles};
+use callbridge_testkit::db::TestDb;
+use callbridge_testkit::vhost::TestVhost;
+use sqlx::PgPool;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+pub const ACCOUNT_CODE: &str = "SIM001";
+pub const CALLBACK_SECRET: &str = "test-callback-secret";
+pub const API_KEY: &str = "test-api-key";
+
+/// Runs `callbridge` with exactly `env` (nothing from the developer's shell leaks in)
+/// and `stdin` as its input.
+pub async fn callbridge(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    child.wait_with_output().await.unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Panics with both streams unless the command succeeded.
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// A failure reported as one line on stderr, starting with `error: `; returns the line.
+pub fn one_line_failure(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "expected a failure: {}",
+        stdout(output)
+    );
+    let message = stderr(output);
+    let last = message
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(last.starts_with("error: "), "{message}");
+    last
+}
+
+pub async fn migrated_db() -> (TestDb, PgPool) {
+    let db = TestDb::new().await.unwrap();
+    let pool = callbridge_runtime::db::connect_and_migrate(db.url(), 4)
+        .await
+        .unwrap();
+    (db, pool)
+}
+
+/// A vhost where the services' topology has been declared.
+pub async fn vhost_with_topology() -> TestVhost {
+    let vhost = TestVhost::new().await;
+    let connection = callbridge_runtime::amqp::connect(&vhost.amqp_url(), "cli-test")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    callbridge_runtime::amqp::declare_topology(&channel)
+        .await
+        .unwrap();
+    connection.close(200, "bye".into()).await.ok();
+    vhost
+}
+
+/// A file removed when dropped.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn with_contents(name: &str, contents: &[u8]) -> TempFile {
+        let directory = std::env::temp_dir().join(format!("callbridge-cli-{}", uuid()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join(name);
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(directory) = self.0.parent() {
+            std::fs::remove_dir_all(directory).ok();
+        }
+    }
+}
+
+pub fn uuid() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// A running ingress (in this process) on port 0.
+pub struct Ingress {
+    pub url: String,
+    shutdown: CancellationToken,
+}
+
+impl Ingress {
+    pub async fn spawn(
+        amqp_url: &str,
+        secrets: &[&str],
+        verification_enabled: bool,
+        tls: Option<TlsFiles>,
+    ) -> Ingress {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let config = IngressConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            amqp_url: Secret::new(amqp_url),
+            secrets: secrets.iter().map(|secret| Secret::new(*secret)).collect(),
+            verification_enabled,
+            default_accountcode: Some(ACCOUNT_CODE.to_owned()),
+            max_body_bytes: 64 * 1024,
+            confirm_timeout: Duration::from_secs(5),
+            publisher_channels: 1,
+            retry_after: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+            tls,
+        };
+        let application = callbridge_ingress::Application::build(config)
+            .await
+            .unwrap();
+        let port = application.port();
+        let readiness = application.readiness();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(application.run_until_stopped(shutdown.clone()));
+        for _ in 0..300 {
+            if readiness.is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(readiness.is_ready(), "the ingress never became ready");
+        Ingress {
+            url: format!("{scheme}://localhost:{port}/callback"),
+            shutdown,
+        }
+    }
+}
+
+impl Drop for Ingress {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Ready messages in `queue` of the vhost.
+pub async fn queue_depth(vhost: &TestVhost, queue: &str) -> u32 {
+    let connection = callbridge_runtime::amqp::connect(&vhost.amqp_url(), "cli-test")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    connection.close(200, "bye".into()).await.ok();
+    declared.message_count()
+}
