@@ -1,1 +1,248 @@
-//! amqp
+//! The RabbitMQ connection (with retry) and the messaging topology of SPEC §5, declared
+//! idempotently by every service that uses it. Names come from
+//! `callbridge_types::topology`; the options each is declared with live here.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use backon::{ExponentialBuilder, Retryable};
+use callbridge_types::topology::{
+    ALL_CALLBACKS_BINDING, CALLBACKS_EXCHANGE, DEAD_EXCHANGE, DEAD_QUEUE, OUTCOMES_EXCHANGE,
+    PERSIST_QUEUE,
+};
+use lapin::options::{
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio_util::sync::CancellationToken;
+
+/// Deliveries of one message to persister consumers before RabbitMQ dead-letters it
+/// itself. Only a backstop (SPEC §5, ≥ 50): the persister dead-letters poison messages
+/// on its own, and a killed consumer's unacked prefetch counts toward this limit too.
+pub const PERSIST_DELIVERY_LIMIT: i64 = 100;
+
+/// Quorum queues on RabbitMQ 4.x drop a message after 20 deliveries unless told
+/// otherwise; dead letters are kept until an operator replays or purges them, however
+/// often `callbridge dlq list` has looked at them.
+pub const DEAD_DELIVERY_LIMIT: i64 = 1_000_000;
+
+/// Backoff between connection attempts: quick at first, capped, jittered so replicas do
+/// not reconnect in lockstep after a broker restart; unlimited attempts (the caller's
+/// cancellation token ends it).
+pub fn reconnect_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(15))
+        .with_jitter()
+        .without_max_times()
+}
+
+/// `url` with its password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Setting a password only fails for URLs without a host, parsed above.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<unparsable AMQP URL>".to_owned(),
+    }
+}
+
+/// One connection attempt. `connection_name` shows in the management UI (e.g. the
+/// service name), so an operator can tell the clients apart.
+#[tracing::instrument(skip_all, fields(broker = %redact_url(url), connection_name))]
+pub async fn connect(url: &str, connection_name: &str) -> anyhow::Result<Connection> {
+    let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
+    Connection::connect(url, properties)
+        .await
+        .with_context(|| format!("while connecting to RabbitMQ at {}", redact_url(url)))
+}
+
+/// Connects, retrying with [`reconnect_backoff`] and logging each failure, until it
+/// succeeds or `cancel` fires (then an error).
+#[tracing::instrument(skip_all, fields(broker = %redact_url(url), connection_name))]
+pub async fn connect_with_retry(
+    url: &str,
+    connection_name: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Connection> {
+    let attempts = (|| connect(url, connection_name))
+        .retry(reconnect_backoff())
+        .sleep(tokio::time::sleep)
+        .notify(|error, delay| {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                retry_in_ms = delay.as_millis() as u64,
+                "RabbitMQ not reachable; retrying"
+            );
+        });
+    tokio::select! {
+        connection = attempts => connection,
+        () = cancel.cancelled() => bail!(
+            "shutdown requested while connecting to RabbitMQ at {}",
+            redact_url(url)
+        ),
+    }
+}
+
+/// A channel in publisher-confirm mode: each publish yields a confirm the caller awaits
+/// before it reports success (SPEC §4: 200 only after the broker confirmed).
+pub async fn open_confirmed_channel(connection: &Connection) -> anyhow::Result<Channel> {
+    let channel = connection
+        .create_channel()
+        .await
+        .context("while opening an AMQP channel")?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .context("while enabling publisher confirms")?;
+    Ok(channel)
+}
+
+/// Arguments of [`PERSIST_QUEUE`]. RabbitMQ refuses to redeclare a queue with different
+/// arguments, so changing these needs a migration of the queue.
+pub fn persist_queue_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    // Replicated and durable: an acknowledged callback survives losing a broker node.
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(PERSIST_DELIVERY_LIMIT),
+    );
+    // Messages over the delivery limit (or rejected without requeue) go to the dead queue.
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(DEAD_EXCHANGE.into()),
+    );
+    // The default (at-most-once) may lose a dead letter if the dead queue is unavailable.
+    arguments.insert(
+        "x-dead-letter-strategy".into(),
+        AMQPValue::LongString("at-least-once".into()),
+    );
+    // at-least-once dead-lettering is only honoured with reject-publish overflow.
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    arguments
+}
+
+/// Arguments of [`DEAD_QUEUE`].
+pub fn dead_queue_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    // Dead letters are data an operator must see: replicated like the persist queue.
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DEAD_DELIVERY_LIMIT),
+    );
+    arguments
+}
+
+/// Declares SPEC §5's exchanges, queues and bindings. Idempotent: every service calls it
+/// at start (and after reconnecting), in any order, any number of times.
+#[tracing::instrument(skip_all)]
+pub async fn declare_topology(channel: &Channel) -> anyhow::Result<()> {
+    // Durable everywhere: the topology outlives broker restarts, not just the messages.
+    let durable_exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+
+    // Topic: routing key `callback.<event_type>` lets other consumers bind to a subset.
+    channel
+        .exchange_declare(
+            CALLBACKS_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("while declaring exchange {CALLBACKS_EXCHANGE}"))?;
+    // Fanout: broker dead-lettering keeps the message's original routing key and the
+    // persister publishes with its own, and both must reach the dead queue.
+    channel
+        .exchange_declare(
+            DEAD_EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("while declaring exchange {DEAD_EXCHANGE}"))?;
+    // Topic: `outcome.<status>`; the client's applications bind their own queues.
+    channel
+        .exchange_declare(
+            OUTCOMES_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("while declaring exchange {OUTCOMES_EXCHANGE}"))?;
+
+    // The dead queue first, so the persist queue's dead-letter target exists.
+    channel
+        .queue_declare(DEAD_QUEUE.into(), durable_queue, dead_queue_arguments())
+        .await
+        .with_context(|| format!("while declaring queue {DEAD_QUEUE}"))?;
+    channel
+        .queue_bind(
+            DEAD_QUEUE.into(),
+            DEAD_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("while binding queue {DEAD_QUEUE} to {DEAD_EXCHANGE}"))?;
+
+    channel
+        .queue_declare(PERSIST_QUEUE.into(), durable_queue, persist_queue_arguments())
+        .await
+        .with_context(|| {
+            format!(
+                "while declaring queue {PERSIST_QUEUE} (a PRECONDITION_FAILED here means it exists with other arguments)"
+            )
+        })?;
+    channel
+        .queue_bind(
+            PERSIST_QUEUE.into(),
+            CALLBACKS_EXCHANGE.into(),
+            ALL_CALLBACKS_BINDING.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("while binding queue {PERSIST_QUEUE} to {CALLBACKS_EXCHANGE}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cret@mq.internal:5672/%2f"),
+            "amqp://guest:***@mq.internal:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://mq:5672/%2f"), "amqp://mq:5672/%2f");
+        assert_eq!(redact_url("not a url"), "<unparsable AMQP URL>");
+    }
+}

@@ -27,6 +27,8 @@ pub struct TcpProxy {
 struct ProxyState {
     cut: bool,
     next_id: u64,
+    /// Connections accepted so far, including those closed at once while cut.
+    accepted: u64,
     /// Duplicated handles of each live connection's sockets (client side and target
     /// side), kept so `cut` can shut them down synchronously from any thread.
     live: HashMap<u64, Vec<std::net::TcpStream>>,
@@ -87,6 +89,12 @@ impl TcpProxy {
         lock(&self.state).cut
     }
 
+    /// Connections accepted since start, including those closed at once while cut: lets a
+    /// test wait until a client has retried without sleeping for a guessed time.
+    pub fn accepted_connections(&self) -> u64 {
+        lock(&self.state).accepted
+    }
+
     /// Number of connections currently forwarded.
     pub fn live_connections(&self) -> usize {
         lock(&self.state).live.len()
@@ -126,6 +134,7 @@ async fn accept_connections(
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
+        lock(&state).accepted += 1;
         let Some((id, client)) = register(&state, None, client) else {
             continue;
         };
