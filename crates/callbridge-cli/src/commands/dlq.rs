@@ -6,7 +6,7 @@
 //! confirmed on `callbridge.callbacks`, so a crash mid-replay loses nothing (at worst a
 //! message is replayed twice, which the persister absorbs by event id).
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -388,6 +388,10 @@ async fn run_purge(connection: &Connection, args: &PurgeArgs) -> anyhow::Result<
             .lock()
             .read_line(&mut answer)
             .context("while reading the answer")?;
+        if !std::io::stdin().is_terminal() {
+            // A piped answer is not echoed: end the prompt's line ourselves.
+            eprintln!();
+        }
         if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
             bail!("purge cancelled; nothing was deleted");
         }

@@ -1,0 +1,211 @@
+//! `callbridge dlq list | replay | purge` against a real RabbitMQ vhost with the
+//! services' topology.
+
+mod common;
+
+use callbridge_testkit::vhost::TestVhost;
+use callbridge_types::topology::{DEAD_EXCHANGE, DEAD_QUEUE, ERROR_HEADER, PERSIST_QUEUE};
+use common::*;
+use lapin::BasicProperties;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use serde_json::Value;
+
+/// Publishes a dead letter the way the persister does: the original routing key and
+/// properties, plus the error header.
+async fn dead_letter(vhost: &TestVhost, message_id: &str, event_type: &str, error: &str) {
+    let connection = callbridge_runtime::amqp::connect(&vhost.amqp_url(), "cli-test")
+        .await
+        .unwrap();
+    let channel = callbridge_runtime::amqp::open_confirmed_channel(&connection)
+        .await
+        .unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )),
+    );
+    headers.insert(
+        ERROR_HEADER.into(),
+        AMQPValue::LongString(LongString::from(error)),
+    );
+    headers.insert(
+        "x-first-death-reason".into(),
+        AMQPValue::LongString(LongString::from("rejected")),
+    );
+    let properties = BasicProperties::default()
+        .with_message_id(message_id.into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_timestamp(1_700_000_000)
+        .with_headers(headers);
+    channel
+        .basic_publish(
+            DEAD_EXCHANGE.into(),
+            format!("callback.{event_type}").as_str().into(),
+            BasicPublishOptions::default(),
+            format!(r#"{{"message":"{message_id}"}}"#).as_bytes(),
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    connection.close(200, "bye".into()).await.ok();
+}
+
+fn env(vhost_url: &str) -> [(&str, &str); 1] {
+    [("RABBITMQ_URL", vhost_url)]
+}
+
+#[tokio::test]
+async fn list_shows_each_dead_letter_with_its_reason_and_leaves_them_in_place() {
+    let vhost = vhost_with_topology().await;
+    dead_letter(
+        &vhost,
+        "evt-1",
+        "call_completed",
+        "call_logs: value too long for phone_number",
+    )
+    .await;
+    dead_letter(
+        &vhost,
+        "evt-2",
+        "call_busy",
+        "envelope schema version 9 is newer than this persister",
+    )
+    .await;
+    let url = vhost.amqp_url();
+
+    let table = callbridge(&["dlq", "list"], &env(&url), None).await;
+
+    assert_success(&table);
+    let text = stdout(&table);
+    assert!(
+        text.starts_with("2 dead-lettered callbacks in callbridge.dead"),
+        "{text}"
+    );
+    let evt1 = text.lines().find(|line| line.starts_with("evt-1")).unwrap();
+    assert!(
+        evt1.contains("call_completed") && evt1.contains("value too long for phone_number"),
+        "{text}"
+    );
+    assert!(evt1.contains("2023-11-14T22:13:20+00:00"), "{text}");
+    let json_output = callbridge(&["dlq", "list", "--json"], &env(&url), None).await;
+    let listed: Value = serde_json::from_str(&stdout(&json_output)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[1]["event_type"], "call_busy");
+    assert_eq!(listed[1]["first_death_reason"], "rejected");
+    assert_eq!(
+        queue_depth(&vhost, DEAD_QUEUE).await,
+        2,
+        "listing removes nothing"
+    );
+}
+
+#[tokio::test]
+async fn replay_republishes_the_chosen_message_with_its_routing_key_and_clean_headers() {
+    let vhost = vhost_with_topology().await;
+    dead_letter(&vhost, "evt-1", "call_completed", "boom").await;
+    dead_letter(&vhost, "evt-2", "call_busy", "boom").await;
+    let url = vhost.amqp_url();
+
+    let output = callbridge(
+        &["dlq", "replay", "--message-id", "evt-2"],
+        &env(&url),
+        None,
+    )
+    .await;
+
+    assert_success(&output);
+    assert!(stdout(&output).contains("replayed 1 dead-lettered callback to callbridge.callbacks"));
+    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 1, "evt-1 stays dead");
+    let connection = callbridge_runtime::amqp::connect(&url, "cli-test")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let replayed = channel
+        .basic_get(PERSIST_QUEUE.into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .expect("the replayed message reached the persist queue");
+    let delivery = &replayed.delivery;
+    assert_eq!(delivery.routing_key.as_str(), "callback.call_busy");
+    assert_eq!(delivery.data, br#"{"message":"evt-2"}"#);
+    assert_eq!(
+        delivery.properties.message_id().as_ref().unwrap().as_str(),
+        "evt-2"
+    );
+    let headers = delivery.properties.headers().clone().unwrap();
+    assert!(
+        headers.inner().contains_key("traceparent"),
+        "the trace context survives"
+    );
+    assert!(!headers.inner().contains_key(ERROR_HEADER));
+    assert!(!headers.inner().contains_key("x-first-death-reason"));
+    delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .unwrap();
+    connection.close(200, "bye".into()).await.ok();
+
+    let all = callbridge(&["dlq", "replay"], &env(&url), None).await;
+    assert_success(&all);
+    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 0);
+    assert_eq!(queue_depth(&vhost, PERSIST_QUEUE).await, 1);
+
+    let missing = callbridge(&["dlq", "replay", "--message-id", "nope"], &env(&url), None).await;
+    assert!(
+        one_line_failure(&missing)
+            .contains("1 of the given message ids are not in callbridge.dead")
+    );
+}
+
+#[tokio::test]
+async fn purge_asks_first_and_deletes_only_on_yes() {
+    let vhost = vhost_with_topology().await;
+    dead_letter(&vhost, "evt-1", "call_completed", "boom").await;
+    dead_letter(&vhost, "evt-2", "call_failed", "boom").await;
+    let url = vhost.amqp_url();
+
+    let declined = callbridge(&["dlq", "purge"], &env(&url), Some("n\n")).await;
+    assert!(
+        stderr(&declined).contains("Delete 2 dead-lettered callbacks from callbridge.dead?"),
+        "{}",
+        stderr(&declined)
+    );
+    assert!(one_line_failure(&declined).contains("purge cancelled; nothing was deleted"));
+    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 2);
+    let no_answer = callbridge(&["dlq", "purge"], &env(&url), None).await;
+    assert!(!no_answer.status.success());
+    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 2);
+
+    let confirmed = callbridge(&["dlq", "purge"], &env(&url), Some("y\n")).await;
+    assert_success(&confirmed);
+    assert!(stdout(&confirmed).contains("purged 2 dead-lettered callbacks"));
+    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 0);
+
+    dead_letter(&vhost, "evt-3", "call_failed", "boom").await;
+    assert_success(&callbridge(&["dlq", "purge", "--yes"], &env(&url), None).await);
+    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 0);
+}
+
+#[tokio::test]
+async fn a_vhost_without_the_topology_says_what_to_do() {
+    let vhost = TestVhost::new().await;
+
+    let output = callbridge(&["dlq", "list"], &env(&vhost.amqp_url()), None).await;
+
+    let message = one_line_failure(&output);
+    assert!(
+        message.contains("queue callbridge.dead does not exist"),
+        "{message}"
+    );
+    assert!(
+        message.contains("start callbridge-persister once"),
+        "{message}"
+    );
+}
