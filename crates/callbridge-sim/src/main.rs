@@ -3,6 +3,9 @@
 
 use std::process::ExitCode;
 
+use callbridge_runtime::config::Settings;
+use callbridge_runtime::shutdown::shutdown_token;
+use callbridge_runtime::telemetry::init_telemetry;
 use callbridge_sim::{SimConfig, Simulator};
 use clap::Parser;
 use clap::error::ErrorKind;
@@ -29,7 +32,15 @@ async fn main() -> ExitCode {
         eprintln!("callbridge-sim: {problem}");
         return ExitCode::from(2);
     }
-    match run(config).await {
+    // Logs and traces are set up like every callbridge binary (RUST_LOG, OTEL_*).
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("callbridge-sim: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config, &settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("callbridge-sim: {error:#}");
@@ -38,34 +49,21 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: SimConfig) -> anyhow::Result<()> {
+async fn run(config: SimConfig, settings: &Settings) -> anyhow::Result<()> {
+    let _telemetry = init_telemetry("callbridge-sim", &settings.telemetry)?;
+    let shutdown = shutdown_token()?;
     let mut sim = Simulator::spawn(config).await?;
     let ended = tokio::select! {
         result = sim.wait() => Some(result),
-        () = terminate() => None,
+        () = shutdown.cancelled() => None,
     };
     match ended {
         Some(result) => result,
         None => {
             sim.stop().await;
+            tracing::info!("callbridge-sim stopped");
             Ok(())
         }
-    }
-}
-
-/// SIGTERM (Kubernetes, docker) or SIGINT (Ctrl-C).
-async fn terminate() {
-    let sigterm = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = sigterm => {}
     }
 }
 
