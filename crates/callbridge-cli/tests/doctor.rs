@@ -1,0 +1,358 @@
+//! `callbridge doctor` against real components: each of the guide's "Common Issues"
+//! (callbacks not received, database connection, API authentication) is produced for
+//! real and must be diagnosed on its line, with exit 1; a healthy setup exits 0.
+
+mod common;
+
+use std::process::Output;
+
+use callbridge_runtime::config::TlsFiles;
+use callbridge_sim::{SimConfig, Simulator};
+use callbridge_testkit::db::TestDb;
+use callbridge_testkit::vhost::TestVhost;
+use callbridge_types::topology::PERSIST_QUEUE;
+use common::*;
+use sqlx::{AssertSqlSafe, PgPool};
+
+/// Everything a deployment has, working: database, broker, API (the simulator), and an
+/// ingress at the callback URL with the same secret.
+struct Setup {
+    db: TestDb,
+    pool: PgPool,
+    vhost: TestVhost,
+    sim: Simulator,
+    ingress: Option<Ingress>,
+    env: Vec<(String, String)>,
+}
+
+impl Setup {
+    async fn healthy() -> Setup {
+        let (db, pool) = migrated_db().await;
+        let vhost = vhost_with_topology().await;
+        let sim = Simulator::spawn(SimConfig::for_tests("http://127.0.0.1:9/callback").unwrap())
+            .await
+            .unwrap();
+        let ingress = Ingress::spawn(&vhost.amqp_url(), &[CALLBACK_SECRET], true, None).await;
+        let env = vec![
+            ("CLIENT_CALLING_DB_URL".to_owned(), db.url().to_owned()),
+            ("RABBITMQ_URL".to_owned(), vhost.amqp_url()),
+            ("CENTRALIZED_CALLING_BASE_URL".to_owned(), sim.base_url()),
+            ("CENTRALIZED_CALLING_API_KEY".to_owned(), API_KEY.to_owned()),
+            (
+                "CENTRALIZED_CALLING_CALLBACK_URL".to_owned(),
+                ingress.url.clone(),
+            ),
+            (
+                "CENTRALIZED_CALLING_ACCOUNT_CODE".to_owned(),
+                ACCOUNT_CODE.to_owned(),
+            ),
+            ("CALLBACK_SECRET_KEY".to_owned(), CALLBACK_SECRET.to_owned()),
+        ];
+        Setup {
+            db,
+            pool,
+            vhost,
+            sim,
+            ingress: Some(ingress),
+            env,
+        }
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        self.env.retain(|(variable, _)| variable != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
+    async fn doctor(&self) -> Output {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        callbridge(&["doctor"], &env, None).await
+    }
+}
+
+/// The line of check `name`, asserting it failed (✗) or passed (✓).
+fn check_line(output: &Output, name: &str, passed: bool) -> String {
+    let text = stdout(output);
+    let mark = if passed { "✓" } else { "✗" };
+    let line = text
+        .lines()
+        .find(|line| line.contains(&format!(" {name}: ")))
+        .unwrap_or_else(|| panic!("no {name} line in:\n{text}"));
+    assert!(
+        line.starts_with(mark),
+        "expected {mark} for {name}:\n{text}"
+    );
+    line.to_owned()
+}
+
+#[tokio::test]
+async fn a_healthy_setup_passes_every_check_exits_0_and_stores_nothing() {
+    let setup = Setup::healthy().await;
+
+    let output = setup.doctor().await;
+
+    assert_success(&output);
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 6, "{text}");
+    assert!(text.lines().all(|line| line.starts_with('✓')), "{text}");
+    let signature = check_line(&output, "signature self-test", true);
+    assert!(
+        signature.contains("a wrong one refused; nothing stored"),
+        "{signature}"
+    );
+    assert_eq!(
+        queue_depth(&setup.vhost, PERSIST_QUEUE).await,
+        0,
+        "the self-test body was never published"
+    );
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_api_key_names_the_variable() {
+    let mut setup = Setup::healthy().await;
+    setup.set("CENTRALIZED_CALLING_API_KEY", "expired-key");
+
+    let output = setup.doctor().await;
+
+    assert_eq!(output.status.code(), Some(1));
+    let line = check_line(&output, "API key", false);
+    assert!(
+        line.contains("refused the key: 401 Invalid API key"),
+        "{line}"
+    );
+    assert!(line.contains("check CENTRALIZED_CALLING_API_KEY"), "{line}");
+    assert!(
+        !line.contains("expired-key"),
+        "the key is never printed: {line}"
+    );
+    check_line(&output, "database", true);
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_key_in_quotes_is_a_format_problem() {
+    let mut setup = Setup::healthy().await;
+    setup.set("CENTRALIZED_CALLING_API_KEY", "\"test-api-key\"");
+
+    let output = setup.doctor().await;
+
+    let line = check_line(&output, "API key", false);
+    assert!(line.contains("wrapped in quotes"), "{line}");
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_secret_the_receiver_does_not_share_fails_the_self_test_naming_callback_secret_key() {
+    let mut setup = Setup::healthy().await;
+    setup.set("CALLBACK_SECRET_KEY", "not-the-receivers-secret");
+
+    let output = setup.doctor().await;
+
+    assert_eq!(output.status.code(), Some(1));
+    check_line(&output, "callback URL", true);
+    let line = check_line(&output, "signature self-test", false);
+    assert!(line.contains("401 Invalid signature"), "{line}");
+    assert!(line.contains("make CALLBACK_SECRET_KEY equal"), "{line}");
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn during_rotation_every_configured_secret_is_tested() {
+    let mut setup = Setup::healthy().await;
+    setup.set(
+        "CALLBACK_SECRET_KEY",
+        &format!("{CALLBACK_SECRET},next-secret"),
+    );
+
+    let output = setup.doctor().await;
+
+    let line = check_line(&output, "signature self-test", false);
+    assert!(
+        line.contains("signed with secret 2 of CALLBACK_SECRET_KEY"),
+        "{line}"
+    );
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_does_not_verify_signatures_fails_the_self_test() {
+    let mut setup = Setup::healthy().await;
+    let unverified = Ingress::spawn(&setup.vhost.amqp_url(), &[], false, None).await;
+    setup.set("CENTRALIZED_CALLING_CALLBACK_URL", &unverified.url);
+
+    let output = setup.doctor().await;
+
+    let line = check_line(&output, "signature self-test", false);
+    assert!(
+        line.contains("did not refuse a wrongly signed body"),
+        "{line}"
+    );
+    assert!(
+        line.contains("CALLBACK_VERIFICATION_ENABLED=true"),
+        "{line}"
+    );
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_callback_url_is_diagnosed_and_the_self_test_skipped() {
+    let mut setup = Setup::healthy().await;
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    setup.set(
+        "CENTRALIZED_CALLING_CALLBACK_URL",
+        &format!("http://127.0.0.1:{closed_port}/callback"),
+    );
+
+    let output = setup.doctor().await;
+
+    let line = check_line(&output, "callback URL", false);
+    assert!(line.contains("is not reachable"), "{line}");
+    assert!(line.contains("start callbridge-ingress there"), "{line}");
+    assert!(
+        stdout(&output).contains("- signature self-test: skipped"),
+        "{}",
+        stdout(&output)
+    );
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_on_the_callback_url_is_diagnosed() {
+    let mut setup = Setup::healthy().await;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = TempFile::with_contents("tls.crt", certified.cert.pem().as_bytes());
+    let key = TempFile::with_contents("tls.key", certified.signing_key.serialize_pem().as_bytes());
+    let tls = TlsFiles {
+        cert_path: cert.path().to_owned(),
+        key_path: key.path().to_owned(),
+    };
+    let https = Ingress::spawn(&setup.vhost.amqp_url(), &[CALLBACK_SECRET], true, Some(tls)).await;
+    setup.set("CENTRALIZED_CALLING_CALLBACK_URL", &https.url);
+
+    let output = setup.doctor().await;
+
+    let line = check_line(&output, "callback URL", false);
+    assert!(line.contains("TLS to https://localhost:"), "{line}");
+    assert!(line.to_ascii_lowercase().contains("certificate"), "{line}");
+    assert!(line.contains("install a valid certificate"), "{line}");
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_names_the_connection_string() {
+    let mut setup = Setup::healthy().await;
+    setup.set(
+        "CLIENT_CALLING_DB_URL",
+        "postgresql+psycopg://client_user:s3cret@127.0.0.1:1/client_calling_db",
+    );
+
+    let output = setup.doctor().await;
+
+    let line = check_line(&output, "database", false);
+    assert!(
+        line.contains("client_user@127.0.0.1:1/client_calling_db"),
+        "{line}"
+    );
+    assert!(line.contains("check CLIENT_CALLING_DB_URL"), "{line}");
+    assert!(!stdout(&output).contains("s3cret"), "the password leaked");
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn an_unmigrated_database_says_to_run_migrate_up() {
+    let mut setup = Setup::healthy().await;
+    let empty = TestDb::new().await.unwrap();
+    setup.set("CLIENT_CALLING_DB_URL", empty.url());
+
+    let output = setup.doctor().await;
+
+    let line = check_line(&output, "database", false);
+    assert!(line.contains("migrations 0001"), "{line}");
+    assert!(line.contains("run `callbridge migrate up`"), "{line}");
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_user_without_table_privileges_is_told_what_to_grant() {
+    let mut setup = Setup::healthy().await;
+    let role = format!("cbtest_doctor_{}", std::process::id());
+    let admin = setup.pool.clone();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; GRANT SELECT ON _sqlx_migrations TO {role};"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let url = setup
+        .db
+        .url()
+        .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    setup.set("CLIENT_CALLING_DB_URL", &url);
+
+    let output = setup.doctor().await;
+
+    let line = check_line(&output, "database", false);
+    assert!(
+        line.contains(&format!(
+            "user {role} lacks SELECT, INSERT, UPDATE on call_logs"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("GRANT"), "{line}");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP OWNED BY {role}; DROP ROLE {role};"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_without_the_topology_says_who_declares_it() {
+    let mut setup = Setup::healthy().await;
+    let bare = TestVhost::new().await;
+    setup.set("RABBITMQ_URL", &bare.amqp_url());
+
+    let output = setup.doctor().await;
+
+    let line = check_line(&output, "broker", false);
+    assert!(
+        line.contains("exchange callbridge.callbacks") && line.contains("queue callbridge.persist"),
+        "{line}"
+    );
+    assert!(
+        line.contains("start callbridge-ingress or callbridge-persister once"),
+        "{line}"
+    );
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn missing_settings_are_all_named_and_the_dependent_checks_skipped() {
+    let output = callbridge(&["doctor"], &[], None).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    let line = check_line(&output, "configuration", false);
+    for variable in [
+        "CENTRALIZED_CALLING_BASE_URL",
+        "CENTRALIZED_CALLING_API_KEY",
+        "CENTRALIZED_CALLING_CALLBACK_URL",
+        "CALLBACK_SECRET_KEY",
+    ] {
+        assert!(line.contains(variable), "{variable} not named: {line}");
+    }
+    assert!(
+        stdout(&output).contains("- API key: skipped"),
+        "{}",
+        stdout(&output)
+    );
+}
