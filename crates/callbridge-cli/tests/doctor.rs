@@ -21,7 +21,8 @@ struct Setup {
     pool: PgPool,
     vhost: TestVhost,
     sim: Simulator,
-    ingress: Option<Ingress>,
+    /// Serves the callback URL for as long as the setup lives.
+    _ingress: Ingress,
     env: Vec<(String, String)>,
 }
 
@@ -53,7 +54,7 @@ impl Setup {
             pool,
             vhost,
             sim,
-            ingress: Some(ingress),
+            _ingress: ingress,
             env,
         }
     }
