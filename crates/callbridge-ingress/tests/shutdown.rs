@@ -114,12 +114,17 @@ async fn sigterm_mid_burst_keeps_every_acknowledged_callback() {
         outcomes.len()
     );
     let reader = BrokerReader::connect(&vhost.amqp_url()).await;
-    let stored: Vec<String> = reader
-        .drain()
-        .await
+    let messages = reader.drain().await;
+    // The binary runs without an OTLP endpoint: trace context must still travel (SPEC §5).
+    let without_traceparent = messages
         .iter()
-        .map(|m| m.message_id())
-        .collect();
+        .filter(|m| !m.headers().contains_key("traceparent"))
+        .count();
+    assert_eq!(
+        without_traceparent, 0,
+        "messages published without a traceparent header"
+    );
+    let stored: Vec<String> = messages.iter().map(|m| m.message_id()).collect();
     let lost: Vec<&&String> = acknowledged
         .iter()
         .filter(|id| !stored.contains(id))

@@ -17,6 +17,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -29,13 +30,14 @@ pub use opentelemetry::Context;
 #[must_use = "dropping the guard stops log file writing and trace export"]
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
+    exports_traces: bool,
     _log_file_writer: Option<WorkerGuard>,
 }
 
 impl TelemetryGuard {
     /// Whether spans are exported (an OTLP endpoint was configured).
     pub fn exports_traces(&self) -> bool {
-        self.tracer_provider.is_some()
+        self.exports_traces
     }
 }
 
@@ -48,6 +50,9 @@ impl Drop for TelemetryGuard {
         }
     }
 }
+
+/// The spans that become OpenTelemetry spans, whatever RUST_LOG says of the logs.
+const TRACE_FILTER: &str = "info";
 
 /// Installs the global tracing subscriber and the W3C propagator. `service_name` is the
 /// binary's name, used unless `OTEL_SERVICE_NAME` overrides it. Call once, inside the
@@ -92,24 +97,28 @@ pub fn init_telemetry(
     };
 
     let service_name = settings.service_name.as_deref().unwrap_or(service_name);
-    let tracer_provider = settings
-        .otlp_endpoint
-        .as_deref()
-        .map(|endpoint| otlp_tracer_provider(service_name, endpoint, settings.otlp_protocol))
-        .transpose()?;
-    let otel_layer = tracer_provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name.to_owned()))
-    });
+    // The OpenTelemetry layer is always installed, so every span has W3C ids and
+    // `traceparent` crosses the broker (SPEC §5) even where nothing collects traces;
+    // spans leave the process only when an OTLP endpoint is configured.
+    let tracer_provider = tracer_provider(
+        service_name,
+        settings
+            .otlp_endpoint
+            .as_deref()
+            .map(|endpoint| (endpoint, settings.otlp_protocol)),
+    )?;
+    let otel_layer =
+        tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer(service_name.to_owned()));
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    if let Some(provider) = &tracer_provider {
-        opentelemetry::global::set_tracer_provider(provider.clone());
-    }
+    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+    // RUST_LOG filters the logs only: an operator who quietens the logs to `warn` must
+    // not switch off the spans that carry trace context from service to service.
+    let log_layers = Layer::and_then(Layer::and_then(stdout_json, stdout_pretty), file_layer)
+        .with_filter(filter);
+    let otel_layer = otel_layer.with_filter(EnvFilter::new(TRACE_FILTER));
     tracing_subscriber::registry()
-        .with(filter)
-        .with(stdout_json)
-        .with(stdout_pretty)
-        .with(file_layer)
+        .with(log_layers)
         .with(otel_layer)
         .try_init()
         .context("while installing the tracing subscriber (was telemetry initialised twice?)")?;
@@ -125,16 +134,23 @@ pub fn init_telemetry(
         "telemetry initialised"
     );
     Ok(TelemetryGuard {
-        tracer_provider,
+        tracer_provider: Some(tracer_provider),
+        exports_traces: settings.otlp_endpoint.is_some(),
         _log_file_writer: log_file_writer,
     })
 }
 
-fn otlp_tracer_provider(
+fn tracer_provider(
     service_name: &str,
-    endpoint: &str,
-    protocol: OtlpProtocol,
+    otlp: Option<(&str, OtlpProtocol)>,
 ) -> anyhow::Result<SdkTracerProvider> {
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    let Some((endpoint, protocol)) = otlp else {
+        return Ok(builder.build());
+    };
     let exporter = match protocol {
         OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -148,13 +164,7 @@ fn otlp_tracer_provider(
             .build(),
     }
     .with_context(|| format!("while building the OTLP exporter for {endpoint}"))?;
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(service_name.to_owned())
-        .build();
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(resource)
-        .build())
+    Ok(builder.with_batch_exporter(exporter).build())
 }
 
 /// Writes the W3C `traceparent`/`tracestate` of `context` into AMQP message headers.
