@@ -7,7 +7,9 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Forwards every connection accepted on `127.0.0.1:<random port>` to a target address.
@@ -15,11 +17,16 @@ use tokio::task::JoinHandle;
 /// `cut()` takes effect before it returns: every live connection is shut down in both
 /// directions (both peers see the connection end) and connections accepted while cut
 /// are closed at once. `restore()` lets new connections through again.
+///
+/// `stall()` is the other kind of network failure: connections stay open but no byte
+/// crosses the proxy (a black hole, as when a link drops without a reset) until
+/// `unstall()`, which delivers what was held back.
 #[derive(Debug)]
 pub struct TcpProxy {
     addr: SocketAddr,
     target: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
+    stalled: watch::Sender<bool>,
     accept_loop: JoinHandle<()>,
 }
 
@@ -51,11 +58,18 @@ impl TcpProxy {
             .local_addr()
             .context("while reading the proxy's address")?;
         let state = Arc::new(Mutex::new(ProxyState::default()));
-        let accept_loop = tokio::spawn(accept_connections(listener, target, state.clone()));
+        let (stalled, _) = watch::channel(false);
+        let accept_loop = tokio::spawn(accept_connections(
+            listener,
+            target,
+            state.clone(),
+            stalled.clone(),
+        ));
         Ok(TcpProxy {
             addr,
             target,
             state,
+            stalled,
             accept_loop,
         })
     }
@@ -82,6 +96,17 @@ impl TcpProxy {
     /// Lets new connections through again (connections ended by `cut` stay ended).
     pub fn restore(&self) {
         lock(&self.state).cut = false;
+    }
+
+    /// Keeps every connection open but forwards nothing, in either direction, until
+    /// [`TcpProxy::unstall`]: the peers see silence, not a closed connection.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Forwards again, starting with the bytes held back while stalled.
+    pub fn unstall(&self) {
+        self.stalled.send_replace(false);
     }
 
     /// Whether the proxy is currently cut.
@@ -129,6 +154,7 @@ async fn accept_connections(
     listener: TcpListener,
     target: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
+    stalled: watch::Sender<bool>,
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
@@ -138,7 +164,13 @@ async fn accept_connections(
         let Some((id, client)) = register(&state, None, client) else {
             continue;
         };
-        tokio::spawn(forward(id, client, target, state.clone()));
+        tokio::spawn(forward(
+            id,
+            client,
+            target,
+            state.clone(),
+            stalled.subscribe(),
+        ));
     }
 }
 
@@ -168,25 +200,50 @@ fn register(
 
 async fn forward(
     id: u64,
-    mut client: TcpStream,
+    client: TcpStream,
     target: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
+    stalled: watch::Receiver<bool>,
 ) {
     if let Ok(upstream) = TcpStream::connect(target).await
-        && let Some((_, mut upstream)) = register(&state, Some(id), upstream)
+        && let Some((_, upstream)) = register(&state, Some(id), upstream)
     {
-        // Ends when either side closes or errors, including a `cut` shutdown.
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        let (client_read, client_write) = client.into_split();
+        let (upstream_read, upstream_write) = upstream.into_split();
+        // Ends when either direction closes or errors, including a `cut` shutdown.
+        tokio::select! {
+            _ = pump(client_read, upstream_write, stalled.clone()) => {}
+            _ = pump(upstream_read, client_write, stalled) => {}
+        }
     }
     if let Some(sockets) = lock(&state).live.remove(&id) {
         shutdown_all(&sockets);
     }
 }
 
+/// Copies one direction of a connection, holding bytes back while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = from.read(&mut buffer).await?;
+        if read == 0 {
+            return to.shutdown().await;
+        }
+        if stalled.wait_for(|stalled| !*stalled).await.is_err() {
+            // The proxy was dropped: the connection ends with it.
+            return Ok(());
+        }
+        to.write_all(&buffer[..read]).await?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// An echo server standing in for Postgres or RabbitMQ.
     async fn echo_server() -> SocketAddr {
@@ -275,5 +332,31 @@ mod tests {
         }
         proxy.cut();
         assert!(ended_rx.await.unwrap(), "target side did not see EOF");
+    }
+
+    #[tokio::test]
+    async fn stall_holds_bytes_on_an_open_connection_until_unstalled() {
+        let proxy = TcpProxy::start(echo_server().await).await;
+        let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(echo_once(&mut stream, b"before").await.unwrap(), b"before");
+
+        proxy.stall();
+        stream.write_all(b"held").await.unwrap();
+        let mut reply = [0u8; 4];
+        let silent = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            stream.read_exact(&mut reply),
+        )
+        .await;
+        assert!(silent.is_err(), "a stalled proxy forwarded bytes");
+        assert_eq!(
+            proxy.live_connections(),
+            1,
+            "stall must not close connections"
+        );
+
+        proxy.unstall();
+        stream.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"held");
     }
 }
