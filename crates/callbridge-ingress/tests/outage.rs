@@ -103,3 +103,50 @@ async fn ingress_started_while_the_broker_is_down_is_not_ready_and_503s_until_it
     app.wait_until_ready().await;
     assert_eq!(app.post_signed(SEED_PAYLOAD).await.status(), 200);
 }
+
+#[tokio::test]
+async fn broker_that_never_confirms_gives_503_after_the_confirm_timeout() {
+    let (vhost, mut config) = vhost_and_config().await;
+    let proxy = TcpProxy::start(vhost.amqp_socket_addr()).await;
+    config.amqp_url = vhost.amqp_url_via(proxy.addr()).into();
+    config.confirm_timeout = Duration::from_millis(500);
+    let app = TestApp::spawn(config).await;
+    let reader = BrokerReader::connect(&vhost.amqp_url()).await;
+
+    let first = body(1);
+    assert_eq!(app.post_signed(&first).await.status(), 200);
+
+    // The link stays open but silent: the publish goes out, its confirm never comes back.
+    proxy.stall();
+    let unconfirmed = app.post_signed(&body(2)).await;
+    assert_eq!(
+        unconfirmed.status(),
+        503,
+        "an unconfirmed publish was not refused"
+    );
+    assert!(unconfirmed.headers().contains_key("retry-after"));
+
+    proxy.unstall();
+    let mut resumed = false;
+    for index in 3..300 {
+        if app.post_signed(&body(index)).await.status() == 200 {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        resumed,
+        "callbacks never succeeded again after the link recovered"
+    );
+    let stored: Vec<String> = reader
+        .drain()
+        .await
+        .iter()
+        .map(|m| m.message_id())
+        .collect();
+    assert!(
+        stored.contains(&sha256_hex(first.as_bytes())),
+        "the callback acknowledged before the stall is missing"
+    );
+}
