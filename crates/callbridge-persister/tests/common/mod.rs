@@ -122,10 +122,17 @@ impl Harness {
 
     /// Publishes `envelope` as the ingress does (persistent, message id, confirmed).
     pub async fn publish(&self, envelope: &Envelope) {
+        self.publish_with_headers(envelope, FieldTable::default())
+            .await;
+    }
+
+    /// Like [`Harness::publish`], with message headers (e.g. `traceparent`).
+    pub async fn publish_with_headers(&self, envelope: &Envelope, headers: FieldTable) {
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(CONTENT_TYPE_JSON.into())
-            .with_message_id(envelope.event_id.as_str().into());
+            .with_message_id(envelope.event_id.as_str().into())
+            .with_headers(headers);
         self.publish_raw(
             &callback_routing_key(&envelope.event.event_type),
             &envelope.encode(),
@@ -215,6 +222,15 @@ impl Harness {
     /// their unacknowledged deliveries are back in the queue by then, so empty means
     /// every message was acknowledged.
     pub async fn assert_all_acknowledged(&self) {
+        assert_eq!(
+            self.ready_messages().await,
+            0,
+            "messages left unacknowledged"
+        );
+    }
+
+    /// Messages in the persist queue not delivered to any consumer now.
+    pub async fn ready_messages(&self) -> u32 {
         let channel = self.connection.create_channel().await.unwrap();
         let queue = channel
             .queue_declare(
@@ -227,8 +243,8 @@ impl Harness {
             )
             .await
             .unwrap();
-        assert_eq!(queue.message_count(), 0, "messages left unacknowledged");
         channel.close(200, "done".into()).await.ok();
+        queue.message_count()
     }
 
     /// Waits until `count` messages have reached `callbridge.dead` and takes them.
