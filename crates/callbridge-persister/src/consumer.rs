@@ -182,10 +182,12 @@ impl BatchConsumer {
         let deadline = Instant::now() + self.settings.linger;
         while batch.len() < self.settings.batch_size {
             tokio::select! {
+                // Deliveries already buffered are taken even after the linger: the linger
+                // bounds waiting, not batching.
                 biased;
                 () = shutdown.cancelled() => return Ok((batch, true)),
-                () = tokio::time::sleep_until(deadline) => break,
                 next = deliveries.next() => batch.push(receive(next)?),
+                () = tokio::time::sleep_until(deadline) => break,
             }
         }
         Ok((batch, false))

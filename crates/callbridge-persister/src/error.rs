@@ -20,8 +20,9 @@ pub enum StoreError {
 }
 
 /// SQLSTATE classes whose errors are caused by the data written: 22 data exception
-/// (value too long, invalid text, out of range) and 23 integrity constraint violation.
-const MESSAGE_CLASSES: [&str; 2] = ["22", "23"];
+/// (value too long, invalid text, out of range), 23 integrity constraint violation and
+/// 54 program limit exceeded (e.g. an index entry too large for its key).
+const MESSAGE_CLASSES: [&str; 3] = ["22", "23", "54"];
 /// `40001` serialization_failure, `40P01` deadlock_detected.
 const CONFLICT_CODES: [&str; 2] = ["40001", "40P01"];
 
