@@ -30,6 +30,14 @@ struct CallLog {
     accountcode: String,
 }
 
+#[derive(Debug, sqlx::FromRow)]
+struct BatchCounts {
+    batch_id: i32,
+    total_calls: Option<i32>,
+    completed_calls: Option<i32>,
+    failed_calls: Option<i32>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_number_is_called_once_and_postgres_ends_equal_to_the_simulators_truth() {
     let (db, pool) = migrated_db().await;
@@ -160,12 +168,19 @@ async fn every_number_is_called_once_and_postgres_ends_equal_to_the_simulators_t
     }
 
     // The batch counters equal the simulator's counts.
-    let batches: Vec<(i32, Option<i32>, Option<i32>, Option<i32>)> =
-        sqlx::query_as("SELECT batch_id, total_calls, completed_calls, failed_calls FROM call_batches ORDER BY batch_id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    for (batch_id, total, completed, failed) in batches {
+    let batches: Vec<BatchCounts> = sqlx::query_as(
+        "SELECT batch_id, total_calls, completed_calls, failed_calls FROM call_batches ORDER BY batch_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for BatchCounts {
+        batch_id,
+        total_calls: total,
+        completed_calls: completed,
+        failed_calls: failed,
+    } in batches
+    {
         let calls: Vec<_> = truth.calls_of_batch(batch_id).collect();
         let completed_in_sim = calls
             .iter()
