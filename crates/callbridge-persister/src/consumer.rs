@@ -59,9 +59,22 @@ pub(crate) struct BatchConsumer {
     pub outbox_wakeup: std::sync::Arc<Notify>,
 }
 
-/// A batch ended early because shutdown was requested while it waited for the database:
-/// nothing of it is acknowledged, and the broker redelivers it.
-struct StoppedWhileRetrying;
+/// How settling a batch ended.
+enum Settled {
+    /// Every delivery is committed or dead-lettered, and acknowledged.
+    Acknowledged,
+    /// Shutdown was requested while the batch waited for the database: nothing of it is
+    /// acknowledged, and the broker redelivers it.
+    StoppedWhileRetrying,
+}
+
+/// How one store attempt series ended.
+enum Attempt {
+    Stored(StoredBatch),
+    /// The data of some message in the part cannot be stored.
+    Refused(anyhow::Error),
+    StoppedWhileRetrying,
+}
 
 /// One consumed delivery and, when it decoded, the event it carries.
 struct Received {
@@ -155,8 +168,8 @@ impl BatchConsumer {
                     .settle_batch(batch, &channel, &dead_letters, shutdown)
                     .await?
                 {
-                    Ok(()) => {}
-                    Err(StoppedWhileRetrying) => return Ok(()),
+                    Settled::Acknowledged => {}
+                    Settled::StoppedWhileRetrying => return Ok(()),
                 }
             }
             if stop {
@@ -202,7 +215,7 @@ impl BatchConsumer {
         channel: &Channel,
         dead_letters: &DeadLetterPublisher,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<Result<(), StoppedWhileRetrying>> {
+    ) -> anyhow::Result<Settled> {
         metrics::record_batch_size(batch.len());
         let last_tag = batch
             .last()
@@ -225,9 +238,8 @@ impl BatchConsumer {
             }
         }
 
-        let poison = match self.store_isolating_poison(&storable, shutdown).await {
-            Ok(poison) => poison,
-            Err(StoppedWhileRetrying) => return Ok(Err(StoppedWhileRetrying)),
+        let Some(poison) = self.store_isolating_poison(&storable, shutdown).await else {
+            return Ok(Settled::StoppedWhileRetrying);
         };
         for (index, reason) in poison {
             let received = storable[index].0;
@@ -247,18 +259,18 @@ impl BatchConsumer {
             .await
             .context("while acknowledging a stored batch")?;
         self.outbox_wakeup.notify_one();
-        Ok(Ok(()))
+        Ok(Settled::Acknowledged)
     }
 
     /// Stores `items`, splitting the batch in halves whenever a transaction fails
     /// because of some message's data, until each failing message stands alone. Returns
     /// the failing messages (index into `items`) with their reason; every other message
-    /// is committed.
+    /// is committed. `None` when shutdown came while waiting for the database.
     async fn store_isolating_poison(
         &self,
         items: &[(&Received, &IncomingEvent)],
         shutdown: &CancellationToken,
-    ) -> Result<Vec<(usize, String)>, StoppedWhileRetrying> {
+    ) -> Option<Vec<(usize, String)>> {
         let mut poison = Vec::new();
         let mut pending: Vec<Range<usize>> = Vec::new();
         if !items.is_empty() {
@@ -266,10 +278,13 @@ impl BatchConsumer {
         }
         while let Some(range) = pending.pop() {
             let part = &items[range.clone()];
-            match self.store_retrying(part, shutdown).await? {
-                Ok(stored) => record_stored(&stored),
-                Err(error) if range.len() == 1 => poison.push((range.start, format!("{error:#}"))),
-                Err(_) => {
+            match self.store_retrying(part, shutdown).await {
+                Attempt::Stored(stored) => record_stored(&stored),
+                Attempt::StoppedWhileRetrying => return None,
+                Attempt::Refused(error) if range.len() == 1 => {
+                    poison.push((range.start, format!("{error:#}")));
+                }
+                Attempt::Refused(_) => {
                     let middle = range.start + range.len() / 2;
                     // Popped last-in first-out: the first half is stored first.
                     pending.push(middle..range.end);
@@ -277,17 +292,16 @@ impl BatchConsumer {
                 }
             }
         }
-        Ok(poison)
+        Some(poison)
     }
 
     /// Stores `part` in one transaction, retrying while the database is unavailable (not
-    /// ready meanwhile) or the transaction lost a race. `Ok(Err)` carries an error some
-    /// message's data caused.
+    /// ready meanwhile) or the transaction lost a race.
     async fn store_retrying(
         &self,
         part: &[(&Received, &IncomingEvent)],
         shutdown: &CancellationToken,
-    ) -> Result<Result<StoredBatch, anyhow::Error>, StoppedWhileRetrying> {
+    ) -> Attempt {
         let events: Vec<&IncomingEvent> = part.iter().map(|(_, event)| *event).collect();
         // Each event's trace gets the database write as a span; the statements' own spans
         // sit under the first one's.
@@ -311,9 +325,13 @@ impl BatchConsumer {
             match attempt {
                 Ok(stored) => {
                     self.readiness.set_ready(DATABASE_CONDITION);
-                    return Ok(Ok(stored));
+                    return Attempt::Stored(stored);
                 }
-                Err(StoreError::Message(error)) => return Ok(Err(error)),
+                Err(StoreError::Message(error)) => {
+                    // The database answered: it is reachable, whatever the data.
+                    self.readiness.set_ready(DATABASE_CONDITION);
+                    return Attempt::Refused(error);
+                }
                 Err(StoreError::Conflict(error)) => {
                     metrics::record_store_retry("conflict");
                     tracing::info!(
@@ -333,7 +351,7 @@ impl BatchConsumer {
                     );
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = shutdown.cancelled() => return Err(StoppedWhileRetrying),
+                        () = shutdown.cancelled() => return Attempt::StoppedWhileRetrying,
                     }
                 }
             }

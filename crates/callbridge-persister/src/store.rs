@@ -343,6 +343,10 @@ impl CallLogColumns {
 /// Step 6: creates the batches' rows if missing (a callback can arrive for a batch this
 /// database never submitted) and lets the shared routine recount each batch and decide
 /// its status. Batch rows are locked (by the routine) in ascending id order.
+///
+/// `callbridge_refresh_batch` is the routine `callbridge_runtime::db::refresh_batch`
+/// wraps for one batch; here one statement calls it for every touched batch, so a
+/// transaction spanning many batches still costs one round trip.
 async fn refresh_batches(
     tx: &mut PgConnection,
     logs: &[CallLog],
