@@ -35,6 +35,9 @@ fmt:
 migrate: services build
 	target/debug/callbridge migrate up
 
+run: ## the whole loop locally: services, migrations, the 3 services + simulator, a demo campaign; Ctrl-C stops it
+	@scripts/run-local.sh
+
 .PHONY: test-deploy
 test-deploy: services ## deployment checks only: Dockerfile, compose, Kustomize + KEDA, alert rules
 	@scripts/check-deploy.sh
