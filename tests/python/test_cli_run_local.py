@@ -1,0 +1,56 @@
+"""`make run`'s script, non-interactively: it brings the whole stack up, the demo
+campaign completes, the final table says so, and it stops every process it started."""
+
+import os
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ADMIN_URL = os.environ.get("CALLBRIDGE_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def test_run_local_completes_the_demo_campaign_and_stops_what_it_started():
+    database = f"cbtest_runlocal_{uuid.uuid4().hex}"
+    db_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + database
+    env = {
+        **os.environ,
+        "CLIENT_CALLING_DB_URL": db_url,
+        # Fixed ports below the ephemeral range, away from a developer's `make run`.
+        "INGRESS_PORT": "18080",
+        "SIM_PORT": "18090",
+        "PERSISTER_PORT": "19101",
+        "SUBMITTER_PORT": "19102",
+    }
+    try:
+        result = subprocess.run(
+            ["scripts/run-local.sh", "--exit-when-done"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        run_dir = REPO_ROOT / re.search(r"logs are in (run/\S+)", result.stderr).group(1)
+        final = (run_dir / "final.txt").read_text().splitlines()
+        assert final[0].startswith("BATCH")
+        assert len(final) == 3, final
+        for row in final[1:]:
+            cells = row.split()
+            assert "completed" in cells, row
+        # Every process it started is gone.
+        for name in ("sim", "ingress", "persister", "submitter"):
+            pid = int((run_dir / f"{name}.pid").read_text())
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), name
+        with psycopg.connect(db_url) as conn:
+            (calls,) = conn.execute("SELECT count(*) FROM call_logs").fetchone()
+            (numbers,) = conn.execute("SELECT count(DISTINCT phone_number) FROM local_call_queue").fetchone()
+        assert calls == numbers == 1000
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
