@@ -75,6 +75,12 @@ pub async fn store_campaign(
     copy.send(chunk).await.context("while sending COPY data")?;
     copy.finish().await.context("while finishing COPY")?;
     progress(rows.len() as u64);
+    // A fresh temp table has no statistics; without them the planner joins a million
+    // staged rows against the queue as if there were a handful.
+    sqlx::query("ANALYZE callbridge_enqueue")
+        .execute(&mut *tx)
+        .await
+        .context("while analysing the staging table")?;
 
     // One enqueue at a time, from here to commit: the campaign check below and the batch
     // id allocation must not interleave with another enqueue's (a second run of the same
