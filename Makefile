@@ -41,3 +41,7 @@ run: ## the whole loop locally: services, migrations, the 3 services + simulator
 .PHONY: test-deploy
 test-deploy: services ## deployment checks only: Dockerfile, compose, Kustomize + KEDA, alert rules
 	@scripts/check-deploy.sh
+
+bench: services ## benchmark on the local services (release build, ~10 min); writes bench/results/latest.{md,json}
+	$(CARGO) build --release -p callbridge-bench
+	target/release/callbridge-bench --out bench/results
