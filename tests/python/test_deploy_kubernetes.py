@@ -448,9 +448,9 @@ def test_production_never_applies_the_example_secret():
         ref["key"] for auth in objects("production", "TriggerAuthentication")
         for ref in auth["spec"]["secretTargetRef"]
     }
-    readme = (DEPLOY / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     for key in references:
-        assert f"--from-literal={key}=" in readme, f"deploy/README.md does not tell how to set {key}"
+        assert f"--from-literal={key}=" in readme, f"README.md's Deploy section does not tell how to set {key}"
 
 
 def test_required_settings_are_real_variables():
