@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::broker;
 use crate::dead_letter::DeadLetterPublisher;
 use crate::error::StoreError;
 use crate::failpoint::{self, Failpoint};
@@ -104,9 +105,7 @@ impl BatchConsumer {
                 Err(_) => break,
             };
             let consumed = self.consume(&connection, &shutdown).await;
-            let _ = connection
-                .close(200, "callbridge-persister stopping".into())
-                .await;
+            broker::close_connection(&connection).await;
             match consumed {
                 Ok(()) => break,
                 Err(error) => {
@@ -163,16 +162,16 @@ impl BatchConsumer {
 
         loop {
             let (batch, stop) = self.gather_batch(&mut deliveries, shutdown).await?;
-            if !batch.is_empty() {
-                match self
-                    .settle_batch(batch, &channel, &dead_letters, shutdown)
+            let settled = if batch.is_empty() {
+                Settled::Acknowledged
+            } else {
+                self.settle_batch(batch, &channel, &dead_letters, shutdown)
                     .await?
-                {
-                    Settled::Acknowledged => {}
-                    Settled::StoppedWhileRetrying => return Ok(()),
-                }
-            }
-            if stop {
+            };
+            if stop || matches!(settled, Settled::StoppedWhileRetrying) {
+                // Prefetched deliveries not settled go back to the queue for others.
+                broker::close_channel(&channel).await;
+                broker::close_channel(dead_letters.channel()).await;
                 return Ok(());
             }
         }
@@ -317,7 +316,7 @@ impl BatchConsumer {
                 )
             })
             .collect();
-        let mut backoff = database_backoff().build();
+        let mut backoff = crate::database_backoff().build();
         loop {
             let attempt = store::store_batch(&self.pool, &events)
                 .instrument(db_spans[0].clone())
@@ -357,16 +356,6 @@ impl BatchConsumer {
             }
         }
     }
-}
-
-/// Backoff while the database is unavailable: quick first retries for a blip, capped so
-/// recovery is noticed within seconds, jittered so replicas do not retry in lockstep.
-fn database_backoff() -> backon::ExponentialBuilder {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
 }
 
 fn record_stored(stored: &StoredBatch) {

@@ -27,6 +27,10 @@ impl DeadLetterPublisher {
         Ok(Self { channel })
     }
 
+    pub(crate) fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
     /// Publishes `delivery` (body and properties unchanged) to the dead exchange with
     /// `reason` in the error header, and waits for the broker's confirm. An error means
     /// the message is not safely dead-lettered and must not be acknowledged.

@@ -11,6 +11,7 @@
 //!   (outcomes to `callbridge.outcomes`) run as two tasks with their own connections.
 //! - [`failpoint`] is a test hook that aborts the process at an exact point.
 
+mod broker;
 pub mod call_log;
 mod consumer;
 mod dead_letter;
@@ -131,6 +132,16 @@ pub async fn run(config: PersisterConfig, shutdown: CancellationToken) -> anyhow
         .await
 }
 
+/// Backoff while the database is unavailable: quick first retries for a blip, capped so
+/// recovery is noticed within seconds, jittered so replicas do not retry in lockstep.
+pub(crate) fn database_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
 /// Opens the pool, retrying with backoff while Postgres is unreachable (not ready
 /// meanwhile). `None` when shutdown came first.
 async fn connect_database(
@@ -138,7 +149,7 @@ async fn connect_database(
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<PgPool>> {
-    let mut backoff = callbridge_runtime::amqp::reconnect_backoff().build();
+    let mut backoff = database_backoff().build();
     loop {
         match callbridge_runtime::db::connect_pool(
             config.database.url.expose(),

@@ -19,6 +19,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker;
 use crate::failpoint::{self, Failpoint};
 use crate::metrics;
 
@@ -70,9 +71,7 @@ impl OutboxRelay {
                 break;
             };
             let relayed = self.relay(&connection, &shutdown).await;
-            let _ = connection
-                .close(200, "callbridge-persister stopping".into())
-                .await;
+            broker::close_connection(&connection).await;
             match relayed {
                 Ok(()) => break,
                 Err(error) => {
@@ -99,12 +98,7 @@ impl OutboxRelay {
     ) -> anyhow::Result<()> {
         let channel = callbridge_runtime::amqp::open_confirmed_channel(connection).await?;
         callbridge_runtime::amqp::declare_topology(&channel).await?;
-        let mut database_backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut database_backoff = crate::database_backoff().build();
         loop {
             let idle_wait = match self.publish_pending(&channel).await {
                 // A full round: there may be more.
@@ -121,16 +115,18 @@ impl OutboxRelay {
                     delay
                 }
             };
-            if idle_wait.is_zero() {
-                if shutdown.is_cancelled() {
-                    return Ok(());
-                }
+            if idle_wait.is_zero() && !shutdown.is_cancelled() {
                 continue;
             }
             tokio::select! {
+                // Shutdown first: a relay with more to publish still stops promptly.
+                biased;
+                () = shutdown.cancelled() => {
+                    broker::close_channel(&channel).await;
+                    return Ok(());
+                }
                 () = self.wakeup.notified() => {}
                 () = tokio::time::sleep(idle_wait) => {}
-                () = shutdown.cancelled() => return Ok(()),
             }
         }
     }

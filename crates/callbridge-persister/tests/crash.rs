@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 
 use callbridge_persister::failpoint::{FAILPOINT_VARIABLE, Failpoint};
 use callbridge_types::envelope::Envelope;
@@ -22,8 +21,8 @@ fn spawn_binary(harness: &Harness, failpoint: Option<Failpoint>) -> Child {
     command
         .env_clear()
         .envs(harness.env(8))
+        // Logs go to the inherited stdout: the test runner shows them for a failure.
         .env("RUST_LOG", "info,sqlx=warn,lapin=warn")
-        .stdout(Stdio::null())
         .kill_on_drop(true);
     if let Some(point) = failpoint {
         command.env(FAILPOINT_VARIABLE, point.name());
