@@ -30,7 +30,10 @@ pub const DATABASE_CONDITION: &str = "database";
 
 /// Batches of one claim in flight at once: enough to overlap requests and commits,
 /// few enough not to queue for pooled connections.
-const CONCURRENT_BATCHES: usize = 8;
+const CONCURRENT_BATCHES: usize = 4;
+/// Rounds one process runs at once, so one round claims while another waits for the
+/// API or a commit. Claims are safe to run concurrently (see `store::claim_due_rows`).
+const CONCURRENT_ROUNDS: usize = 2;
 /// The shortest idle wait, so rows another replica is claiming right now (they look
 /// due but cannot be taken) do not make the loop spin.
 const MIN_IDLE: Duration = Duration::from_millis(20);
@@ -124,6 +127,8 @@ enum Probe {
 #[derive(Debug)]
 struct DispatchState {
     owed: bool,
+    /// A round is sending dispatch-calls now; another round need not.
+    in_flight: bool,
     failures: u32,
     retry_at: Option<Instant>,
 }
@@ -188,6 +193,7 @@ impl Submitter {
                 // A predecessor may have died between an insert and its dispatch.
                 dispatch: Mutex::new(DispatchState {
                     owed: true,
+                    in_flight: false,
                     failures: 0,
                     retry_at: None,
                 }),
@@ -726,22 +732,26 @@ impl Submitter {
     /// harmless (only calls still queued are placed), so failures are simply retried.
     async fn dispatch_if_owed(&self) -> bool {
         {
-            let dispatch = lock(&self.inner.dispatch);
+            let mut dispatch = lock(&self.inner.dispatch);
             let waiting = dispatch.retry_at.is_some_and(|at| Instant::now() < at);
-            if !dispatch.owed || waiting || self.is_paused() {
+            if !dispatch.owed || dispatch.in_flight || waiting || self.is_paused() {
                 return false;
             }
+            dispatch.in_flight = true;
+            // Numbers inserted from here on need a dispatch of their own.
+            dispatch.owed = false;
         }
-        match self.inner.api.dispatch().await {
+        let outcome = self.inner.api.dispatch().await;
+        let mut dispatch = lock(&self.inner.dispatch);
+        dispatch.in_flight = false;
+        match outcome {
             DispatchOutcome::Dispatched => {
-                let mut dispatch = lock(&self.inner.dispatch);
-                dispatch.owed = false;
                 dispatch.failures = 0;
                 dispatch.retry_at = None;
                 true
             }
             DispatchOutcome::Failed(retryable) => {
-                let mut dispatch = lock(&self.inner.dispatch);
+                dispatch.owed = true;
                 dispatch.failures += 1;
                 let delay = self
                     .inner
@@ -753,6 +763,8 @@ impl Submitter {
                 false
             }
             DispatchOutcome::KeyRejected(rejected) => {
+                dispatch.owed = true;
+                drop(dispatch);
                 self.pause(&rejected, Probe::Dispatch);
                 false
             }
@@ -795,14 +807,21 @@ impl Submitter {
         wait.clamp(MIN_IDLE, settings.poll_interval.max(MIN_IDLE))
     }
 
-    /// Repeats rounds until `shutdown` fires: straight on while rows are claimed, else
-    /// asleep until `wake` (a NOTIFY for new rows), the next due time, or the poll
-    /// interval. The round in progress when `shutdown` fires finishes its requests.
+    /// Repeats rounds until `shutdown` fires, [`CONCURRENT_ROUNDS`] at a time: straight
+    /// on while rows are claimed, else asleep until `wake` (a NOTIFY for new rows), the
+    /// next due time, or the poll interval. Rounds in progress when `shutdown` fires
+    /// finish their requests.
     pub async fn run(&self, wake: &Notify, shutdown: &CancellationToken) {
+        let loops = (0..CONCURRENT_ROUNDS).map(|index| self.run_rounds(index == 0, wake, shutdown));
+        futures::future::join_all(loops).await;
+        tracing::info!("submitter stopped; leases not used were released");
+    }
+
+    async fn run_rounds(&self, keeps_gauges: bool, wake: &Notify, shutdown: &CancellationToken) {
         let mut failures: u32 = 0;
         let mut gauges_due = Instant::now();
         while !shutdown.is_cancelled() {
-            if Instant::now() >= gauges_due {
+            if keeps_gauges && Instant::now() >= gauges_due {
                 if let Err(error) = self.refresh_gauges().await {
                     tracing::warn!(
                         error = format!("{error:#}"),
@@ -815,6 +834,8 @@ impl Submitter {
                 Ok(report) => {
                     failures = 0;
                     if report.claimed > 0 && !report.paused {
+                        // More may be due: let an idle sibling claim alongside.
+                        wake.notify_one();
                         continue;
                     }
                     self.idle_wait().await
@@ -832,6 +853,5 @@ impl Submitter {
                 () = tokio::time::sleep(wait) => {}
             }
         }
-        tracing::info!("submitter stopped; leases not used were released");
     }
 }
