@@ -1,0 +1,221 @@
+//! The run's result as a Markdown table (printed, and written to
+//! `chaos/results/latest.md` by `make chaos`), and its verdict.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::faults::FaultRecord;
+use crate::reconcile::Reconciliation;
+use crate::scenario::Scenario;
+use crate::traffic::Enqueued;
+
+/// Everything a run produced.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub started_at: DateTime<Utc>,
+    /// How the database and the broker were provided.
+    pub servers: [String; 2],
+    pub traffic_time: Duration,
+    pub enqueued: Enqueued,
+    pub faults: Vec<FaultRecord>,
+    /// Whether everything settled within the drain timeout.
+    pub drained: bool,
+    pub drain_time: Duration,
+    pub reconciliation: Reconciliation,
+    pub logs: PathBuf,
+}
+
+impl Report {
+    /// Every reason the run failed; empty when it passed.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.reconciliation.problems();
+        if !self.drained {
+            problems.push(format!(
+                "the pipeline did not settle within {} s after traffic stopped",
+                self.scenario.drain_timeout.as_secs()
+            ));
+        }
+        for (index, record) in self.faults.iter().enumerate() {
+            if let Some(problem) = &record.problem {
+                problems.push(format!("fault {} ({}): {problem}", index + 1, record.fault));
+            }
+        }
+        problems
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.problems().is_empty()
+    }
+
+    /// The report as Markdown: a summary, the reconciliation table, the faults table.
+    pub fn to_markdown(&self) -> String {
+        let r = &self.reconciliation;
+        let s = &self.scenario;
+        let mut out = String::new();
+        let problems = self.problems();
+        let verdict = if problems.is_empty() { "PASS" } else { "FAIL" };
+        let _ = writeln!(out, "# callbridge chaos run ({}): {verdict}\n", s.name);
+        let _ = writeln!(
+            out,
+            "- started {} UTC; traffic for {} s, then {} s to drain",
+            self.started_at.format("%Y-%m-%d %H:%M:%S"),
+            self.traffic_time.as_secs(),
+            self.drain_time.as_secs()
+        );
+        let _ = writeln!(
+            out,
+            "- traffic: {} numbers every {} ms ({:.1}/s) via `callbridge enqueue`; simulator seed {}, \
+             time scale {}, {} % duplicate and {} % reordered callbacks",
+            s.traffic.numbers_per_batch,
+            s.traffic.every.as_millis(),
+            s.traffic.numbers_per_second(),
+            s.behaviour.seed,
+            s.behaviour.time_scale,
+            (s.behaviour.duplicate_rate * 100.0).round(),
+            (s.behaviour.reorder_rate * 100.0).round(),
+        );
+        let _ = writeln!(out, "- Postgres: {}", self.servers[0]);
+        let _ = writeln!(out, "- RabbitMQ: {}", self.servers[1]);
+        let _ = writeln!(
+            out,
+            "- faults: {} injected, outage {} s each, {} s apart\n",
+            self.faults.len(),
+            s.timing.outage.as_secs(),
+            s.gap.as_secs()
+        );
+
+        let _ = writeln!(out, "| figure | value | must be |");
+        let _ = writeln!(out, "|---|---:|---:|");
+        let rows: [(&str, u64, Option<u64>); 20] = [
+            ("numbers enqueued", r.numbers_enqueued, None),
+            (
+                "numbers accepted by the centralized system",
+                r.numbers_accepted,
+                None,
+            ),
+            ("numbers accepted twice", r.numbers_accepted_twice, Some(0)),
+            (
+                "numbers not submitted exactly once",
+                r.numbers_not_submitted,
+                Some(0),
+            ),
+            ("calls placed", r.calls, None),
+            ("calls with reordered callbacks", r.calls_reordered, None),
+            (
+                "callbacks acknowledged (2xx)",
+                r.callbacks_acknowledged,
+                None,
+            ),
+            ("duplicate callbacks sent", r.duplicates_sent, None),
+            ("callbacks stored (call_events)", r.callbacks_stored, None),
+            ("callbacks lost", r.callbacks_lost, Some(0)),
+            ("callbacks stored twice", r.events_stored_twice, Some(0)),
+            (
+                "callbacks the sender gave up on",
+                r.callbacks_given_up,
+                Some(0),
+            ),
+            ("call_logs mismatches", r.call_log_mismatches, Some(0)),
+            ("batches", r.batches, None),
+            (
+                "counter mismatches (call_batches)",
+                r.counter_mismatches,
+                Some(0),
+            ),
+            ("messages dead-lettered", r.dead_lettered, Some(0)),
+            (
+                "messages left in callbridge.persist",
+                r.persist_backlog,
+                Some(0),
+            ),
+            ("outcomes not published", r.unpublished_outcomes, Some(0)),
+            (
+                "enqueue attempts retried (database down)",
+                self.enqueued.failed_attempts,
+                None,
+            ),
+            ("faults injected", self.faults.len() as u64, None),
+        ];
+        for (figure, value, must) in rows {
+            let must = must.map(|m| m.to_string()).unwrap_or_default();
+            let _ = writeln!(out, "| {figure} | {value} | {must} |");
+        }
+
+        let _ = writeln!(
+            out,
+            "\n| # | at (s) | fault | outage (s) | recovered after (s) | note |"
+        );
+        let _ = writeln!(out, "|---:|---:|---|---:|---:|---|");
+        for (index, record) in self.faults.iter().enumerate() {
+            let recovered = match record.recovered_after {
+                Some(after) => format!("{:.1}", after.as_secs_f64()),
+                None => "—".to_owned(),
+            };
+            let note = match &record.problem {
+                Some(problem) => format!("**{problem}**; {}", record.note),
+                None => record.note.clone(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {recovered} | {note} |",
+                index + 1,
+                record.at.as_secs(),
+                record.fault,
+                record.outage.as_secs_f64(),
+            );
+        }
+        let _ = writeln!(out, "\n{}", recovery_summary(&self.faults));
+
+        if !problems.is_empty() {
+            let _ = writeln!(out, "\n## Problems\n");
+            for problem in &problems {
+                let _ = writeln!(out, "- {problem}");
+            }
+            for example in &r.examples {
+                let _ = writeln!(out, "  - {example}");
+            }
+            let _ = writeln!(out, "\nService logs: `{}`", self.logs.display());
+        }
+        out
+    }
+}
+
+/// "Recovery by fault: worst / median" lines.
+fn recovery_summary(records: &[FaultRecord]) -> String {
+    let mut kinds: Vec<_> = records.iter().map(|record| record.fault).collect();
+    kinds.dedup();
+    let mut seen = Vec::new();
+    let mut lines = vec![
+        "| fault | times | recovery median (s) | recovery max (s) |".to_owned(),
+        "|---|---:|---:|---:|".to_owned(),
+    ];
+    for fault in kinds {
+        if seen.contains(&fault) {
+            continue;
+        }
+        seen.push(fault);
+        let mut times: Vec<f64> = records
+            .iter()
+            .filter(|record| record.fault == fault)
+            .filter_map(|record| record.recovered_after.map(|d| d.as_secs_f64()))
+            .collect();
+        let count = records
+            .iter()
+            .filter(|record| record.fault == fault)
+            .count();
+        times.sort_by(f64::total_cmp);
+        let (median, max) = match times.as_slice() {
+            [] => ("—".to_owned(), "—".to_owned()),
+            all => (
+                format!("{:.1}", all[all.len() / 2]),
+                format!("{:.1}", all[all.len() - 1]),
+            ),
+        };
+        lines.push(format!("| {fault} | {count} | {median} | {max} |"));
+    }
+    lines.join("\n")
+}

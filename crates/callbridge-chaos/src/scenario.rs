@@ -1,0 +1,247 @@
+//! A run: servers, the pipeline, steady traffic, faults one after the other while the
+//! traffic flows, then a drain and the reconciliation.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{self, Fault, FaultTiming};
+use crate::infra::{Infra, ServerChoice};
+use crate::process::Binaries;
+use crate::reconcile::{self, Reconciliation};
+use crate::report::Report;
+use crate::sim::SimBehaviour;
+use crate::system::System;
+use crate::traffic::{TrafficShape, start_traffic};
+
+/// Everything a run is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub database: ServerChoice,
+    pub broker: ServerChoice,
+    pub behaviour: SimBehaviour,
+    pub traffic: TrafficShape,
+    /// Traffic before the first fault.
+    pub warmup: Duration,
+    /// One cycle of faults; cycles repeat until `duration` has passed (at least one).
+    pub faults: Vec<Fault>,
+    pub duration: Duration,
+    /// Quiet time after each fault's recovery.
+    pub gap: Duration,
+    pub timing: FaultTiming,
+    /// How long the pipeline may take, after traffic stops, to settle everything.
+    pub drain_timeout: Duration,
+}
+
+impl Scenario {
+    /// The variant `make test` runs (about a minute): the shared servers with a database
+    /// and vhost of their own, so it needs no root and does not load the machine with
+    /// another broker. Every fault once; the restarts are connection cuts here.
+    pub fn short(seed: u64) -> Scenario {
+        Scenario {
+            name: "short".into(),
+            database: ServerChoice::Shared,
+            broker: ServerChoice::Shared,
+            behaviour: SimBehaviour {
+                seed,
+                time_scale: 0.02,
+                duplicate_rate: 0.2,
+                reorder_rate: 0.2,
+            },
+            traffic: TrafficShape {
+                numbers_per_batch: 5,
+                every: Duration::from_secs(1),
+            },
+            warmup: Duration::from_secs(4),
+            faults: vec![
+                Fault::KillPersister,
+                Fault::KillSubmitterMidRequest,
+                Fault::TerminateIngressWithTakeover,
+                Fault::CutIngressBroker,
+                Fault::RestartBroker,
+                Fault::RestartDatabase,
+                Fault::KillPersisterRepeatedly,
+            ],
+            duration: Duration::ZERO,
+            gap: Duration::from_secs(2),
+            timing: FaultTiming {
+                outage: Duration::from_secs(3),
+                recovery_timeout: Duration::from_secs(60),
+            },
+            drain_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// `make chaos`: private Postgres and RabbitMQ really restarted, every fault over and
+    /// over for `duration`, the persister also killed before every other fault.
+    pub fn long(seed: u64, duration: Duration) -> Scenario {
+        let mut faults = Vec::new();
+        for fault in Fault::ALL
+            .into_iter()
+            .filter(|f| *f != Fault::KillPersister)
+        {
+            faults.push(Fault::KillPersister);
+            faults.push(fault);
+        }
+        Scenario {
+            name: "long".into(),
+            database: ServerChoice::Private,
+            broker: ServerChoice::Private,
+            behaviour: SimBehaviour {
+                seed,
+                time_scale: 0.05,
+                duplicate_rate: 0.2,
+                reorder_rate: 0.2,
+            },
+            traffic: TrafficShape {
+                numbers_per_batch: 10,
+                every: Duration::from_secs(1),
+            },
+            warmup: Duration::from_secs(10),
+            faults,
+            duration,
+            gap: Duration::from_secs(5),
+            timing: FaultTiming {
+                outage: Duration::from_secs(10),
+                recovery_timeout: Duration::from_secs(120),
+            },
+            drain_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Runs `scenario` with the binaries in `binaries`; logs and campaign files go under
+/// `work_dir`. An `Err` means the run could not be carried out; a run that found
+/// problems returns a [`Report`] that says so.
+pub async fn run(
+    scenario: &Scenario,
+    binaries: Binaries,
+    work_dir: &Path,
+) -> anyhow::Result<Report> {
+    let started_at = Utc::now();
+    std::fs::create_dir_all(work_dir)
+        .with_context(|| format!("while creating {}", work_dir.display()))?;
+    tracing::info!(scenario = %scenario.name, dir = %work_dir.display(), "provisioning servers");
+    let infra = Infra::provision(scenario.database, scenario.broker).await?;
+    let servers = [infra.database.describe(), infra.broker.describe()].map(str::to_owned);
+    let campaigns = work_dir.join("campaigns");
+    std::fs::create_dir_all(&campaigns)
+        .with_context(|| format!("while creating {}", campaigns.display()))?;
+    let database_url = infra.database.url();
+    let mut system = System::start(
+        binaries.clone(),
+        infra,
+        &scenario.behaviour,
+        work_dir.join("logs"),
+    )
+    .await?;
+    tracing::info!("pipeline ready; traffic starts");
+
+    let stop_traffic = CancellationToken::new();
+    let traffic = start_traffic(
+        &binaries,
+        database_url,
+        campaigns,
+        scenario.traffic,
+        stop_traffic.clone(),
+    );
+    // Stops the traffic loop even when a fault fails and this function returns early.
+    let _stop_on_exit = stop_traffic.clone().drop_guard();
+    let traffic_started = Instant::now();
+    tokio::time::sleep(scenario.warmup).await;
+    system.check_alive()?;
+
+    let mut records = Vec::new();
+    'cycles: loop {
+        for fault in &scenario.faults {
+            let record = faults::inject(
+                &mut system,
+                *fault,
+                scenario.timing,
+                traffic_started.elapsed(),
+            )
+            .await?;
+            tracing::info!(
+                fault = %record.fault,
+                recovered_ms = record.recovered_after.map(|d| d.as_millis() as u64),
+                problem = record.problem.as_deref().unwrap_or(""),
+                "fault done"
+            );
+            records.push(record);
+            tokio::time::sleep(scenario.gap).await;
+            if traffic_started.elapsed() >= scenario.duration
+                && records.len() >= scenario.faults.len()
+            {
+                break 'cycles;
+            }
+        }
+    }
+    stop_traffic.cancel();
+    let enqueued = traffic.await.context("the traffic loop panicked")?;
+    let traffic_time = traffic_started.elapsed();
+    tracing::info!(?enqueued, "traffic stopped; draining");
+
+    let drain_started = Instant::now();
+    let drained = drain(&system, scenario.drain_timeout).await?;
+    let drain_time = drain_started.elapsed();
+    let reconciliation = reconcile_now(&system).await?;
+    Ok(Report {
+        scenario: scenario.clone(),
+        started_at,
+        servers,
+        traffic_time,
+        enqueued,
+        faults: records,
+        drained,
+        drain_time,
+        reconciliation,
+        logs: system.logs().to_path_buf(),
+    })
+}
+
+/// The reconciliation of everything so far.
+async fn reconcile_now(system: &System) -> anyhow::Result<Reconciliation> {
+    let truth = system.sim.ground_truth().await?;
+    let stored = reconcile::snapshot(&system.pool, &system.infra.broker.amqp_url()).await?;
+    Ok(reconcile::reconcile(&truth, &stored))
+}
+
+/// Waits until everything enqueued is submitted, every callback delivered and stored and
+/// every outcome published; `false` when `timeout` passed first (the reconciliation then
+/// shows what is missing).
+async fn drain(system: &System, timeout: Duration) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let unsettled: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM local_call_queue WHERE queue_status IN ('pending', 'submitting')",
+        )
+        .fetch_one(&system.pool)
+        .await
+        .unwrap_or(i64::MAX);
+        if unsettled == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !system.sim.wait_idle(left).await? {
+        return Ok(false);
+    }
+    while Instant::now() < deadline {
+        let verdict = reconcile_now(system).await?;
+        if verdict.callbacks_lost == 0
+            && verdict.unpublished_outcomes == 0
+            && verdict.persist_backlog == 0
+            && verdict.numbers_not_submitted == 0
+        {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Ok(false)
+}
