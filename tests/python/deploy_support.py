@@ -42,6 +42,8 @@ SERVICE_BINARIES = {
 NOT_SHIPPED = {
     # Measures the local broker and database, provisioning them like the tests do.
     "callbridge-bench": "the local benchmark harness (make bench)",
+    # Kills and restarts the other binaries and servers to prove nothing is lost.
+    "callbridge-chaos": "the fault-injection runner (make chaos)",
 }
 
 _DATABASE = frozenset({"CLIENT_CALLING_DB_URL", "CLIENT_CALLING_ASYNC_DB_URL"})
