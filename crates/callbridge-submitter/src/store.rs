@@ -206,25 +206,26 @@ pub async fn renew_lease(
     Ok(renewed.rows_affected())
 }
 
-/// Whether another submitter holds a live lease on rows of `batch_id`: a request of
-/// theirs may be in flight, so batch-status cannot tell their rows from ours yet.
+/// Whether rows of `batch_id` other than `own_ids` (this round's) are leased: another
+/// submitter, or another round of this one, may have a request for them in flight, so
+/// batch-status cannot tell their numbers from ours yet.
 #[tracing::instrument(skip_all, fields(batch_id = batch_id))]
 pub async fn batch_leased_elsewhere(
     pool: &PgPool,
-    owner: &str,
     batch_id: i32,
+    own_ids: &[i32],
 ) -> anyhow::Result<bool> {
     sqlx::query_scalar(
         "SELECT EXISTS (
              SELECT 1 FROM local_call_queue
               WHERE batch_id = $1 AND queue_status = 'submitting'
-                AND lease_owner IS DISTINCT FROM $2 AND lease_expires_at >= now())",
+                AND lease_expires_at >= now() AND id <> ALL($2))",
     )
     .bind(batch_id)
-    .bind(owner)
+    .bind(own_ids)
     .fetch_one(pool)
     .await
-    .context("while checking for other submitters' leases on the batch")
+    .context("while checking for other leases on the batch")
 }
 
 /// The phone numbers of the batch's rows that are `submitted` or `needs_review`.

@@ -325,7 +325,11 @@ impl Submitter {
         let (unknown, mut sendable): (Vec<ClaimedRow>, Vec<ClaimedRow>) =
             rows.into_iter().partition(ClaimedRow::outcome_unknown);
         if !unknown.is_empty() {
-            match self.reconcile(batch_id, &unknown, &mut report).await? {
+            let own_ids: Vec<i32> = unknown.iter().chain(&sendable).map(|row| row.id).collect();
+            match self
+                .reconcile(batch_id, &unknown, &own_ids, &mut report)
+                .await?
+            {
                 Reconciliation::Resend(rows) => sendable.extend(rows),
                 Reconciliation::Postpone { delay } => {
                     let releases: Vec<Release> = unknown
@@ -403,13 +407,14 @@ impl Submitter {
         &self,
         batch_id: i32,
         unknown: &[ClaimedRow],
+        own_ids: &[i32],
         report: &mut DrainReport,
     ) -> anyhow::Result<Reconciliation> {
         let inner = &self.inner;
-        if store::batch_leased_elsewhere(&inner.pool, &inner.owner, batch_id).await? {
+        if store::batch_leased_elsewhere(&inner.pool, batch_id, own_ids).await? {
             tracing::info!(
                 batch_id,
-                "another submitter is sending rows of this batch; reconciling later"
+                "other rows of this batch are being sent; reconciling later"
             );
             return Ok(Reconciliation::Postpone {
                 delay: inner.settings.poll_interval,

@@ -74,7 +74,8 @@ fn environment(h: &Harness) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_with_a_request_held_then_restarted_every_number_is_accepted_exactly_once() {
-    let h = harness(json!({})).await;
+    // Only inserts are held (a dispatch at start must not be).
+    let h = harness(json!({"fault_endpoints": ["insert"]})).await;
     let sent = numbers(60, 5);
     h.enqueue(60, &sent).await;
     let env = environment(&h);
@@ -115,7 +116,7 @@ async fn killed_with_a_request_held_then_restarted_every_number_is_accepted_exac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
-    let h = harness(json!({})).await;
+    let h = harness(json!({"fault_endpoints": ["insert"]})).await;
     let sent = numbers(61, 3);
     h.enqueue(61, &sent).await;
     let env = h.environment(&[("CALLBRIDGE__SUBMITTER__POLL_INTERVAL_MS", "100")]);

@@ -132,7 +132,8 @@ async fn notify_wakes_an_idle_submitter_long_before_it_would_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_request_in_flight_and_releases_rows_not_sent() {
-    let h = harness(json!({})).await;
+    // Only inserts are held (a dispatch at start must not be).
+    let h = harness(json!({"fault_endpoints": ["insert"]})).await;
     let sent = numbers(52, 2500);
     h.enqueue(52, &sent).await;
     let app =

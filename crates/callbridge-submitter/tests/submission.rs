@@ -245,15 +245,17 @@ async fn out_of_attempts_rows_fail_with_the_last_error_after_proving_nothing_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_then_failed_insert_is_reconciled_as_submitted_and_not_resent() {
-    for mode in ["error_500", "drop_connection"] {
+    // The answer is a 500, the connection closing without one, or none before our
+    // request timeout ("hang").
+    for mode in ["error_500", "drop_connection", "hang"] {
         let h = harness(json!({
             "accept_then_fail_rate": 1.0, "accept_then_fail_mode": mode, "fault_budget": 1,
-            "fault_endpoints": ["insert"]
+            "hang_ms": 5000, "fault_endpoints": ["insert"]
         }))
         .await;
         let sent = numbers(8, 3);
         h.enqueue(8, &sent).await;
-        let submitter = h.submitter(&[]);
+        let submitter = h.submitter(&[("CALLBRIDGE__API__REQUEST_TIMEOUT_MS", "1000")]);
 
         let report = submitter.drain_once().await.unwrap();
         assert_eq!(
