@@ -18,6 +18,9 @@ use super::phone::{PhoneError, normalise_phone};
 pub const PHONE_COLUMN: &str = "phone_number";
 /// How many records pass between two progress updates.
 const PROGRESS_EVERY: u64 = 16_384;
+/// Postgres refuses U+0000 in `jsonb` (custom_data): caught here, with the line, rather
+/// than as a COPY error that names neither.
+const NUL_IN_CSV: &str = "a NUL character (which Postgres cannot store) is in";
 
 /// A number that will be enqueued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +72,9 @@ pub fn read_campaign(path: &Path, progress: &dyn Fn(u64)) -> anyhow::Result<Camp
         .iter()
         .map(|name| name.trim_start_matches('\u{feff}').trim().to_owned())
         .collect();
+    if headers.iter().any(|name| name.contains('\0')) {
+        bail!("{NUL_IN_CSV}: the header of {}", path.display());
+    }
     let phone_index = phone_column(&headers)?;
 
     let mut campaign = CampaignFile::default();
@@ -90,6 +96,9 @@ pub fn read_campaign(path: &Path, progress: &dyn Fn(u64)) -> anyhow::Result<Camp
                 record.len(),
                 headers.len()
             );
+        }
+        if record.iter().any(|cell| cell.contains('\0')) {
+            bail!("{NUL_IN_CSV}: line {line} of {}", path.display());
         }
         campaign.records += 1;
         if campaign.records % PROGRESS_EVERY == 0 {
@@ -256,6 +265,24 @@ mod tests {
         let c = read("phone_number,tag\n9876543210,x\n9876543211,z\n").unwrap();
         assert_eq!(a.content_sha256, b.content_sha256);
         assert_ne!(a.content_sha256, c.content_sha256);
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_with_its_line() {
+        let error = read("phone_number,note\n9876543210,a\n9876543211,a\0b\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("NUL") && error.contains("line 3 of "),
+            "{error}"
+        );
+        let error = read("phone_number,no\0te\n9876543210,a\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("NUL") && error.contains("the header of "),
+            "{error}"
+        );
     }
 
     #[test]
