@@ -45,3 +45,10 @@ test-deploy: services ## deployment checks only: Dockerfile, compose, Kustomize 
 bench: services ## benchmark on the local services (release build, ~10 min); writes bench/results/latest.{md,json}
 	$(CARGO) build --release -p callbridge-bench
 	target/release/callbridge-bench --out bench/results
+
+.PHONY: chaos
+CHAOS_SECONDS ?= 300
+chaos: services ## fault-injection run (kills, cuts, private Postgres/RabbitMQ restarts; root; CHAOS_SECONDS=300); writes chaos/results/latest.md
+	$(CARGO) build --bins -p callbridge-cli -p callbridge-ingress -p callbridge-persister \
+	  -p callbridge-submitter -p callbridge-sim -p callbridge-chaos
+	target/debug/callbridge-chaos --variant long --duration $(CHAOS_SECONDS) --out chaos/results/latest.md

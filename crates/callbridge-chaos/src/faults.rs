@@ -98,6 +98,7 @@ pub struct FaultTiming {
 }
 
 /// Injects `fault` into the running system and measures recovery.
+#[tracing::instrument(skip_all, fields(%fault))]
 pub async fn inject(
     system: &mut System,
     fault: Fault,

@@ -184,38 +184,117 @@ impl Report {
     }
 }
 
-/// "Recovery by fault: worst / median" lines.
+/// One line per kind of fault: how often, and the median and worst recovery.
 fn recovery_summary(records: &[FaultRecord]) -> String {
-    let mut kinds: Vec<_> = records.iter().map(|record| record.fault).collect();
-    kinds.dedup();
-    let mut seen = Vec::new();
+    let mut kinds = Vec::new();
+    for record in records {
+        if !kinds.contains(&record.fault) {
+            kinds.push(record.fault);
+        }
+    }
     let mut lines = vec![
         "| fault | times | recovery median (s) | recovery max (s) |".to_owned(),
         "|---|---:|---:|---:|".to_owned(),
     ];
     for fault in kinds {
-        if seen.contains(&fault) {
-            continue;
-        }
-        seen.push(fault);
-        let mut times: Vec<f64> = records
+        let of_kind: Vec<&FaultRecord> = records.iter().filter(|r| r.fault == fault).collect();
+        let mut times: Vec<f64> = of_kind
             .iter()
-            .filter(|record| record.fault == fault)
             .filter_map(|record| record.recovered_after.map(|d| d.as_secs_f64()))
             .collect();
-        let count = records
-            .iter()
-            .filter(|record| record.fault == fault)
-            .count();
         times.sort_by(f64::total_cmp);
         let (median, max) = match times.as_slice() {
             [] => ("—".to_owned(), "—".to_owned()),
-            all => (
-                format!("{:.1}", all[all.len() / 2]),
-                format!("{:.1}", all[all.len() - 1]),
-            ),
+            all => {
+                let middle = all.len() / 2;
+                let median = match all.len() % 2 {
+                    0 => (all[middle - 1] + all[middle]) / 2.0,
+                    _ => all[middle],
+                };
+                (format!("{median:.1}"), format!("{:.1}", all[all.len() - 1]))
+            }
         };
-        lines.push(format!("| {fault} | {count} | {median} | {max} |"));
+        lines.push(format!(
+            "| {fault} | {} | {median} | {max} |",
+            of_kind.len()
+        ));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::Fault;
+
+    fn record(fault: Fault, recovered_secs: Option<f64>) -> FaultRecord {
+        FaultRecord {
+            fault,
+            at: Duration::from_secs(10),
+            outage: Duration::ZERO,
+            recovered_after: recovered_secs.map(Duration::from_secs_f64),
+            note: "done".into(),
+            problem: recovered_secs
+                .is_none()
+                .then(|| "not recovered within 60 s".to_owned()),
+        }
+    }
+
+    fn report(faults: Vec<FaultRecord>) -> Report {
+        Report {
+            scenario: Scenario::short(1),
+            started_at: Utc::now(),
+            servers: ["pg".into(), "mq".into()],
+            traffic_time: Duration::from_secs(40),
+            enqueued: Enqueued::default(),
+            faults,
+            drained: true,
+            drain_time: Duration::from_secs(5),
+            reconciliation: Reconciliation {
+                callbacks_acknowledged: 10,
+                callbacks_stored: 10,
+                ..Reconciliation::default()
+            },
+            logs: PathBuf::from("/tmp/logs"),
+        }
+    }
+
+    #[test]
+    fn recovery_summary_gives_median_and_worst_per_kind_of_fault() {
+        let summary = recovery_summary(&[
+            record(Fault::KillPersister, Some(1.0)),
+            record(Fault::CutIngressBroker, Some(2.0)),
+            record(Fault::KillPersister, Some(3.0)),
+        ]);
+        assert!(
+            summary.contains("| SIGKILL persister | 2 | 2.0 | 3.0 |"),
+            "{summary}"
+        );
+        assert!(summary.contains("| network cut ingress ↔ RabbitMQ | 1 | 2.0 | 2.0 |"));
+    }
+
+    #[test]
+    fn a_fault_that_did_not_recover_fails_the_run() {
+        let clean = report(vec![record(Fault::KillPersister, Some(0.5))]);
+        assert!(clean.is_clean(), "{:?}", clean.problems());
+        assert!(clean.to_markdown().contains("): PASS"));
+
+        let failed = report(vec![record(Fault::RestartBroker, None)]);
+        assert_eq!(
+            failed.problems(),
+            ["fault 1 (RabbitMQ restart): not recovered within 60 s"]
+        );
+        let markdown = failed.to_markdown();
+        assert!(
+            markdown.contains("): FAIL") && markdown.contains("/tmp/logs"),
+            "{markdown}"
+        );
+    }
+
+    #[test]
+    fn an_undrained_pipeline_fails_the_run() {
+        let mut undrained = report(Vec::new());
+        undrained.drained = false;
+        assert!(!undrained.is_clean());
+    }
 }

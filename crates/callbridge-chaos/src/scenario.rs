@@ -157,7 +157,10 @@ pub async fn run(
     system.check_alive()?;
 
     let mut records = Vec::new();
-    'cycles: loop {
+    if scenario.faults.is_empty() {
+        tokio::time::sleep(scenario.duration).await;
+    }
+    'cycles: while !scenario.faults.is_empty() {
         for fault in &scenario.faults {
             let record = faults::inject(
                 &mut system,

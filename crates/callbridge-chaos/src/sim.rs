@@ -42,6 +42,7 @@ pub struct Simulator {
 impl Simulator {
     /// Starts the simulator on `port`, sending callbacks to `callback_url`, and waits
     /// until it answers.
+    #[tracing::instrument(skip_all, fields(port))]
     pub async fn spawn(
         binaries: &Binaries,
         port: u16,

@@ -99,6 +99,7 @@ pub struct System {
 impl System {
     /// Migrates the database, starts the simulator and every service, and waits until
     /// all of them are ready.
+    #[tracing::instrument(skip_all, fields(logs = %logs.display()))]
     pub async fn start(
         binaries: Binaries,
         infra: Infra,
@@ -267,6 +268,7 @@ impl System {
 
     /// SIGKILLs `role`'s instance and starts a replacement at once (as a Deployment
     /// would); returns the killed process's pid.
+    #[tracing::instrument(skip_all, fields(role = role.name()))]
     pub async fn kill_and_replace(&mut self, role: Role) -> anyhow::Result<u32> {
         let port = self.instance(role).port;
         let env = self.env_for(role, port)?;
@@ -285,6 +287,7 @@ impl System {
     /// Starts a second ingress on the other port, waits until it is ready, then SIGTERMs
     /// the current one and points the simulator's callbacks at the new one (the
     /// load balancer's move). Returns the old instance, still shutting down.
+    #[tracing::instrument(skip_all)]
     pub async fn start_ingress_takeover(&mut self) -> anyhow::Result<ServiceProcess> {
         let old_port = self.ingress.port;
         let new_port = if old_port == self.ingress_ports[0] {

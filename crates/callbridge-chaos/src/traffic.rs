@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::process::{Binaries, run_command};
 use crate::sim::ACCOUNT_CODE;
 
+/// Retries of a failing campaign once the run wants traffic to stop (a minute).
+const MAX_RETRIES_AFTER_STOP: u32 = 120;
+
 /// How much is enqueued, how often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrafficShape {
@@ -42,7 +45,8 @@ pub struct Enqueued {
 }
 
 /// Runs the traffic loop until `stop`, then returns what it enqueued. A campaign being
-/// retried when `stop` fires is finished first, so every campaign started is enqueued.
+/// retried when `stop` fires is retried for up to a minute more, so a campaign started
+/// is normally enqueued.
 pub fn start_traffic(
     binaries: &Binaries,
     database_url: String,
@@ -69,11 +73,23 @@ pub fn start_traffic(
                     return enqueued;
                 }
             };
+            let mut retries_after_stop = 0;
             loop {
                 match enqueue(&cli, &database_url, &file, campaign, shape).await {
                     Ok(()) => break,
+                    Err(error) if retries_after_stop >= MAX_RETRIES_AFTER_STOP => {
+                        // The reconciliation reads the queue, not these counts: a
+                        // campaign abandoned here cannot hide a loss.
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            campaign,
+                            "enqueue abandoned"
+                        );
+                        return enqueued;
+                    }
                     Err(error) => {
                         enqueued.failed_attempts += 1;
+                        retries_after_stop += u32::from(stop.is_cancelled());
                         tracing::debug!(
                             error = format!("{error:#}"),
                             campaign,
