@@ -11,6 +11,16 @@
 //! (a hypothetical v0, or a v3 from a newer producer), is refused with a typed error
 //! rather than guessed at; the persister dead-letters it, and `callbridge dlq replay`
 //! brings it back once a consumer that reads it runs.
+//!
+//! A change that every reader of the version already accepts needs no new version.
+//! Version 1 grew one such change: `event.call_status` is left out for a status-less
+//! event (a `call_status_update` or unknown event type without `call_status`, accepted
+//! since SPEC §4 says to keep it). Every message that has a status is written exactly as
+//! before, so old and new consumers read it alike. A consumer built before the change
+//! refuses a status-less message as malformed and dead-letters it — only that
+//! message, which its own ingress would have refused with 400 — and `callbridge dlq
+//! replay` brings it back once the consumers are upgraded. Upgrade persisters before
+//! ingresses and nothing is dead-lettered at all.
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};

@@ -137,8 +137,12 @@ pub struct CallbackEvent {
     /// Given, or `"<batch_id>:<phone_number>"`.
     pub call_id: String,
     pub phone_number: String,
-    /// Given (normalised), or implied by `event_type`.
-    pub call_status: CallStatus,
+    /// Given (normalised), or implied by `event_type`. `None` only for a
+    /// `call_status_update` or an unknown event type that carries none: such an event is
+    /// kept in `call_events` but changes no `call_logs` row (SPEC §4). Left out of the
+    /// JSON when `None`, so every event with a status serialises as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_status: Option<CallStatus>,
     pub disposition: Option<String>,
     pub duration: Option<i32>,
     /// UTC, microsecond precision (what `TIMESTAMP` keeps).
@@ -233,8 +237,9 @@ pub fn validate_callback(
 ///   and is an error when that is blank too;
 /// - `call_status`: normalised (lower case, spaces and hyphens to `_`), at most 50
 ///   characters; absent or blank takes the status `event_type` implies. A
-///   `call_status_update` or unknown event type without one is refused: a `call_logs`
-///   row cannot exist without a status;
+///   `call_status_update` or unknown event type implies none, so without one it has no
+///   status (`None`): it is still accepted (SPEC §4: kept in `call_events`, not
+///   rejected) and changes `call_logs` only through a status it carries;
 /// - `disposition` ≤ 50 and `server_code` ≤ 100 characters, `recording_url` and
 ///   `error_message` any length: strings, kept as sent;
 /// - `duration`: an integer, 0 to `i32::MAX`;
@@ -303,14 +308,9 @@ pub fn parse_callback(
     let call_status = match given_status {
         Some(status) => {
             check_length("call_status", status.as_str(), limits::CALL_STATUS_CHARS)?;
-            status
+            Some(status)
         }
-        None => event_type.implied_status().ok_or_else(|| {
-            ValidationError::new(
-                "call_status",
-                format!("missing, and event type {event_type} implies none"),
-            )
-        })?,
+        None => event_type.implied_status(),
     };
 
     let event = CallbackEvent {

@@ -60,6 +60,24 @@ fn golden_v1_message_still_decodes_and_reencodes_identically() {
 }
 
 #[test]
+fn a_status_less_event_round_trips_and_leaves_call_status_out_of_the_wire() {
+    let body = r#"{"event_type":"call_parked","call_id":"c-1","phone_number":"9876543210"}"#;
+    let validated = parse_callback(body.as_bytes(), "ACC").unwrap();
+    assert_eq!(validated.event.call_status, None);
+    let envelope = Envelope::new(
+        event_id_for(None, body.as_bytes()),
+        received_at(),
+        validated.event,
+        validated.payload,
+    );
+    let encoded = envelope.encode();
+    let wire: Value = serde_json::from_slice(&encoded).unwrap();
+    assert_eq!(wire["schema_version"], 1, "an additive change within v1");
+    assert!(wire["event"].get("call_status").is_none(), "{wire}");
+    assert_eq!(Envelope::decode(&encoded).unwrap(), envelope);
+}
+
+#[test]
 fn unknown_versions_are_refused_with_a_typed_error() {
     for version in [0, 2, 99] {
         let mut message: Value = serde_json::from_str(V1_GOLDEN).unwrap();

@@ -61,7 +61,7 @@ fn seed_example_payload_is_accepted_with_every_field() {
             batch_id: Some(12345),
             call_id: "unique_call_id".into(),
             phone_number: "9876543210".into(),
-            call_status: CallStatus::Completed,
+            call_status: Some(CallStatus::Completed),
             disposition: Some("answered".into()),
             duration: Some(120),
             start_time: Some(utc(2024, 1, 1, 10, 0, 0, 0)),
@@ -89,7 +89,7 @@ fn seed_end_to_end_callback_derives_call_id_status_and_accountcode() {
     .unwrap();
     assert_eq!(event.call_id, "12345:9876543210");
     assert_eq!(event.accountcode, DEFAULT_ACCOUNT);
-    assert_eq!(event.call_status, CallStatus::Completed);
+    assert_eq!(event.call_status, Some(CallStatus::Completed));
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn each_event_type_implies_its_status_when_none_is_given() {
     ] {
         let payload = json!({"event_type": event_type, "batch_id": 1, "phone_number": "1234567"});
         let event = validate(&payload).unwrap();
-        assert_eq!(event.call_status, status, "{event_type}");
+        assert_eq!(event.call_status, Some(status), "{event_type}");
         assert_eq!(event.event_type.as_str(), event_type);
     }
 }
@@ -119,12 +119,15 @@ fn given_status_is_normalised_and_wins_over_the_event_type() {
         ("Congestion", CallStatus::Other("congestion".into())),
     ] {
         let event = validate(&with(seed_payload(), "call_status", json!(given))).unwrap();
-        assert_eq!(event.call_status, expected, "{given:?}");
+        assert_eq!(event.call_status, Some(expected), "{given:?}");
     }
     // A blank status says nothing: the event type decides.
     let blank =
         json!({"event_type": "call_busy", "batch_id": 1, "phone_number": "1", "call_status": " "});
-    assert_eq!(validate(&blank).unwrap().call_status, CallStatus::Busy);
+    assert_eq!(
+        validate(&blank).unwrap().call_status,
+        Some(CallStatus::Busy)
+    );
 }
 
 #[test]
@@ -139,7 +142,77 @@ fn unknown_event_type_is_kept_by_name() {
         event.event_type,
         EventType::Other("call_transferred".into())
     );
-    assert_eq!(event.call_status, CallStatus::Completed);
+    assert_eq!(event.call_status, Some(CallStatus::Completed));
+}
+
+/// SPEC §4: an unknown event type is kept, not rejected, and changes `call_logs` only
+/// through a status it carries; the seed's `call_status_update` implies no status either.
+#[test]
+fn events_that_imply_no_status_are_accepted_without_one() {
+    // (case, payload): each is accepted with no status.
+    let cases = [
+        (
+            "unknown type, no status",
+            without(set("event_type", json!("call_parked")), "call_status"),
+        ),
+        (
+            "unknown type, null status",
+            with(
+                set("event_type", json!("Call Parked")),
+                "call_status",
+                Value::Null,
+            ),
+        ),
+        (
+            "unknown type, blank status",
+            with(
+                set("event_type", json!("call_parked")),
+                "call_status",
+                json!("  "),
+            ),
+        ),
+        ("call_status_update, no status", omit(&["call_status"])),
+        (
+            "call_status_update, null status",
+            set("call_status", Value::Null),
+        ),
+        (
+            "minimal unknown event",
+            json!({"event_type": "recording_ready", "call_id": "c-1", "phone_number": "1"}),
+        ),
+    ];
+    for (name, payload) in cases {
+        let event = validate(&payload).unwrap_or_else(|err| panic!("{name}: refused: {err}"));
+        assert_eq!(event.call_status, None, "{name}");
+    }
+    // Everything else is validated as usual and kept.
+    let event = validate(&without(
+        set("event_type", json!("Call Parked")),
+        "call_status",
+    ))
+    .unwrap();
+    assert_eq!(event.event_type, EventType::Other("call_parked".into()));
+    assert_eq!(event.call_id, "unique_call_id");
+    assert_eq!(event.duration, Some(120));
+    // A status-less event still needs what identifies its call.
+    let err = validate(&json!({"event_type": "call_parked", "phone_number": "1"})).unwrap_err();
+    assert_eq!(err.field, "batch_id");
+}
+
+#[test]
+fn a_status_less_event_serialises_without_call_status_and_reads_back() {
+    let event = validate(&omit(&["call_status"])).unwrap();
+    let json = serde_json::to_value(&event).unwrap();
+    assert!(json.get("call_status").is_none(), "{json}");
+    let back: CallbackEvent = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, event);
+    // An explicit null reads the same as the field left out.
+    let mut with_null = json;
+    with_null["call_status"] = Value::Null;
+    assert_eq!(
+        serde_json::from_value::<CallbackEvent>(with_null).unwrap(),
+        event
+    );
 }
 
 #[test]
@@ -304,7 +377,6 @@ fn invalid_fields_are_refused_naming_the_field() {
         ("accountcode object", set("accountcode", json!({})), "accountcode", "must be a string"),
         ("status too long", set("call_status", long(51)), "call_status", "longer than 50"),
         ("status number", set("call_status", json!(1)), "call_status", "must be a string"),
-        ("update without status", omit(&["call_status"]), "call_status", "implies none"),
         ("disposition too long", set("disposition", long(51)), "disposition", "longer than 50"),
         ("server_code too long", set("server_code", long(101)), "server_code", "longer than 100"),
         ("recording_url number", set("recording_url", json!(1)), "recording_url", "be a string"),
@@ -330,12 +402,6 @@ fn invalid_fields_are_refused_naming_the_field() {
             "{name}: {err}"
         );
     }
-    let unknown_type_without_status =
-        without(set("event_type", json!("call_parked")), "call_status");
-    assert_eq!(
-        validate(&unknown_type_without_status).unwrap_err().field,
-        "call_status"
-    );
 }
 
 #[test]
