@@ -10,6 +10,12 @@
 //! The order between events is `callbridge_types::status::precedence_key` (the only
 //! place the status order lives), then the event id, so that two events of equal
 //! standing that disagree about a field still give one answer whatever their order.
+//!
+//! An event without a status (an unknown event type or `call_status_update` that
+//! carries no `call_status`) takes no part in the fold: SPEC §4 keeps it in
+//! `call_events` but lets it change `call_logs` only through a status, and it has none.
+//! So a call whose only events are status-less has no `call_logs` row at all
+//! (`call_logs.call_status` is `NOT NULL`); its first event with a status creates it.
 
 use std::cmp::Ordering;
 
@@ -48,41 +54,57 @@ pub struct CallLog {
     pub winning_event_id: String,
 }
 
-/// The highest-standing event first: by status precedence, then by event id.
-fn by_standing_descending(a: &StoredEvent, b: &StoredEvent) -> Ordering {
-    let key =
-        |stored: &StoredEvent| precedence_key(&stored.event.call_status, stored.event.end_time);
-    key(b)
-        .cmp(&key(a))
-        .then_with(|| b.event_id.cmp(&a.event_id))
+/// An event that carries a status, with that status: what the fold ranks.
+#[derive(Clone, Copy)]
+struct Ranked<'a> {
+    stored: &'a StoredEvent,
+    status: &'a CallStatus,
 }
 
-/// Folds every stored event of one call into its row; `None` for no events.
+impl Ranked<'_> {
+    /// The highest-standing event first: by status precedence, then by event id.
+    fn by_standing_descending(a: &Self, b: &Self) -> Ordering {
+        let key = |ranked: &Self| precedence_key(ranked.status, ranked.stored.event.end_time);
+        key(b)
+            .cmp(&key(a))
+            .then_with(|| b.stored.event_id.cmp(&a.stored.event_id))
+    }
+}
+
+/// Folds every stored event of one call into its row; `None` when none of them carries
+/// a status (see the module docs).
 ///
 /// The status (and the outcome's event id) comes from the highest-standing event; every
 /// other field from the highest-standing event that carries it, so a lower event fills a
 /// field the higher ones leave out but never overrides one, and no event blanks a field.
 pub fn fold_call(events: &[StoredEvent]) -> Option<CallLog> {
-    let mut ranked: Vec<&StoredEvent> = events.iter().collect();
-    ranked.sort_by(|a, b| by_standing_descending(a, b));
+    let mut ranked: Vec<Ranked<'_>> = events
+        .iter()
+        .filter_map(|stored| {
+            let status = stored.event.call_status.as_ref()?;
+            Some(Ranked { stored, status })
+        })
+        .collect();
+    ranked.sort_by(Ranked::by_standing_descending);
     let winner = *ranked.first()?;
 
     fn first<T: Clone>(
-        ranked: &[&StoredEvent],
+        ranked: &[Ranked<'_>],
         field: impl Fn(&CallbackEvent) -> Option<&T>,
     ) -> Option<T> {
         ranked
             .iter()
-            .find_map(|stored| field(&stored.event))
+            .find_map(|ranked| field(&ranked.stored.event))
             .cloned()
     }
 
+    let winning_event = &winner.stored.event;
     Some(CallLog {
-        call_id: winner.event.call_id.clone(),
-        accountcode: winner.event.accountcode.clone(),
+        call_id: winning_event.call_id.clone(),
+        accountcode: winning_event.accountcode.clone(),
         batch_id: first(&ranked, |e| e.batch_id.as_ref()),
-        phone_number: winner.event.phone_number.clone(),
-        call_status: winner.event.call_status.clone(),
+        phone_number: winning_event.phone_number.clone(),
+        call_status: winner.status.clone(),
         disposition: first(&ranked, |e| e.disposition.as_ref()),
         duration: first(&ranked, |e| e.duration.as_ref()),
         start_time: first(&ranked, |e| e.start_time.as_ref()),
@@ -91,7 +113,7 @@ pub fn fold_call(events: &[StoredEvent]) -> Option<CallLog> {
         server_code: first(&ranked, |e| e.server_code.as_ref()),
         error_message: first(&ranked, |e| e.error_message.as_ref()),
         custom_data: first(&ranked, |e| e.custom_data.as_ref()),
-        winning_event_id: winner.event_id.clone(),
+        winning_event_id: winner.stored.event_id.clone(),
     })
 }
 
@@ -273,6 +295,34 @@ mod tests {
         );
         let row = fold_call(&[answered(), unknown]).unwrap();
         assert_eq!(row.call_status, CallStatus::Answered);
+    }
+
+    fn status_less(event_id: &str) -> StoredEvent {
+        let event = stored(
+            event_id,
+            json!({"event_type": "call_parked", "call_id": "c1", "batch_id": 99,
+                   "phone_number": "9876543210", "duration": 999,
+                   "disposition": "parked", "error_message": "on hold",
+                   "end_time": "2024-01-01T11:00:00Z"}),
+        );
+        assert_eq!(event.event.call_status, None);
+        event
+    }
+
+    #[test]
+    fn a_call_with_only_status_less_events_has_no_row() {
+        assert_eq!(fold_call(&[status_less("a"), status_less("b")]), None);
+    }
+
+    #[test]
+    fn status_less_events_change_no_field_of_the_row() {
+        let events = [started(), answered()];
+        let without = fold_call(&events).unwrap();
+        for order in permutations(&[started(), status_less("z"), answered()]) {
+            // Its batch id, duration, disposition, error and end time are all ignored,
+            // though the row leaves error and end time empty.
+            assert_eq!(fold_call(&order).unwrap(), without);
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Steps (each one statement over arrays, whatever the batch size):
 //! 1. insert the events into `call_events`, `ON CONFLICT (event_id) DO NOTHING RETURNING`:
 //!    the returned ids are the new events; a duplicate changes nothing from here on;
-//! 2. `pg_advisory_xact_lock` on every call a new event belongs to, in key order;
+//! 2. `pg_advisory_xact_lock` on every call a new event with a status belongs to, in key
+//!    order (a status-less event cannot change the fold of its call, see
+//!    [`crate::call_log`], so its call is left alone: an existing row stays as it is);
 //! 3. read back every stored event of those calls;
 //! 4. fold each call's events into its `call_logs` row ([`crate::call_log::fold_call`]);
 //! 5. upsert those rows;
@@ -82,11 +84,13 @@ pub async fn store_batch(
         outcomes: Vec::new(),
     };
 
-    if !new_events.is_empty() {
-        let calls: BTreeSet<&str> = new_events
-            .iter()
-            .map(|event| event.envelope.event.call_id.as_str())
-            .collect();
+    let calls: BTreeSet<&str> = new_events
+        .iter()
+        .map(|incoming| &incoming.envelope.event)
+        .filter(|event| event.call_status.is_some())
+        .map(|event| event.call_id.as_str())
+        .collect();
+    if !calls.is_empty() {
         lock_calls(&mut tx, &calls).await?;
         let logs = load_events(&mut tx, &calls)
             .await?
@@ -143,7 +147,7 @@ async fn insert_events(
         event_types.push(event.event_type.as_str().to_owned());
         call_ids.push(event.call_id.clone());
         batch_ids.push(event.batch_id);
-        statuses.push(event.call_status.as_str().to_owned());
+        statuses.push(event.call_status.as_ref().map(|s| s.as_str().to_owned()));
         end_times.push(event.end_time);
         payloads.push(envelope.payload.clone());
         received.push(envelope.received_at);

@@ -1,6 +1,11 @@
 //! Property: whatever the events, duplicates, order and batch boundaries, the stored
 //! `call_logs` and `call_batches` equal what a simple model of SPEC §6 computes from the
-//! set of distinct events; and every terminal call's deciding event is in the outbox.
+//! set of distinct events; every distinct event is in `call_events`; and every terminal
+//! call's deciding event is in the outbox.
+//!
+//! Some events carry no status (an unknown event type or `call_status_update` without
+//! `call_status`): SPEC §4 keeps them in `call_events` and lets them change `call_logs`
+//! only through a status, so the model leaves them out of the rows entirely.
 //!
 //! The model is written from the SPEC's words, independently of `call_log::fold_call`.
 
@@ -33,7 +38,10 @@ const STATUSES: [&str; 9] = [
 struct EventSpec {
     call: usize,
     with_batch: bool,
-    status: &'static str,
+    /// An event type outside the vocabulary instead of `call_status_update`.
+    unknown_type: bool,
+    /// `None`: the event carries no `call_status` (and its type implies none).
+    status: Option<&'static str>,
     disposition: Option<&'static str>,
     duration: Option<i32>,
     end_minute: Option<u32>,
@@ -46,7 +54,8 @@ fn event_spec() -> impl Strategy<Value = EventSpec> {
     (
         0..4usize,
         any::<bool>(),
-        prop::sample::select(&STATUSES[..]),
+        any::<bool>(),
+        prop::option::weighted(0.8, prop::sample::select(&STATUSES[..])),
         prop::option::of(prop::sample::select(
             &["answered", "no-answer", "hangup"][..],
         )),
@@ -60,6 +69,7 @@ fn event_spec() -> impl Strategy<Value = EventSpec> {
             |(
                 call,
                 with_batch,
+                unknown_type,
                 status,
                 disposition,
                 duration,
@@ -71,6 +81,7 @@ fn event_spec() -> impl Strategy<Value = EventSpec> {
                 EventSpec {
                     call,
                     with_batch,
+                    unknown_type,
                     status,
                     disposition,
                     duration,
@@ -94,13 +105,20 @@ fn stream() -> impl Strategy<Value = (Vec<(EventSpec, usize)>, Vec<usize>)> {
 /// The callback payload of `spec` in test case `case` (ids namespaced per case).
 fn payload(case: u32, spec: &EventSpec) -> Value {
     let batch_id = case as i32 * 10 + spec.call as i32 % 2;
+    let event_type = if spec.unknown_type {
+        "call_transferred"
+    } else {
+        "call_status_update"
+    };
     let mut payload = json!({
-        "event_type": "call_status_update",
+        "event_type": event_type,
         "call_id": format!("case{case}-c{}", spec.call),
         "phone_number": "9876543210",
-        "call_status": spec.status,
     });
     let fields = payload.as_object_mut().unwrap();
+    if let Some(status) = spec.status {
+        fields.insert("call_status".into(), json!(status));
+    }
     if spec.with_batch {
         fields.insert("batch_id".into(), json!(batch_id));
     }
@@ -239,13 +257,22 @@ async fn check_case(
 
     // The model, from the distinct events.
     let mut by_call: BTreeMap<String, Vec<ModelEvent>> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
+    // Every distinct event, with its status if it carries one.
+    let mut distinct: BTreeMap<String, Option<String>> = BTreeMap::new();
     for incoming in &stream {
         let envelope = &incoming.envelope;
-        if !seen.insert(envelope.event_id.clone()) {
+        let event = &envelope.event;
+        let status = event.call_status.as_ref().map(|s| s.as_str().to_owned());
+        if distinct
+            .insert(envelope.event_id.clone(), status.clone())
+            .is_some()
+        {
             continue;
         }
-        let event = &envelope.event;
+        // SPEC §4: an event without a status changes no call_logs row.
+        let Some(call_status) = status else {
+            continue;
+        };
         by_call
             .entry(event.call_id.clone())
             .or_default()
@@ -256,7 +283,7 @@ async fn check_case(
                     accountcode: event.accountcode.clone(),
                     batch_id: event.batch_id,
                     phone_number: event.phone_number.clone(),
-                    call_status: event.call_status.as_str().to_owned(),
+                    call_status,
                     disposition: event.disposition.clone(),
                     duration: event.duration,
                     start_time: event.start_time,
@@ -272,6 +299,17 @@ async fn check_case(
         .iter()
         .map(|(call, events)| (call.clone(), model_row(events)))
         .collect();
+
+    // call_events: every distinct event once, status-less ones with a NULL status.
+    let stored_events: BTreeMap<String, Option<String>> =
+        sqlx::query_as("SELECT event_id, call_status FROM call_events WHERE call_id LIKE $1")
+            .bind(format!("case{case}-%"))
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    prop_assert_eq!(stored_events, distinct);
 
     // call_logs
     let stored: Vec<CallLogRow> = sqlx::query_as(

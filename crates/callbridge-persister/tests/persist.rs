@@ -293,6 +293,93 @@ async fn an_unknown_batch_is_created_from_its_first_callback() {
 }
 
 #[tokio::test]
+async fn status_less_unknown_events_are_kept_in_call_events_and_change_no_call_logs_row() {
+    let harness = Harness::new().await;
+    harness.submitted_batch(70, 2).await;
+    let persister = harness.start(harness.config(8)).await;
+    harness
+        .publish(&call_event(
+            70,
+            "c1",
+            "completed",
+            json!({"duration": 30, "end_time": "2024-01-01T10:02:00Z"}),
+        ))
+        .await;
+    harness.wait_for_events(1).await;
+    let updated_at = || async {
+        sqlx::query_scalar::<_, chrono::NaiveDateTime>(
+            "SELECT updated_at FROM call_logs WHERE call_id = 'c1'",
+        )
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap()
+    };
+    let (rows_before, batch_before, c1_updated_before) = (
+        harness.call_logs().await,
+        harness.batch(70).await,
+        updated_at().await,
+    );
+
+    // Every field these carry would change c1's row (or batch counts) if they counted.
+    let c1_parked = call_event(
+        70,
+        "c1",
+        "parked",
+        json!({"batch_id": 71, "duration": 999, "disposition": "parked",
+               "error_message": "on hold", "end_time": "2024-01-01T11:00:00Z"}),
+    );
+    // A call that only ever has status-less events.
+    let c2_parked = call_event(70, "c2", "parked", json!({}));
+    let c2_update = call_event(70, "c2", "status_update", json!({"duration": 5}));
+    for envelope in [&c1_parked, &c2_parked, &c2_update] {
+        assert_eq!(envelope.event.call_status, None);
+        harness.publish(envelope).await;
+    }
+    harness.wait_for_events(4).await;
+    harness.settle().await;
+    persister.stop().await;
+    harness.assert_all_acknowledged().await;
+
+    let kept: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT event_id, event_type, call_status FROM call_events
+          WHERE event_id = ANY($1) ORDER BY event_type, call_id",
+    )
+    .bind(vec![
+        c1_parked.event_id.clone(),
+        c2_parked.event_id.clone(),
+        c2_update.event_id.clone(),
+    ])
+    .fetch_all(&harness.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        [
+            (c1_parked.event_id.clone(), "call_parked".to_owned(), None),
+            (c2_parked.event_id.clone(), "call_parked".to_owned(), None),
+            (
+                c2_update.event_id.clone(),
+                "call_status_update".to_owned(),
+                None
+            ),
+        ]
+    );
+    assert_eq!(
+        harness.call_logs().await,
+        rows_before,
+        "no row changed or added"
+    );
+    assert_eq!(
+        updated_at().await,
+        c1_updated_before,
+        "c1's row was not rewritten"
+    );
+    assert_eq!(harness.batches().await.len(), 1, "no batch 71 created");
+    assert_eq!(harness.batch(70).await, batch_before);
+    assert_eq!(harness.count("call_outcome_outbox").await, 1);
+}
+
+#[tokio::test]
 async fn outcome_events_reach_callbridge_outcomes_for_every_terminal_call() {
     let harness = Harness::new().await;
     let mut terminal = Vec::new();
