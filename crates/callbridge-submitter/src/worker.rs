@@ -133,6 +133,16 @@ struct DispatchState {
     retry_at: Option<Instant>,
 }
 
+/// What a released row keeps of the evidence that a request may have carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Evidence {
+    /// What it had when claimed: nothing happened to it since.
+    AsClaimed,
+    /// None: it was never sent, or batch-status proved the system holds none of it, and
+    /// no request carried it since.
+    Resolved,
+}
+
 /// What reconciling a batch's unknown rows came to.
 enum Reconciliation {
     /// The unknown rows are settled; these (proven not held) may be sent again.
@@ -281,14 +291,14 @@ impl Submitter {
             report.failed += failed;
         }
 
-        let mut rounds = futures::stream::iter(
+        let mut batches_in_flight = futures::stream::iter(
             batches
                 .into_iter()
                 .map(|(batch_id, rows)| self.process_batch(batch_id, rows, claimed_at, stop)),
         )
         .buffer_unordered(CONCURRENT_BATCHES);
         let mut first_error = None;
-        while let Some(result) = rounds.next().await {
+        while let Some(result) = batches_in_flight.next().await {
             match result {
                 Ok(batch_report) => report.absorb(batch_report),
                 Err(error) => {
@@ -300,7 +310,7 @@ impl Submitter {
                 }
             }
         }
-        drop(rounds);
+        drop(batches_in_flight);
 
         report.dispatched = self.dispatch_if_owed().await;
         report.paused = self.is_paused();
@@ -322,6 +332,13 @@ impl Submitter {
     ) -> anyhow::Result<DrainReport> {
         let inner = &self.inner;
         let mut report = DrainReport::default();
+        if stop.is_cancelled() {
+            // Not started: every row goes back exactly as it was claimed.
+            report.released += self
+                .release(&rows, Evidence::AsClaimed, Duration::ZERO)
+                .await?;
+            return Ok(report);
+        }
         let (unknown, mut sendable): (Vec<ClaimedRow>, Vec<ClaimedRow>) =
             rows.into_iter().partition(ClaimedRow::outcome_unknown);
         if !unknown.is_empty() {
@@ -332,16 +349,8 @@ impl Submitter {
             {
                 Reconciliation::Resend(rows) => sendable.extend(rows),
                 Reconciliation::Postpone { delay } => {
-                    let releases: Vec<Release> = unknown
-                        .iter()
-                        .chain(&sendable)
-                        .map(|row| Release {
-                            id: row.id,
-                            attempt_started_at: row.previous_attempt_started_at,
-                        })
-                        .collect();
-                    report.released +=
-                        store::release(&inner.pool, &inner.owner, &releases, delay).await?;
+                    report.released += self.release(&unknown, Evidence::AsClaimed, delay).await?;
+                    report.released += self.release(&sendable, Evidence::AsClaimed, delay).await?;
                     return Ok(report);
                 }
             }
@@ -353,16 +362,9 @@ impl Submitter {
         while start < sendable.len() {
             let remaining = &sendable[start..];
             if stop.is_cancelled() || self.is_paused() {
-                // Never sent, or proven not held: nothing to reconcile when they come back.
-                let releases: Vec<Release> = remaining
-                    .iter()
-                    .map(|row| Release {
-                        id: row.id,
-                        attempt_started_at: None,
-                    })
-                    .collect();
-                report.released +=
-                    store::release(&inner.pool, &inner.owner, &releases, Duration::ZERO).await?;
+                report.released += self
+                    .release(remaining, Evidence::Resolved, Duration::ZERO)
+                    .await?;
                 break;
             }
             // Renew while enough lease is left for the request and its commit.
@@ -380,16 +382,9 @@ impl Submitter {
                         lost = ids.len() as u64 - renewed,
                         "the lease on rows of this batch expired before they were sent; another submitter took them over, so this one sends none of them"
                     );
-                    let releases: Vec<Release> = remaining
-                        .iter()
-                        .map(|row| Release {
-                            id: row.id,
-                            attempt_started_at: None,
-                        })
-                        .collect();
-                    report.released +=
-                        store::release(&inner.pool, &inner.owner, &releases, Duration::ZERO)
-                            .await?;
+                    report.released += self
+                        .release(remaining, Evidence::Resolved, Duration::ZERO)
+                        .await?;
                     break;
                 }
                 lease_deadline = renewed_at + inner.settings.lease;
@@ -526,6 +521,26 @@ impl Submitter {
         }
     }
 
+    /// Returns leased rows to `pending` without counting an attempt, due after `delay`.
+    async fn release(
+        &self,
+        rows: &[ClaimedRow],
+        evidence: Evidence,
+        delay: Duration,
+    ) -> anyhow::Result<u64> {
+        let releases: Vec<Release> = rows
+            .iter()
+            .map(|row| Release {
+                id: row.id,
+                attempt_started_at: match evidence {
+                    Evidence::AsClaimed => row.previous_attempt_started_at,
+                    Evidence::Resolved => None,
+                },
+            })
+            .collect();
+        store::release(&self.inner.pool, &self.inner.owner, &releases, delay).await
+    }
+
     async fn hold_for_review(
         &self,
         batch_id: i32,
@@ -612,15 +627,9 @@ impl Submitter {
             InsertOutcome::KeyRejected(rejected) => {
                 self.pause(&rejected, Probe::BatchStatus(batch_id));
                 // Refused before any effect: back as they were, no attempt counted.
-                let releases: Vec<Release> = chunk
-                    .iter()
-                    .map(|row| Release {
-                        id: row.id,
-                        attempt_started_at: None,
-                    })
-                    .collect();
-                report.released +=
-                    store::release(&inner.pool, &inner.owner, &releases, Duration::ZERO).await?;
+                report.released += self
+                    .release(chunk, Evidence::Resolved, Duration::ZERO)
+                    .await?;
             }
         }
         Ok(report)
