@@ -821,10 +821,10 @@ impl Submitter {
         wait.clamp(MIN_IDLE, settings.poll_interval.max(MIN_IDLE))
     }
 
-    /// Repeats rounds until `shutdown` fires, [`CONCURRENT_ROUNDS`] at a time: straight
-    /// on while rows are claimed, else asleep until `wake` (a NOTIFY for new rows), the
-    /// next due time, or the poll interval. Rounds in progress when `shutdown` fires
-    /// finish their requests.
+    /// Repeats rounds until `shutdown` fires, two at a time (one claims while the other
+    /// waits for the API or a commit): straight on while rows are claimed, else asleep
+    /// until `wake` (a NOTIFY for new rows), the next due time, or the poll interval.
+    /// Rounds in progress when `shutdown` fires finish their requests.
     pub async fn run(&self, wake: &Notify, shutdown: &CancellationToken) {
         let loops = (0..CONCURRENT_ROUNDS).map(|index| self.run_rounds(index == 0, wake, shutdown));
         futures::future::join_all(loops).await;
