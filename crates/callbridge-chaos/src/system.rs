@@ -71,27 +71,28 @@ struct Instance {
     port: u16,
 }
 
-/// The running pipeline.
+/// The running pipeline. Fields drop in order: the processes are killed before the
+/// servers they use go away.
 #[derive(Debug)]
 pub struct System {
-    binaries: Binaries,
-    logs: PathBuf,
-    pub infra: Infra,
+    ingress: Instance,
+    persister: Instance,
+    submitter: Instance,
+    pub sim: Simulator,
+    /// The runner's own connections, direct to the database.
+    pub pool: PgPool,
     /// Persister and submitter → Postgres.
     pub database_proxy: TcpProxy,
     /// Ingress → RabbitMQ: the link the network-cut fault cuts.
     pub ingress_broker_proxy: TcpProxy,
     /// Persister (consumer and outbox relay) → RabbitMQ.
     pub persister_broker_proxy: TcpProxy,
-    pub sim: Simulator,
-    /// The runner's own connections, direct to the database.
-    pub pool: PgPool,
+    pub infra: Infra,
+    binaries: Binaries,
+    logs: PathBuf,
     http: reqwest::Client,
     /// The two ports ingress instances alternate between when one takes over.
     ingress_ports: [u16; 2],
-    ingress: Instance,
-    persister: Instance,
-    submitter: Instance,
     /// Processes started per role, for log file names.
     started: BTreeMap<Role, u32>,
 }
