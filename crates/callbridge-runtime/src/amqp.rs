@@ -27,13 +27,17 @@ pub const PERSIST_DELIVERY_LIMIT: i64 = 100;
 /// often `callbridge dlq list` has looked at them.
 pub const DEAD_DELIVERY_LIMIT: i64 = 1_000_000;
 
+/// The longest wait between two connection attempts, jitter included.
+pub const RECONNECT_MAX_WAIT: Duration = Duration::from_secs(10);
+
 /// Backoff between connection attempts: quick at first, capped, jittered so replicas do
 /// not reconnect in lockstep after a broker restart; unlimited attempts (the caller's
-/// cancellation token ends it).
+/// cancellation token ends it). backon's jitter adds up to 100 % of the delay, so the
+/// delay is capped at half of [`RECONNECT_MAX_WAIT`].
 pub fn reconnect_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(15))
+        .with_max_delay(RECONNECT_MAX_WAIT / 2)
         .with_jitter()
         .without_max_times()
 }
@@ -101,6 +105,68 @@ pub async fn open_confirmed_channel(connection: &Connection) -> anyhow::Result<C
         .await
         .context("while enabling publisher confirms")?;
     Ok(channel)
+}
+
+/// How long closing a channel or connection waits for the broker's answer before giving
+/// up on it: a stopping service must not hang on a broker that stopped answering.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The reply text the broker logs for a close callbridge asked for.
+const CLOSE_REPLY_TEXT: &str = "callbridge client closing";
+
+/// Closes `channel`, waiting at most `timeout` for the broker's `Close-Ok`. Its
+/// unacknowledged deliveries return to their queues. A channel that is already closed,
+/// or a broker that does not answer in time, is logged, not an error: the caller is on
+/// its way out either way.
+///
+/// Why close explicitly at all: lapin closes a channel by itself when its last handle is
+/// dropped, and that close, racing a connection close, can leave the connection close
+/// waiting forever for the broker's answer.
+#[tracing::instrument(skip_all, fields(channel_id = channel.id()))]
+pub async fn close_channel(channel: &Channel, timeout: Duration) {
+    let closing = channel.close(200, CLOSE_REPLY_TEXT.into());
+    match tokio::time::timeout(timeout, closing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "channel was already closed"),
+        Err(_) => tracing::warn!(
+            ?timeout,
+            "the broker did not confirm a channel close in time"
+        ),
+    }
+}
+
+/// Closes `connection` (and whatever channels are still open on it), waiting at most
+/// `timeout` for the broker's `Close-Ok`; see [`close_channel`] for how failures end.
+#[tracing::instrument(skip_all)]
+pub async fn close_connection(connection: &Connection, timeout: Duration) {
+    let closing = connection.close(200, CLOSE_REPLY_TEXT.into());
+    match tokio::time::timeout(timeout, closing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "connection was already closed"),
+        Err(_) => {
+            tracing::warn!(
+                ?timeout,
+                "the broker did not confirm a connection close in time"
+            )
+        }
+    }
+}
+
+/// Closes `channels` (all at once), then `connection`, each step waiting at most
+/// `timeout`: the way out of a service that owns one connection. Keep every channel
+/// handle alive until this returns, so none is closed by a drop meanwhile.
+pub async fn close_gracefully<'a>(
+    connection: &Connection,
+    channels: impl IntoIterator<Item = &'a Channel>,
+    timeout: Duration,
+) {
+    futures::future::join_all(
+        channels
+            .into_iter()
+            .map(|channel| close_channel(channel, timeout)),
+    )
+    .await;
+    close_connection(connection, timeout).await;
 }
 
 /// Arguments of [`PERSIST_QUEUE`]. RabbitMQ refuses to redeclare a queue with different
@@ -235,6 +301,20 @@ pub async fn declare_topology(channel: &Channel) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use backon::BackoffBuilder;
+
+    #[test]
+    fn reconnect_waits_never_exceed_the_cap_with_jitter() {
+        let longest = reconnect_backoff().build().take(200).max().unwrap();
+        assert!(
+            longest <= RECONNECT_MAX_WAIT,
+            "a reconnect wait of {longest:?} exceeds {RECONNECT_MAX_WAIT:?}"
+        );
+        assert!(
+            longest > RECONNECT_MAX_WAIT / 4,
+            "the backoff never grows: {longest:?}"
+        );
+    }
 
     #[test]
     fn redact_url_hides_only_the_password() {
