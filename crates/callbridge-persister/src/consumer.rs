@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use backon::BackoffBuilder;
+use callbridge_runtime::amqp::{CLOSE_TIMEOUT, close_channel, close_connection};
 use callbridge_runtime::health::Readiness;
 use callbridge_runtime::telemetry::extract_context;
 use callbridge_types::envelope::Envelope;
@@ -28,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::broker;
 use crate::dead_letter::DeadLetterPublisher;
 use crate::error::StoreError;
 use crate::failpoint::{self, Failpoint};
@@ -105,7 +105,7 @@ impl BatchConsumer {
                 Err(_) => break,
             };
             let consumed = self.consume(&connection, &shutdown).await;
-            broker::close_connection(&connection).await;
+            close_connection(&connection, CLOSE_TIMEOUT).await;
             match consumed {
                 Ok(()) => break,
                 Err(error) => {
@@ -170,8 +170,8 @@ impl BatchConsumer {
             };
             if stop || matches!(settled, Settled::StoppedWhileRetrying) {
                 // Prefetched deliveries not settled go back to the queue for others.
-                broker::close_channel(&channel).await;
-                broker::close_channel(dead_letters.channel()).await;
+                close_channel(&channel, CLOSE_TIMEOUT).await;
+                close_channel(dead_letters.channel(), CLOSE_TIMEOUT).await;
                 return Ok(());
             }
         }

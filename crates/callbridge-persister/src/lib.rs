@@ -11,7 +11,6 @@
 //!   (outcomes to `callbridge.outcomes`) run as two tasks with their own connections.
 //! - [`failpoint`] is a test hook that aborts the process at an exact point.
 
-mod broker;
 pub mod call_log;
 mod consumer;
 mod dead_letter;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use backon::BackoffBuilder;
+use callbridge_runtime::amqp::{CLOSE_TIMEOUT, close_channel, close_connection};
 use callbridge_types::status::CallStatus;
 use callbridge_types::topology::{CONTENT_TYPE_JSON, OUTCOMES_EXCHANGE, outcome_routing_key};
 use lapin::options::BasicPublishOptions;
@@ -19,7 +20,6 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker;
 use crate::failpoint::{self, Failpoint};
 use crate::metrics;
 
@@ -71,7 +71,7 @@ impl OutboxRelay {
                 break;
             };
             let relayed = self.relay(&connection, &shutdown).await;
-            broker::close_connection(&connection).await;
+            close_connection(&connection, CLOSE_TIMEOUT).await;
             match relayed {
                 Ok(()) => break,
                 Err(error) => {
@@ -122,7 +122,7 @@ impl OutboxRelay {
                 // Shutdown first: a relay with more to publish still stops promptly.
                 biased;
                 () = shutdown.cancelled() => {
-                    broker::close_channel(&channel).await;
+                    close_channel(&channel, CLOSE_TIMEOUT).await;
                     return Ok(());
                 }
                 () = self.wakeup.notified() => {}
