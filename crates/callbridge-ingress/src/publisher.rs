@@ -201,6 +201,18 @@ impl ChannelPool {
         &self.connection
     }
 
+    /// Closes every channel explicitly, then the connection, each step waiting at most
+    /// `timeout` for the broker. Explicitly, because a channel closed by dropping its
+    /// last handle races the connection close, which can then wait forever.
+    pub(crate) async fn close(&self, timeout: Duration) {
+        callbridge_runtime::amqp::close_gracefully(
+            &self.connection,
+            self.channels.iter().map(|pooled| &pooled.channel),
+            timeout,
+        )
+        .await;
+    }
+
     /// Whether every channel is still open.
     pub(crate) fn all_channels_open(&self) -> bool {
         self.channels.iter().all(|c| c.channel.status().connected())

@@ -108,13 +108,12 @@ pub async fn supervise(
     }
 }
 
-/// Closes the installed connection after the HTTP server has drained.
+/// Closes the installed pool (its channels, then its connection) after the HTTP server
+/// has drained; bounded, so SIGTERM ends the process even with a silent broker.
 #[tracing::instrument(skip_all)]
 pub async fn close(publisher: &Publisher) {
-    if let Some(pool) = publisher.install(None)
-        && let Err(error) = pool.connection().close(200, "shutting down".into()).await
-    {
-        tracing::debug!(%error, "broker connection was already closed");
+    if let Some(pool) = publisher.install(None) {
+        pool.close(amqp::CLOSE_TIMEOUT).await;
     }
 }
 

@@ -1,5 +1,6 @@
 //! SIGTERM during a burst, against the built binary: every callback answered 200 is in
-//! the queue, and the process exits cleanly.
+//! the queue, and the process exits cleanly. And a broker that stops answering cannot
+//! hold a stopping ingress forever.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use callbridge_testkit::proxy::TcpProxy;
 use callbridge_testkit::vhost::TestVhost;
 use callbridge_types::envelope::event_id_for;
 use callbridge_types::signature::sign_hex;
@@ -132,5 +134,24 @@ async fn sigterm_mid_burst_keeps_every_acknowledged_callback() {
     assert!(
         lost.is_empty(),
         "acknowledged before SIGTERM but not in the queue: {lost:?}"
+    );
+}
+
+/// Closing waits for the broker's `Close-Ok`; from a silent broker (a link that dropped
+/// without a reset) none comes, and every close gives up after its bound instead.
+#[tokio::test]
+async fn shutdown_completes_when_the_broker_stops_answering() {
+    let (vhost, mut config) = vhost_and_config().await;
+    let proxy = TcpProxy::start(vhost.amqp_socket_addr()).await;
+    config.amqp_url = vhost.amqp_url_via(proxy.addr()).into();
+    let app = TestApp::spawn(config).await;
+    assert_eq!(app.post_signed_fast(SEED_PAYLOAD).await.status(), 200);
+
+    proxy.stall();
+    // Generous: the bound turns a hang into a failure, it does not time the close.
+    let stopped = tokio::time::timeout(Duration::from_secs(90), app.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "the ingress never finished stopping with a silent broker"
     );
 }
