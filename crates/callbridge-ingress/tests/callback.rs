@@ -382,6 +382,40 @@ async fn unknown_event_types_are_accepted_and_routed_by_name() {
     assert_eq!(message.body["event"]["event_type"], "call_transferred");
 }
 
+/// SPEC §4: an unknown event type is kept even when it carries no status (the seed's
+/// `call_status_update` too); the envelope then has no `call_status` at all.
+#[tokio::test]
+async fn events_without_any_status_are_accepted_and_published_without_one() {
+    let (vhost, config) = vhost_and_config().await;
+    let app = TestApp::spawn(config).await;
+    let reader = BrokerReader::connect(&vhost.amqp_url()).await;
+    for (body, routing_key) in [
+        (
+            r#"{"event_type":"call_parked","call_id":"c-1","phone_number":"9876543210","duration":5}"#,
+            "callback.call_parked",
+        ),
+        (
+            r#"{"event_type":"call_status_update","call_id":"c-1","phone_number":"9876543210","call_status":null}"#,
+            "callback.call_status_update",
+        ),
+    ] {
+        let response = app.post_signed(body).await;
+
+        assert_eq!(response.status(), 200, "{body}");
+        let message = reader.take().await.unwrap();
+        assert_eq!(message.routing_key, routing_key);
+        assert_eq!(
+            message.message_id(),
+            callbridge_types::envelope::event_id_for(None, body.as_bytes())
+        );
+        let event = &message.body["event"];
+        assert_eq!(event["call_id"], "c-1");
+        assert!(event.get("call_status").is_none(), "{event}");
+        let original: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(message.body["payload"], original);
+    }
+}
+
 #[tokio::test]
 async fn the_seeds_end_to_end_payload_gets_derived_call_id_status_and_accountcode() {
     let (vhost, config) = vhost_and_config().await;
