@@ -46,6 +46,10 @@ bench: services ## benchmark on the local services (release build, ~10 min); wri
 	$(CARGO) build --release -p callbridge-bench
 	target/release/callbridge-bench --out bench/results
 
+.PHONY: fuzz
+fuzz: ## cargo-fuzz: build every target in fuzz/, run each FUZZ_SECONDS (60) s; fails on any crash
+	@scripts/fuzz.sh
+
 .PHONY: chaos
 CHAOS_SECONDS ?= 300
 chaos: services ## fault-injection run (kills, cuts, private Postgres/RabbitMQ restarts; root; CHAOS_SECONDS=300); writes chaos/results/latest.md

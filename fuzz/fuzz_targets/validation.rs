@@ -1,0 +1,87 @@
+//! Callback validation and normalisation (SPEC §4) on arbitrary bytes.
+//!
+//! Beyond "never panics": an accepted callback is storable as is (column widths, no
+//! NUL, timestamp range and precision, normalised vocabularies), and validation is a
+//! function of the JSON value alone, so the payload the envelope carries validates to
+//! the same event again.
+#![no_main]
+
+use callbridge_fuzz::{assert_json_without_nul, assert_storable};
+use callbridge_types::event::{derived_call_id, parse_callback, validate_callback};
+use libfuzzer_sys::fuzz_target;
+
+const DEFAULT_ACCOUNTCODE: &str = "ACME";
+
+fuzz_target!(|body: &[u8]| {
+    let Ok(validated) = parse_callback(body, DEFAULT_ACCOUNTCODE) else {
+        let error = validate_callback(body, DEFAULT_ACCOUNTCODE)
+            .expect_err("validate_callback and parse_callback agree");
+        // The 400 detail names where the problem is: the body, or one of its top-level
+        // fields (a seed field like `batch_id` may be named although absent).
+        assert!(!error.reason.is_empty());
+        if error.field != "body" {
+            let known = [
+                "event_type",
+                "accountcode",
+                "batch_id",
+                "call_id",
+                "phone_number",
+                "call_status",
+                "disposition",
+                "duration",
+                "start_time",
+                "end_time",
+                "recording_url",
+                "custom_data",
+                "server_code",
+                "error_message",
+            ];
+            let in_payload = serde_json::from_slice::<serde_json::Value>(body)
+                .is_ok_and(|payload| payload.get(&error.field).is_some());
+            assert!(
+                known.contains(&error.field.as_str()) || in_payload,
+                "the error names {:?}, which is neither the body nor a field",
+                error.field
+            );
+        }
+        return;
+    };
+    let event = &validated.event;
+    assert_storable(event);
+    assert_json_without_nul(&validated.payload);
+    assert_eq!(
+        validate_callback(body, DEFAULT_ACCOUNTCODE).as_ref(),
+        Ok(event),
+        "validate_callback and parse_callback agree"
+    );
+
+    let reencoded = serde_json::to_vec(&validated.payload).expect("a Value serialises");
+    let again = parse_callback(&reencoded, DEFAULT_ACCOUNTCODE)
+        .expect("the payload of an accepted callback validates again");
+    assert_eq!(
+        &again, &validated,
+        "validation depends on the JSON value only"
+    );
+
+    if event.phone_number.chars().count() > 4
+        && event
+            .batch_id
+            .map(|id| derived_call_id(id, &event.phone_number))
+            == Some(event.call_id.clone())
+    {
+        // (A "number" that already looks masked, like `***4567`, masks to itself.)
+        let loggable = event.loggable_call_id();
+        assert!(
+            !loggable.contains(event.phone_number.as_str())
+                || event.masked_phone() == event.phone_number,
+            "a derived call id is logged with the full phone number"
+        );
+    }
+
+    // Without a default account code, only a callback carrying its own is accepted,
+    // and then with the same result.
+    match validate_callback(body, "") {
+        Ok(without_default) => assert_eq!(&without_default, event),
+        Err(error) => assert_eq!(error.field, "accountcode"),
+    }
+});
