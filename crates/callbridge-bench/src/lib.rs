@@ -2,33 +2,63 @@
 //! Postgres batched upsert) and then callbridge's services against them, each figure
 //! the median of several runs, into one table (`bench/results/latest.md`, `.json`).
 //!
-//! Every run gets its own database and RabbitMQ vhost (as the tests do), so runs never
-//! see each other's rows or messages. Stages:
-//! - [`limits`]: 1a raw publish-with-confirm, 1b raw batched upsert.
+//! A run executes every stage once, so each run's ratios (service / limit) compare
+//! figures measured minutes apart on the same machine state. Every stage of every run
+//! gets its own database and RabbitMQ vhost, as the tests do. The services are the
+//! release binaries, started as child processes with environment configuration.
+//!
+//! Stages: [`limits`] (1), [`stage_ingress`] (2), [`stage_persister`] (3),
+//! [`stage_e2e`] (4), [`stage_submitter`] (5); peak memory (6) is read from each
+//! service before it stops.
 
+pub mod figures;
 pub mod limits;
+pub mod loadgen;
 pub mod machine;
+pub mod naive_ingress;
 pub mod procs;
 pub mod report;
+pub mod services;
+pub mod stage_e2e;
+pub mod stage_ingress;
+pub mod stage_persister;
+pub mod stage_submitter;
 pub mod stats;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use callbridge_testkit::db::TestDb;
 use callbridge_testkit::vhost::TestVhost;
+use clap::ValueEnum;
 use sqlx::PgPool;
 
+use crate::figures::{PUBLISH_LIMIT, UPSERT_LIMIT};
 use crate::limits::{PublishShape, UpsertShape, batched_upsert_limit, publish_confirm_limit};
 use crate::machine::MachineInfo;
 use crate::procs::{CpuMeter, Group, affinity_of, pids_named, wait_for_quiet};
-use crate::report::{FigureSpec, Report, Samples, Unit};
+use crate::report::{Collector, Report};
+use crate::services::{online_cpus, pin_this_process};
 use crate::workload::callbacks;
 
 /// Signing secret of the synthetic callbacks (the services under test are given it).
 pub const CALLBACK_SECRET: &str = "bench-callback-secret";
+
+/// Below this many busy cores the machine counts as idle before a measurement.
+const QUIET_CORES: f64 = 0.3;
+
+/// A stage of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stage {
+    Limits,
+    Ingress,
+    Persister,
+    E2e,
+    Submitter,
+}
 
 /// What to run and how big.
 #[derive(Debug, Clone, clap::Parser)]
@@ -40,9 +70,45 @@ pub struct Options {
     /// Runs per figure; each figure reports the median, min and max.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Stages to run (the ratios need `limits` in the same invocation).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "limits,ingress,persister,e2e,submitter"
+    )]
+    pub stages: Vec<Stage>,
     /// Where latest.md and latest.json are written.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
+    /// Where the services' logs and the generated CSV go.
+    #[arg(long, default_value = "target/bench-logs")]
+    pub logs: PathBuf,
+    /// Before each measurement, wait up to this long for the machine to go idle (a
+    /// build running alongside would be measured too; the CPU column shows it as `other`).
+    #[arg(long, default_value_t = 10)]
+    pub quiet_wait_secs: u64,
+    /// RUST_LOG of the services (the production default is `info`; e.g.
+    /// `info,sqlx::query=debug` logs every statement with its time, for profiling).
+    #[arg(long, default_value = "info")]
+    pub service_log_filter: String,
+    /// Extra environment for every service (`KEY=VALUE`, repeatable), e.g.
+    /// `CALLBRIDGE__PERSISTER__BATCH_SIZE=500` to try a setting; the report names them.
+    #[arg(long = "service-env", value_parser = parse_key_value)]
+    pub service_env: Vec<(String, String)>,
+    /// `sslmode` of every database connection (bench and services), e.g. `disable`;
+    /// unset, the URL has none and clients use their default (`prefer`: TLS when the
+    /// server offers it, as Debian's Postgres does).
+    #[arg(long)]
+    pub pg_sslmode: Option<String>,
+    /// CPUs (taskset list) the ingress and persister are pinned to in stages 2 and 3;
+    /// `none` leaves them unpinned.
+    #[arg(long, default_value = "1")]
+    pub service_cpus: String,
+    /// CPUs the load generator (this process) is pinned to while an ingress is measured.
+    #[arg(long, default_value = "0")]
+    pub loadgen_cpus: String,
+
     /// 1a: messages published per run.
     #[arg(long, default_value_t = 30_000)]
     pub publish_messages: usize,
@@ -61,15 +127,39 @@ pub struct Options {
     /// 1b: statements in flight at once, each on its own connection.
     #[arg(long, default_value_t = 4)]
     pub upsert_connections: usize,
-    /// Before each measurement, wait up to this long for the machine to go idle (a
-    /// build running alongside would be measured too; the CPU column shows it as `other`).
-    #[arg(long, default_value_t = 30)]
-    pub quiet_wait_secs: u64,
+
+    /// 2: concurrency levels of the closed-loop sweep.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16, 64, 256])]
+    pub ingress_levels: Vec<usize>,
+    /// 2: seconds per sweep level.
+    #[arg(long, default_value_t = 2.5)]
+    pub level_secs: f64,
+    /// 2: seconds of the open-loop run at half the peak.
+    #[arg(long, default_value_t = 3.0)]
+    pub half_peak_secs: f64,
+    /// 2: distinct signed bodies prepared (reused in order if a run needs more).
+    #[arg(long, default_value_t = 120_000)]
+    pub ingress_bodies: usize,
+
+    /// 3: messages preloaded for the batched persister.
+    #[arg(long, default_value_t = 30_000)]
+    pub persist_messages: usize,
+    /// 3: messages preloaded for the one-per-transaction consumer.
+    #[arg(long, default_value_t = 3_000)]
+    pub one_per_tx_messages: usize,
+
+    /// 4: seconds at each offered rate (1,000/s and 5,000/s).
+    #[arg(long, default_value_t = 5.0)]
+    pub e2e_secs: f64,
+
+    /// 5: numbers in the campaign enqueued and submitted.
+    #[arg(long, default_value_t = 100_000)]
+    pub submit_numbers: usize,
 }
 
 impl Options {
     /// Waits for an idle machine before a measurement (see `quiet_wait_secs`).
-    async fn settle(&self, what: &str) {
+    pub async fn settle(&self, what: &str) {
         let busy = wait_for_quiet(QUIET_CORES, Duration::from_secs(self.quiet_wait_secs)).await;
         if busy >= QUIET_CORES {
             tracing::warn!(
@@ -80,136 +170,249 @@ impl Options {
     }
 }
 
-/// Below this many busy cores the machine counts as idle before a measurement.
-const QUIET_CORES: f64 = 0.3;
-
-/// A fresh database (migrated) and vhost for one run; both are dropped with it.
+/// A fresh database (migrated) and vhost for one stage of one run; both are dropped with it.
 pub struct RunEnv {
     pub db: TestDb,
+    /// The database's URL as every client here uses it (with `sslmode` when one was given).
+    pub db_url: String,
     pub pool: PgPool,
     pub vhost: TestVhost,
 }
 
 impl RunEnv {
-    pub async fn new(max_connections: u32) -> anyhow::Result<RunEnv> {
+    /// `sslmode`: appended to the database URL when given (`disable`, `require`, …).
+    pub async fn new(max_connections: u32, sslmode: Option<&str>) -> anyhow::Result<RunEnv> {
         let db = TestDb::new().await?;
-        let pool = callbridge_runtime::db::connect_and_migrate(db.url(), max_connections)
+        let db_url = match sslmode {
+            Some(mode) => format!("{}?sslmode={mode}", db.url()),
+            None => db.url().to_owned(),
+        };
+        let pool = callbridge_runtime::db::connect_and_migrate(&db_url, max_connections)
             .await
             .context("while migrating the run's database")?;
         let vhost = TestVhost::try_new().await?;
-        Ok(RunEnv { db, pool, vhost })
+        Ok(RunEnv {
+            db,
+            db_url,
+            pool,
+            vhost,
+        })
     }
 }
 
-pub const PUBLISH_LIMIT: FigureSpec = FigureSpec {
-    id: "1a",
-    name: "limit: raw publish-with-confirm (lapin, pipelined, quorum queue)",
-    unit: Unit::PerSecond,
-};
-pub const UPSERT_LIMIT: FigureSpec = FigureSpec {
-    id: "1b",
-    name: "limit: raw batched upsert into call_logs (rows)",
-    unit: Unit::PerSecond,
-};
+/// The environment every service gets: the seed's variables pointed at this run's
+/// database and vhost; JSON logs filtered by `--service-log-filter`.
+pub fn service_env(env: &RunEnv, options: &Options) -> BTreeMap<String, String> {
+    [
+        ("CLIENT_CALLING_DB_URL", env.db_url.clone()),
+        ("RABBITMQ_URL", env.vhost.amqp_url()),
+        ("CALLBACK_SECRET_KEY", CALLBACK_SECRET.to_owned()),
+        (
+            "CENTRALIZED_CALLING_ACCOUNT_CODE",
+            workload::ACCOUNTCODE.to_owned(),
+        ),
+        ("CALLBRIDGE__TELEMETRY__LOG_FORMAT", "json".to_owned()),
+        ("RUST_LOG", options.service_log_filter.clone()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .chain(options.service_env.iter().cloned())
+    .collect()
+}
 
-/// Runs every stage and returns the report (not yet written).
-pub async fn run(options: &Options) -> anyhow::Result<Report> {
+fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {raw:?}"))
+}
+
+/// This run's raw limits, which its ratios divide by.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub publish: f64,
+    pub upsert: f64,
+}
+
+/// What the stages share: options, the run number, where logs go, the collected samples.
+pub struct Bench {
+    pub options: Options,
+    pub run: usize,
+    pub log_dir: PathBuf,
+    pub collector: Collector,
+}
+
+impl Bench {
+    /// The CPU list services are pinned to, `None` when unpinned.
+    pub fn service_cpus(&self) -> Option<String> {
+        (self.options.service_cpus != "none").then(|| self.options.service_cpus.clone())
+    }
+
+    pub async fn pin_load_generator(&self) -> anyhow::Result<()> {
+        if self.service_cpus().is_some() {
+            pin_this_process(Some(&self.options.loadgen_cpus)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn unpin_load_generator(&self) -> anyhow::Result<()> {
+        pin_this_process(None).await
+    }
+
+    /// Placement text of a stage that pins `service`.
+    pub fn pinned_placement(&self, service: &str) -> String {
+        match self.service_cpus() {
+            Some(cpus) => format!(
+                "{service} pinned to CPU {cpus} (taskset), load generator to CPU {}; RabbitMQ and \
+                 Postgres unpinned on {}",
+                self.options.loadgen_cpus,
+                online_cpus()
+            ),
+            None => unpinned_placement(),
+        }
+    }
+}
+
+/// Runs every selected stage `runs` times and returns the report (not yet written).
+pub async fn run(options: Options) -> anyhow::Result<Report> {
     let runs = options.runs.max(1);
     if runs < 3 {
         tracing::warn!(runs, "fewer than 3 runs: medians are not meaningful");
     }
     let machine = {
-        let env = RunEnv::new(1).await?;
+        let env = RunEnv::new(1, options.pg_sslmode.as_deref()).await?;
         let overview = env.vhost.management_get("overview").await?;
         MachineInfo::collect(&env.pool, &overview).await
     };
-    let mut figures = Vec::new();
-    figures.extend(stage_limits(options, runs).await?);
-    Ok(Report {
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
+    let mut bench = Bench {
+        log_dir: options.logs.join(stamp),
+        options,
+        run: 0,
+        collector: Collector::default(),
+    };
+    let has = |bench: &Bench, stage| bench.options.stages.contains(&stage);
+    for run in 1..=runs {
+        bench.run = run;
+        tracing::info!(run, of = runs, "run");
+        let limits = if has(&bench, Stage::Limits) {
+            stage_limits(&mut bench).await?
+        } else {
+            RunLimits {
+                publish: f64::NAN,
+                upsert: f64::NAN,
+            }
+        };
+        if has(&bench, Stage::Ingress) {
+            stage_ingress::run(&mut bench, &limits).await?;
+        }
+        if has(&bench, Stage::Persister) {
+            stage_persister::run(&mut bench, &limits).await?;
+        }
+        if has(&bench, Stage::E2e) {
+            stage_e2e::run(&mut bench).await?;
+        }
+        if has(&bench, Stage::Submitter) {
+            stage_submitter::run(&mut bench).await?;
+        }
+    }
+    let (figures, sweep) = bench.collector.finish(figures::ALL);
+    let mut report = Report {
         machine,
         runs,
         figures,
-    })
+        sweep,
+    };
+    figures::apply_targets(&mut report);
+    Ok(report)
 }
 
-/// Stage 1: 1a and 1b, each run in a fresh environment.
-async fn stage_limits(options: &Options, runs: usize) -> anyhow::Result<Vec<report::Figure>> {
+/// Stage 1: 1a and 1b in a fresh environment.
+async fn stage_limits(bench: &mut Bench) -> anyhow::Result<RunLimits> {
+    let options = &bench.options;
     let secret = CALLBACK_SECRET.as_bytes();
-    let mut publish = Samples::new(PUBLISH_LIMIT);
-    let mut upsert = Samples::new(UPSERT_LIMIT);
-    let publish_shape = PublishShape {
-        channels: options.publish_channels,
-        in_flight_per_channel: options.publish_window,
-    };
-    let upsert_shape = UpsertShape {
-        batch_rows: options.upsert_batch,
-        connections: options.upsert_connections,
-    };
-    let mut message_bytes = 0;
-    for run in 1..=runs {
-        let env = RunEnv::new(options.upsert_connections as u32).await?;
-        let tag = format!("limits{run}");
+    let env = RunEnv::new(
+        options.upsert_connections as u32,
+        options.pg_sslmode.as_deref(),
+    )
+    .await?;
+    let tag = format!("limits{}", bench.run);
 
-        let messages: Vec<_> = callbacks(options.publish_messages, &tag, secret)
-            .iter()
-            .map(|callback| callback.message())
-            .collect();
-        message_bytes =
-            messages.iter().map(|m| m.body.len()).sum::<usize>() / messages.len().max(1);
-        options.settle("1a").await;
-        let meter = CpuMeter::start(Group::standard());
-        let rate = publish_confirm_limit(&env.vhost.amqp_url(), &messages, publish_shape).await?;
-        let cpu = meter.stop();
-        tracing::info!(
-            run,
-            per_second = rate.per_second() as u64,
-            "1a publish-with-confirm"
-        );
-        publish.push(rate.per_second(), &cpu);
-        drop(messages);
+    let messages: Vec<_> = callbacks(options.publish_messages, &tag, secret)
+        .iter()
+        .map(|callback| callback.message())
+        .collect();
+    let message_bytes =
+        messages.iter().map(|m| m.body.len()).sum::<usize>() / messages.len().max(1);
+    options.settle("1a").await;
+    let meter = CpuMeter::start(Group::standard());
+    let publish = publish_confirm_limit(
+        &env.vhost.amqp_url(),
+        &messages,
+        PublishShape {
+            channels: options.publish_channels,
+            in_flight_per_channel: options.publish_window,
+        },
+    )
+    .await?;
+    let cpu = meter.stop();
+    tracing::info!(
+        per_second = publish.per_second() as u64,
+        "1a publish-with-confirm"
+    );
+    bench
+        .collector
+        .record(PUBLISH_LIMIT, publish.per_second(), &cpu);
+    drop(messages);
 
-        let events: Vec<_> = callbacks(options.upsert_rows, &tag, secret)
-            .into_iter()
-            .map(|callback| callback.event)
-            .collect();
-        options.settle("1b").await;
-        let meter = CpuMeter::start(Group::standard());
-        let rate = batched_upsert_limit(&env.pool, &events, upsert_shape).await?;
-        let cpu = meter.stop();
-        tracing::info!(
-            run,
-            per_second = rate.per_second() as u64,
-            "1b batched upsert"
-        );
-        upsert.push(rate.per_second(), &cpu);
-    }
+    let events: Vec<_> = callbacks(options.upsert_rows, &tag, secret)
+        .into_iter()
+        .map(|callback| callback.event)
+        .collect();
+    options.settle("1b").await;
+    let meter = CpuMeter::start(Group::standard());
+    let upsert = batched_upsert_limit(
+        &env.pool,
+        &events,
+        UpsertShape {
+            batch_rows: options.upsert_batch,
+            connections: options.upsert_connections,
+        },
+    )
+    .await?;
+    let cpu = meter.stop();
+    tracing::info!(per_second = upsert.per_second() as u64, "1b batched upsert");
+    bench
+        .collector
+        .record(UPSERT_LIMIT, upsert.per_second(), &cpu);
+
     let placement = unpinned_placement();
-    Ok([
-        publish.finish(
-            placement.clone(),
-            format!(
-                "{} distinct envelopes (mean body {message_bytes} B, the ingress's own properties) \
-                 published persistent and mandatory to `callbridge.callbacks` → quorum queue \
-                 `callbridge.persist` as declare_topology declares it; one connection, {} channels \
-                 in confirm mode, {} unconfirmed per channel; rate = messages / (first publish → \
-                 last confirm); fresh vhost per run.",
-                options.publish_messages, options.publish_channels, options.publish_window
-            ),
+    bench.collector.describe(
+        PUBLISH_LIMIT,
+        placement.clone(),
+        format!(
+            "{} distinct envelopes (mean body {message_bytes} B, the ingress's own properties) \
+             published persistent and mandatory to `callbridge.callbacks` → quorum queue \
+             `callbridge.persist` as declare_topology declares it; one connection, {} channels \
+             in confirm mode, {} unconfirmed per channel; rate = messages / (first publish → \
+             last confirm); fresh vhost per run.",
+            options.publish_messages, options.publish_channels, options.publish_window
         ),
-        upsert.finish(
-            placement,
-            format!(
-                "{} rows (the same callbacks: two of three update a row an earlier one inserted) \
-                 upserted with unnest arrays and ON CONFLICT (call_id) DO UPDATE, {} rows per \
-                 statement (one commit each), {} statements in flight on their own connections; \
-                 fresh migrated database per run.",
-                options.upsert_rows, options.upsert_batch, options.upsert_connections
-            ),
+    );
+    bench.collector.describe(
+        UPSERT_LIMIT,
+        placement,
+        format!(
+            "{} rows (the same callbacks: two of three update a row an earlier one inserted) \
+             upserted with unnest arrays and ON CONFLICT (call_id) DO UPDATE, {} rows per \
+             statement (one commit each), {} statements in flight on their own connections; \
+             fresh migrated database per run.",
+            options.upsert_rows, options.upsert_batch, options.upsert_connections
         ),
-    ]
-    .into_iter()
-    .flatten()
-    .collect())
+    );
+    Ok(RunLimits {
+        publish: publish.per_second(),
+        upsert: upsert.per_second(),
+    })
 }
 
 /// Where bench, RabbitMQ and Postgres may run when nothing is pinned.

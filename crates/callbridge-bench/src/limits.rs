@@ -158,7 +158,9 @@ async fn close(connection: Connection) {
 }
 
 /// How 1b writes: rows per statement (one statement is one transaction, one commit)
-/// and statements in flight at once, each on its own connection.
+/// and statements in flight at once, each on its own connection. With more than one
+/// connection, two batches touching one call may commit in either order: the limit
+/// measures what Postgres sustains, not the persister's ordering rules.
 #[derive(Debug, Clone, Copy)]
 pub struct UpsertShape {
     pub batch_rows: usize,
@@ -220,7 +222,9 @@ async fn upsert_batch(pool: &PgPool, batch: &[CallbackEvent]) -> anyhow::Result<
         .bind(column(|e| Some(e.accountcode.clone())))
         .bind(batch.iter().map(|e| e.batch_id).collect::<Vec<_>>())
         .bind(column(|e| Some(e.phone_number.clone())))
-        .bind(column(|e| Some(e.call_status.as_str().to_owned())))
+        .bind(column(|e| {
+            e.call_status.as_ref().map(|s| s.as_str().to_owned())
+        }))
         .bind(column(|e| e.disposition.clone()))
         .bind(batch.iter().map(|e| e.duration).collect::<Vec<_>>())
         .bind(batch.iter().map(|e| e.start_time).collect::<Vec<_>>())

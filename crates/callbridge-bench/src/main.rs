@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let options = callbridge_bench::Options::parse();
-    let report = callbridge_bench::run(&options).await?;
+    let report = callbridge_bench::run(options.clone()).await?;
     report.write(&options.out)?;
     println!("{}", report.table());
     println!(

@@ -21,6 +21,9 @@ pub enum Selector {
     Pid(u32),
     /// Every process whose `comm` is this (e.g. `postgres` for all backends).
     Comm(&'static str),
+    /// Children of this process that exited and were waited for (a CLI run to its end,
+    /// which a per-pid reading would miss).
+    WaitedChildren,
 }
 
 /// A named set of processes whose CPU time is summed.
@@ -171,6 +174,12 @@ fn ticks_of(selector: &Selector) -> HashMap<u32, u64> {
     let pids: Vec<u32> = match selector {
         Selector::Pid(pid) => vec![*pid],
         Selector::Comm(comm) => pids_named(comm),
+        Selector::WaitedChildren => {
+            let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+            return children_cpu_ticks(&stat)
+                .map(|ticks| HashMap::from([(0, ticks)]))
+                .unwrap_or_default();
+        }
     };
     pids.into_iter()
         .filter_map(|pid| {
@@ -203,6 +212,15 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// cutime + cstime (waited-for children) from a `/proc/<pid>/stat` line.
+fn children_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let cutime: u64 = fields.get(13)?.parse().ok()?;
+    let cstime: u64 = fields.get(14)?.parse().ok()?;
+    Some(cutime + cstime)
 }
 
 /// `getconf CLK_TCK` (100 on every Linux this runs on; asked once anyway).
@@ -247,8 +265,9 @@ mod tests {
 
     #[test]
     fn cpu_ticks_count_fields_after_a_command_name_with_spaces() {
-        let stat = "1234 (tokio (worker) 1) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 1000 0 0";
+        let stat = "1234 (tokio (worker) 1) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 15 5 20 0 8 0 1000 0 0";
         assert_eq!(cpu_ticks(stat), Some(300));
+        assert_eq!(children_cpu_ticks(stat), Some(20));
         assert_eq!(cpu_ticks("garbage"), None);
     }
 

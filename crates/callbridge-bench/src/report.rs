@@ -12,7 +12,7 @@ use crate::procs::CpuShare;
 use crate::stats::Summary;
 
 /// What a figure is: its row id in the table (`1a`), what was measured, and the unit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct FigureSpec {
     pub id: &'static str,
     pub name: &'static str,
@@ -122,6 +122,106 @@ impl Samples {
     }
 }
 
+/// Every figure's samples over the runs, each figure's placement and note, and the
+/// ingress concurrency sweep.
+#[derive(Debug, Default)]
+pub struct Collector {
+    samples: BTreeMap<&'static str, Samples>,
+    descriptions: BTreeMap<&'static str, (String, String)>,
+    sweep: BTreeMap<(String, usize), SweepSamples>,
+}
+
+#[derive(Debug, Default)]
+struct SweepSamples {
+    accepted_per_second: Vec<f64>,
+    p50_ms: Vec<f64>,
+    p99_ms: Vec<f64>,
+}
+
+impl Collector {
+    /// One run's value of a figure. A NaN (nothing measured, e.g. no request accepted)
+    /// is left out, with a warning.
+    pub fn record(&mut self, spec: FigureSpec, value: f64, cpu: &[CpuShare]) {
+        if value.is_nan() {
+            tracing::warn!(figure = spec.id, "no value this run");
+            return;
+        }
+        self.samples
+            .entry(spec.id)
+            .or_insert_with(|| Samples::new(spec))
+            .push(value, cpu);
+    }
+
+    /// How a figure was measured and where its processes ran.
+    pub fn describe(
+        &mut self,
+        spec: FigureSpec,
+        placement: impl Into<String>,
+        note: impl Into<String>,
+    ) {
+        self.descriptions
+            .insert(spec.id, (placement.into(), note.into()));
+    }
+
+    /// One run's result at one concurrency of the sweep.
+    pub fn record_sweep(
+        &mut self,
+        variant: &str,
+        concurrency: usize,
+        accepted_per_second: f64,
+        p50_ms: f64,
+        p99_ms: f64,
+    ) {
+        let entry = self
+            .sweep
+            .entry((variant.to_owned(), concurrency))
+            .or_default();
+        entry.accepted_per_second.push(accepted_per_second);
+        entry
+            .p50_ms
+            .extend([p50_ms].into_iter().filter(|v| !v.is_nan()));
+        entry
+            .p99_ms
+            .extend([p99_ms].into_iter().filter(|v| !v.is_nan()));
+    }
+
+    /// The figures in `order` that were measured, and the sweep.
+    pub fn finish(mut self, order: &[FigureSpec]) -> (Vec<Figure>, Vec<SweepRow>) {
+        let figures = order
+            .iter()
+            .filter_map(|spec| {
+                let samples = self.samples.remove(spec.id)?;
+                let (placement, note) = self.descriptions.remove(spec.id).unwrap_or_default();
+                samples.finish(placement, note)
+            })
+            .collect();
+        let sweep = self
+            .sweep
+            .into_iter()
+            .filter_map(|((variant, concurrency), samples)| {
+                Some(SweepRow {
+                    variant,
+                    concurrency,
+                    accepted_per_second: Summary::of(&samples.accepted_per_second)?,
+                    p50_ms: Summary::of(&samples.p50_ms),
+                    p99_ms: Summary::of(&samples.p99_ms),
+                })
+            })
+            .collect();
+        (figures, sweep)
+    }
+}
+
+/// One concurrency level of the ingress sweep, over the runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    pub variant: String,
+    pub concurrency: usize,
+    pub accepted_per_second: Summary,
+    pub p50_ms: Option<Summary>,
+    pub p99_ms: Option<Summary>,
+}
+
 /// A target the table is read against, and whether the figure met it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Target {
@@ -154,6 +254,8 @@ pub struct Report {
     /// Runs per figure (each figure is the median of these).
     pub runs: usize,
     pub figures: Vec<Figure>,
+    /// The ingress concurrency sweep behind 2a and 2e.
+    pub sweep: Vec<SweepRow>,
 }
 
 impl Report {
@@ -190,6 +292,13 @@ impl Report {
             self.runs, m.cores
         );
         out.push_str(&self.table());
+        if !self.sweep.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n## Ingress concurrency sweep (closed loop; median of the runs, min–max)\n"
+            );
+            out.push_str(&self.sweep_table());
+        }
         let _ = writeln!(out, "\n## How each figure was measured\n");
         for figure in &self.figures {
             let _ = writeln!(
@@ -245,6 +354,34 @@ impl Report {
         out
     }
 
+    /// The sweep: one line per variant and concurrency.
+    pub fn sweep_table(&self) -> String {
+        let ms = |summary: &Option<Summary>| match summary {
+            Some(s) => format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
+            None => "–".to_owned(),
+        };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| variant | concurrency | accepted /s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|"
+        );
+        for row in &self.sweep {
+            let rate = &row.accepted_per_second;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} ({}–{}) | {} | {} |",
+                row.variant,
+                row.concurrency,
+                Unit::PerSecond.format(rate.median),
+                Unit::PerSecond.format(rate.min),
+                Unit::PerSecond.format(rate.max),
+                ms(&row.p50_ms),
+                ms(&row.p99_ms)
+            );
+        }
+        out
+    }
+
     /// Writes `latest.md` and `latest.json` into `dir` (created if missing).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
@@ -260,10 +397,10 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn machine() -> MachineInfo {
+    pub(crate) fn machine() -> MachineInfo {
         MachineInfo {
             cores: 2,
             cpu_model: "Test CPU".into(),
@@ -329,6 +466,7 @@ mod tests {
             machine: machine(),
             runs: 3,
             figures: vec![figure],
+            sweep: Vec::new(),
         };
         let table = report.table();
         assert!(
@@ -350,6 +488,7 @@ mod tests {
             machine: machine(),
             runs: 1,
             figures: vec![samples.finish("unpinned", "").unwrap()],
+            sweep: Vec::new(),
         };
         let dir = std::env::temp_dir().join(format!("cbbench-{}", std::process::id()));
         report.write(&dir).unwrap();
@@ -365,6 +504,34 @@ mod tests {
                 .contains("| 1a |")
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_collector_keeps_the_table_order_and_skips_missing_values() {
+        const P99: FigureSpec = FigureSpec {
+            id: "2d",
+            name: "p99",
+            unit: Unit::Milliseconds,
+        };
+        let mut collector = Collector::default();
+        collector.record(P99, 5.0, &[]);
+        collector.record(P99, f64::NAN, &[]);
+        collector.record(RATE, 10.0, &[]);
+        collector.describe(RATE, "pinned", "how");
+        collector.record_sweep("ingress", 4, 100.0, 1.0, 2.0);
+        collector.record_sweep("ingress", 4, 300.0, 3.0, f64::NAN);
+        let (figures, sweep) = collector.finish(&[RATE, P99]);
+        let ids: Vec<&str> = figures.iter().map(|f| f.spec.id).collect();
+        assert_eq!(ids, ["1a", "2d"]);
+        assert_eq!(figures[0].placement, "pinned");
+        assert_eq!(
+            figures[1].summary.runs,
+            vec![5.0],
+            "the NaN run is left out"
+        );
+        assert_eq!(sweep.len(), 1);
+        assert_eq!(sweep[0].accepted_per_second.median, 200.0);
+        assert_eq!(sweep[0].p99_ms.as_ref().unwrap().runs, vec![2.0]);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! each call once: a batched upsert of such a run never touches a row twice, and two
 //! out of three events update a row an earlier one inserted.
 
+use std::ops::Range;
+
 use callbridge_ingress::message::CallbackMessage;
 use callbridge_types::event::{CallbackEvent, parse_callback};
 use callbridge_types::signature::sign_hex;
@@ -59,12 +61,7 @@ pub fn callbacks(count: usize, run_tag: &str, secret: &[u8]) -> Vec<Callback> {
 
 /// The `index`-th callback of the sequence [`callbacks`] makes.
 pub fn callback(index: usize, run_tag: &str, secret: &[u8]) -> Callback {
-    let wave = index / (WAVE_CALLS * STEPS.len());
-    let within = index % (WAVE_CALLS * STEPS.len());
-    let step = within / WAVE_CALLS;
-    let call = wave * WAVE_CALLS + within % WAVE_CALLS;
-    let payload = payload(call, step, run_tag);
-    let body = serde_json::to_vec(&payload).expect("a JSON value always serialises");
+    let body = raw_body(index, run_tag);
     let validated = parse_callback(&body, ACCOUNTCODE)
         .expect("the synthetic payload is a valid callback (SPEC §4)");
     Callback {
@@ -73,6 +70,36 @@ pub fn callback(index: usize, run_tag: &str, secret: &[u8]) -> Callback {
         event: validated.event,
         payload: validated.payload,
     }
+}
+
+/// Just what a sender puts on the wire: the body and its `X-Signature`.
+#[derive(Debug, Clone)]
+pub struct SignedBody {
+    pub body: Vec<u8>,
+    pub signature: String,
+}
+
+/// Callbacks `indexes` of the sequence [`callbacks`] makes, as sent (no validation, so
+/// a load generator can prepare many cheaply).
+pub fn signed_bodies(indexes: Range<usize>, run_tag: &str, secret: &[u8]) -> Vec<SignedBody> {
+    indexes
+        .map(|index| {
+            let body = raw_body(index, run_tag);
+            SignedBody {
+                signature: sign_hex(secret, &body),
+                body,
+            }
+        })
+        .collect()
+}
+
+/// The JSON body of the `index`-th callback.
+fn raw_body(index: usize, run_tag: &str) -> Vec<u8> {
+    let wave = index / (WAVE_CALLS * STEPS.len());
+    let within = index % (WAVE_CALLS * STEPS.len());
+    let step = within / WAVE_CALLS;
+    let call = wave * WAVE_CALLS + within % WAVE_CALLS;
+    serde_json::to_vec(&payload(call, step, run_tag)).expect("a JSON value always serialises")
 }
 
 /// Every field of the guide's payload: what a real sender fills in at each step.
@@ -147,13 +174,16 @@ mod tests {
             .iter()
             .filter(|c| c.event.call_id == "bench-t-0")
             .collect();
-        let statuses: Vec<&CallStatus> = first_call.iter().map(|c| &c.event.call_status).collect();
+        let statuses: Vec<Option<&CallStatus>> = first_call
+            .iter()
+            .map(|c| c.event.call_status.as_ref())
+            .collect();
         assert_eq!(
             statuses,
             [
-                &CallStatus::Started,
-                &CallStatus::Answered,
-                &CallStatus::Completed
+                Some(&CallStatus::Started),
+                Some(&CallStatus::Answered),
+                Some(&CallStatus::Completed)
             ]
         );
         assert_eq!(first_call[2].event.duration, Some(120));
@@ -162,6 +192,16 @@ mod tests {
             all[3 * WAVE_CALLS].event.call_id,
             format!("bench-t-{WAVE_CALLS}")
         );
+    }
+
+    #[test]
+    fn signed_bodies_are_the_same_callbacks_without_validation() {
+        let bodies = signed_bodies(5..8, "t", b"s");
+        let full = callbacks(8, "t", b"s");
+        for (signed, callback) in bodies.iter().zip(&full[5..]) {
+            assert_eq!(signed.body, callback.body);
+            assert_eq!(signed.signature, callback.signature);
+        }
     }
 
     #[test]

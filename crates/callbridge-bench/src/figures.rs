@@ -1,0 +1,227 @@
+//! Every row of the table, and the targets of issue 9 the table is read against.
+
+use crate::report::{FigureSpec, Report, Target, Unit};
+
+const fn spec(id: &'static str, name: &'static str, unit: Unit) -> FigureSpec {
+    FigureSpec { id, name, unit }
+}
+
+pub const PUBLISH_LIMIT: FigureSpec = spec(
+    "1a",
+    "limit: raw publish-with-confirm (lapin, pipelined, quorum queue)",
+    Unit::PerSecond,
+);
+pub const UPSERT_LIMIT: FigureSpec = spec(
+    "1b",
+    "limit: raw batched upsert into call_logs (rows)",
+    Unit::PerSecond,
+);
+
+pub const INGRESS_PEAK: FigureSpec = spec(
+    "2a",
+    "ingress: accepted callbacks, peak of the concurrency sweep",
+    Unit::PerSecond,
+);
+pub const INGRESS_RATIO: FigureSpec = spec("2b", "ingress: peak / limit 1a", Unit::Ratio);
+pub const INGRESS_P50: FigureSpec = spec(
+    "2c",
+    "ingress: p50 latency at half its peak (open loop)",
+    Unit::Milliseconds,
+);
+pub const INGRESS_P99: FigureSpec = spec(
+    "2d",
+    "ingress: p99 latency at half its peak (open loop)",
+    Unit::Milliseconds,
+);
+pub const NAIVE_INGRESS_PEAK: FigureSpec = spec(
+    "2e",
+    "naive ingress (one confirm at a time): accepted, peak",
+    Unit::PerSecond,
+);
+pub const NAIVE_INGRESS_RATIO: FigureSpec =
+    spec("2f", "naive ingress: peak / limit 1a", Unit::Ratio);
+pub const NAIVE_INGRESS_P50: FigureSpec = spec(
+    "2g",
+    "naive ingress: p50 latency at half its peak",
+    Unit::Milliseconds,
+);
+pub const NAIVE_INGRESS_P99: FigureSpec = spec(
+    "2h",
+    "naive ingress: p99 latency at half its peak",
+    Unit::Milliseconds,
+);
+
+pub const PERSISTER_DRAIN: FigureSpec = spec(
+    "3a",
+    "persister: preloaded queue drained to committed rows (events)",
+    Unit::PerSecond,
+);
+pub const PERSISTER_RATIO: FigureSpec = spec("3b", "persister: 3a / limit 1b", Unit::Ratio);
+pub const ONE_PER_TX_DRAIN: FigureSpec = spec(
+    "3c",
+    "one-message-per-transaction consumer: drained (events)",
+    Unit::PerSecond,
+);
+pub const PERSISTER_VS_ONE_PER_TX: FigureSpec = spec("3d", "persister: 3a / 3c", Unit::Ratio);
+
+pub const E2E_1000_P50: FigureSpec = spec(
+    "4a",
+    "end to end at 1,000/s offered: p50 ingress receipt → commit",
+    Unit::Milliseconds,
+);
+pub const E2E_1000_P99: FigureSpec = spec(
+    "4b",
+    "end to end at 1,000/s offered: p99 ingress receipt → commit",
+    Unit::Milliseconds,
+);
+pub const E2E_5000_P50: FigureSpec = spec(
+    "4c",
+    "end to end at 5,000/s offered: p50 ingress receipt → commit",
+    Unit::Milliseconds,
+);
+pub const E2E_5000_P99: FigureSpec = spec(
+    "4d",
+    "end to end at 5,000/s offered: p99 ingress receipt → commit",
+    Unit::Milliseconds,
+);
+
+pub const SUBMITTER_RATE: FigureSpec = spec(
+    "5a",
+    "submitter: numbers submitted into the simulator",
+    Unit::PerSecond,
+);
+pub const ENQUEUE_RATE: FigureSpec = spec(
+    "5b",
+    "`callbridge enqueue` (COPY): CSV rows into local_call_queue",
+    Unit::PerSecond,
+);
+
+pub const INGRESS_RSS: FigureSpec = spec("6a", "peak RSS: ingress", Unit::Mebibytes);
+pub const PERSISTER_RSS: FigureSpec = spec("6b", "peak RSS: persister", Unit::Mebibytes);
+pub const SUBMITTER_RSS: FigureSpec = spec("6c", "peak RSS: submitter", Unit::Mebibytes);
+pub const NAIVE_INGRESS_RSS: FigureSpec =
+    spec("6d", "peak RSS: naive ingress (contrast)", Unit::Mebibytes);
+pub const SIM_RSS: FigureSpec = spec("6e", "peak RSS: simulator (not a service)", Unit::Mebibytes);
+
+/// The order of the table.
+pub const ALL: &[FigureSpec] = &[
+    PUBLISH_LIMIT,
+    UPSERT_LIMIT,
+    INGRESS_PEAK,
+    INGRESS_RATIO,
+    INGRESS_P50,
+    INGRESS_P99,
+    NAIVE_INGRESS_PEAK,
+    NAIVE_INGRESS_RATIO,
+    NAIVE_INGRESS_P50,
+    NAIVE_INGRESS_P99,
+    PERSISTER_DRAIN,
+    PERSISTER_RATIO,
+    ONE_PER_TX_DRAIN,
+    PERSISTER_VS_ONE_PER_TX,
+    E2E_1000_P50,
+    E2E_1000_P99,
+    E2E_5000_P50,
+    E2E_5000_P99,
+    SUBMITTER_RATE,
+    ENQUEUE_RATE,
+    INGRESS_RSS,
+    PERSISTER_RSS,
+    SUBMITTER_RSS,
+    NAIVE_INGRESS_RSS,
+    SIM_RSS,
+];
+
+/// A target: the figure's median compared with a bound.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    AtLeast(f64),
+    Below(f64),
+}
+
+/// Issue 9's targets, by figure id.
+const TARGETS: &[(&str, Bound, &str)] = &[
+    (
+        "2b",
+        Bound::AtLeast(0.70),
+        "≥ 0.70 (70 % of the raw confirm rate)",
+    ),
+    ("2d", Bound::Below(20.0), "< 20 ms"),
+    (
+        "3b",
+        Bound::AtLeast(0.50),
+        "≥ 0.50 (50 % of the raw batched upsert)",
+    ),
+    ("3d", Bound::AtLeast(10.0), "≥ 10×"),
+    ("4b", Bound::Below(50.0), "< 50 ms"),
+    ("5a", Bound::AtLeast(20_000.0), "≥ 20,000 /s"),
+    ("6a", Bound::Below(50.0), "< 50 MiB"),
+    ("6b", Bound::Below(100.0), "< 100 MiB"),
+    ("6c", Bound::Below(100.0), "< 100 MiB"),
+];
+
+/// Sets each measured figure's target and whether its median met it.
+pub fn apply_targets(report: &mut Report) {
+    for (id, bound, text) in TARGETS {
+        if let Some(figure) = report.figure_mut(id) {
+            let median = figure.summary.median;
+            let met = match bound {
+                Bound::AtLeast(min) => median >= *min,
+                Bound::Below(max) => median < *max,
+            };
+            figure.target = Some(Target {
+                text: (*text).to_owned(),
+                met: (!median.is_nan()).then_some(met),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::report::{Collector, tests::machine};
+
+    #[test]
+    fn targets_are_judged_on_the_median() {
+        let mut collector = Collector::default();
+        for value in [0.9, 0.6, 0.8] {
+            collector.record(INGRESS_RATIO, value, &[]);
+        }
+        for value in [25.0, 10.0, 30.0] {
+            collector.record(INGRESS_P99, value, &[]);
+        }
+        collector.record(SIM_RSS, 80.0, &[]);
+        let (figures, sweep) = collector.finish(ALL);
+        let mut report = Report {
+            machine: machine(),
+            runs: 3,
+            figures,
+            sweep,
+        };
+        apply_targets(&mut report);
+        assert_eq!(
+            report.figure("2b").unwrap().target.as_ref().unwrap().met,
+            Some(true)
+        );
+        assert_eq!(
+            report.figure("2d").unwrap().target.as_ref().unwrap().met,
+            Some(false)
+        );
+        assert!(
+            report.figure("6e").unwrap().target.is_none(),
+            "no target for the simulator"
+        );
+    }
+
+    #[test]
+    fn ids_are_unique_and_every_target_names_a_figure() {
+        let ids: HashSet<&str> = ALL.iter().map(|f| f.id).collect();
+        assert_eq!(ids.len(), ALL.len());
+        for (id, _, _) in TARGETS {
+            assert!(ids.contains(id), "target for unknown figure {id}");
+        }
+    }
+}

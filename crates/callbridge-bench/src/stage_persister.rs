@@ -1,0 +1,216 @@
+//! Stage 3: the persister drains a preloaded queue into committed rows; the same binary
+//! with batching off (one message, one transaction, ack; prefetch 1) is the contrast.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sqlx::PgPool;
+
+use crate::figures::{
+    ONE_PER_TX_DRAIN, PERSISTER_DRAIN, PERSISTER_RATIO, PERSISTER_RSS, PERSISTER_VS_ONE_PER_TX,
+};
+use crate::limits::{PublishShape, publish_confirm_limit};
+use crate::procs::{CpuMeter, Group, Selector};
+use crate::services::{Service, ServiceSpec, free_port};
+use crate::workload::callbacks;
+use crate::{Bench, RunEnv, RunLimits, service_env};
+
+/// How often the committed row count is read while draining.
+const POLL: Duration = Duration::from_millis(10);
+/// A drain that makes no progress for this long has failed.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The persister's configuration for a drain.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// The defaults (batches of up to 128, 20 ms linger, prefetch 256).
+    Batched,
+    /// Batch size 1 and prefetch 1: consume one, one transaction, ack.
+    OnePerTransaction,
+}
+
+/// Measures the batched persister and the one-per-transaction consumer, each in a fresh
+/// environment, and records 3a–3d and 6b.
+pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
+    let batched = drain(bench, Mode::Batched, bench.options.persist_messages).await?;
+    let single = drain(
+        bench,
+        Mode::OnePerTransaction,
+        bench.options.one_per_tx_messages,
+    )
+    .await?;
+    bench
+        .collector
+        .record(PERSISTER_RATIO, batched / limits.upsert, &[]);
+    bench
+        .collector
+        .record(PERSISTER_VS_ONE_PER_TX, batched / single, &[]);
+
+    let placement = bench.pinned_placement("persister");
+    bench.collector.describe(
+        PERSISTER_DRAIN,
+        placement.clone(),
+        format!(
+            "{} callbacks (started/answered/completed waves; their real envelopes) preloaded into \
+             `callbridge.persist`, then the release `callbridge-persister` started with its \
+             defaults (batches ≤ 128, linger 20 ms, prefetch 256); rate = events committed to \
+             call_events (count polled every {} ms) from the first visible row to the last; \
+             every call's call_logs row checked afterwards.",
+            bench.options.persist_messages,
+            POLL.as_millis()
+        ),
+    );
+    bench.collector.describe(
+        ONE_PER_TX_DRAIN,
+        placement.clone(),
+        format!(
+            "the same binary and SQL with CALLBRIDGE__PERSISTER__BATCH_SIZE=1 and PREFETCH=1 \
+             (consume one, one transaction, ack), {} preloaded callbacks.",
+            bench.options.one_per_tx_messages
+        ),
+    );
+    bench.collector.describe(
+        PERSISTER_RATIO,
+        placement.clone(),
+        "3a divided by 1b of the same run (the persister also writes call_events, folds each \
+         call's events, refreshes batches and the outbox).",
+    );
+    bench.collector.describe(
+        PERSISTER_VS_ONE_PER_TX,
+        placement.clone(),
+        "3a divided by 3c of the same run.",
+    );
+    bench.collector.describe(
+        PERSISTER_RSS,
+        placement,
+        "VmHWM from /proc after draining 3a's queue.",
+    );
+    Ok(())
+}
+
+/// Preloads `messages` callbacks, starts the persister and returns events per second.
+async fn drain(bench: &mut Bench, mode: Mode, messages: usize) -> anyhow::Result<f64> {
+    let env = RunEnv::new(2, bench.options.pg_sslmode.as_deref()).await?;
+    let tag = format!("persist{}{mode:?}", bench.run);
+    let envelopes: Vec<_> = callbacks(messages, &tag, crate::CALLBACK_SECRET.as_bytes())
+        .iter()
+        .map(|callback| callback.message())
+        .collect();
+    publish_confirm_limit(
+        &env.vhost.amqp_url(),
+        &envelopes,
+        PublishShape {
+            channels: bench.options.publish_channels,
+            in_flight_per_channel: bench.options.publish_window,
+        },
+    )
+    .await
+    .context("while preloading the persist queue")?;
+    drop(envelopes);
+
+    let bind = format!("127.0.0.1:{}", free_port()?);
+    let mut vars = service_env(&env, &bench.options);
+    vars.insert("PERSISTER_BIND".into(), bind.clone());
+    if let Mode::OnePerTransaction = mode {
+        vars.insert("CALLBRIDGE__PERSISTER__BATCH_SIZE".into(), "1".into());
+        vars.insert("CALLBRIDGE__PERSISTER__PREFETCH".into(), "1".into());
+    }
+    let spec = ServiceSpec {
+        name: format!("persister-{mode:?}-run{}", bench.run),
+        binary: "callbridge-persister".into(),
+        args: Vec::new(),
+        env: vars,
+        cpus: bench.service_cpus(),
+        ready_url: format!("http://{bind}/readyz"),
+    };
+    bench.options.settle("persister").await;
+    let service = Service::spawn(&spec, &bench.log_dir)?;
+    let meter = CpuMeter::start(vec![
+        Group::this_process(),
+        Group::new("persister", Selector::Pid(service.pid())),
+        Group::rabbitmq(),
+        Group::postgres(),
+    ]);
+    let service = service.wait_ready(&spec.ready_url).await?;
+    let drained = wait_for_rows(&env.pool, messages).await?;
+    let cpu = meter.stop();
+    let rate = drained.per_second();
+    tracing::info!(mode = ?mode, per_second = rate as u64, "persister drain");
+
+    let calls: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM call_logs WHERE call_status = 'completed'")
+            .fetch_one(&env.pool)
+            .await
+            .context("while checking call_logs after the drain")?;
+    let expected_completed = (messages / 3000) * 1000 + (messages % 3000).saturating_sub(2000);
+    if calls as usize != expected_completed {
+        bail!(
+            "after the drain {calls} calls are completed in call_logs, expected {expected_completed}"
+        );
+    }
+    match mode {
+        Mode::Batched => {
+            bench.collector.record(PERSISTER_DRAIN, rate, &cpu);
+            if let Some(rss) = service.peak_rss_mib() {
+                bench.collector.record(PERSISTER_RSS, rss, &[]);
+            }
+        }
+        Mode::OnePerTransaction => bench.collector.record(ONE_PER_TX_DRAIN, rate, &cpu),
+    }
+    service.stop().await?;
+    Ok(rate)
+}
+
+/// When the first rows became visible and when all `expected` were.
+#[derive(Debug)]
+struct Drained {
+    first_count: usize,
+    first_seen: Instant,
+    expected: usize,
+    done: Instant,
+}
+
+impl Drained {
+    fn per_second(&self) -> f64 {
+        crate::stats::per_second(
+            self.expected - self.first_count,
+            (self.done - self.first_seen).as_secs_f64(),
+        )
+    }
+}
+
+/// Polls `call_events` until it holds `expected` rows.
+async fn wait_for_rows(pool: &PgPool, expected: usize) -> anyhow::Result<Drained> {
+    let mut first: Option<(usize, Instant)> = None;
+    let mut last_progress = (0, Instant::now());
+    loop {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM call_events")
+            .fetch_one(pool)
+            .await
+            .context("while counting call_events")?;
+        let count = count as usize;
+        let now = Instant::now();
+        if count > 0 && first.is_none() {
+            first = Some((count, now));
+        }
+        if count >= expected {
+            let (first_count, first_seen) = first.unwrap_or((0, now));
+            // A drain seen complete at its first poll has no measurable duration.
+            if first_count >= expected {
+                bail!("all {expected} rows were committed before the first poll: preload more");
+            }
+            return Ok(Drained {
+                first_count,
+                first_seen,
+                expected,
+                done: now,
+            });
+        }
+        if count > last_progress.0 {
+            last_progress = (count, now);
+        } else if now - last_progress.1 > STALL_TIMEOUT {
+            bail!("the drain stalled at {count} of {expected} rows for {STALL_TIMEOUT:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
