@@ -43,8 +43,9 @@ test-deploy: services ## deployment checks only: Dockerfile, compose, Kustomize 
 	@scripts/check-deploy.sh
 
 bench: services ## benchmark on the local services (release build, ~10 min); writes bench/results/latest.{md,json}
-	$(CARGO) build --release -p callbridge-bench
-	target/release/callbridge-bench --out bench/results
+	$(CARGO) build --release --bins -p callbridge-bench -p callbridge-ingress -p callbridge-persister \
+	  -p callbridge-submitter -p callbridge-sim -p callbridge-cli
+	target/release/callbridge-bench --out bench/results $(BENCH_ARGS)
 
 .PHONY: fuzz
 fuzz: ## cargo-fuzz: build every target in fuzz/, run each FUZZ_SECONDS (60) s; fails on any crash
