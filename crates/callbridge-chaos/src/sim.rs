@@ -157,13 +157,25 @@ impl Simulator {
     /// Waits until every dispatched call's callbacks are acknowledged or given up;
     /// `false` when `timeout` passed first.
     pub async fn wait_idle(&self, timeout: Duration) -> anyhow::Result<bool> {
-        let answer: Value = self
-            .get_json(&format!(
-                "/admin/wait-idle?timeout_ms={}",
-                timeout.as_millis()
-            ))
-            .await?;
-        Ok(answer["idle"].as_bool().unwrap_or(false))
+        // One request waits at most a slice, well inside the admin client's 60 s timeout;
+        // a long wait is several requests.
+        const SLICE: Duration = Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answer: Value = self
+                .get_json(&format!(
+                    "/admin/wait-idle?timeout_ms={}",
+                    left.min(SLICE).as_millis()
+                ))
+                .await?;
+            if answer["idle"].as_bool().unwrap_or(false) {
+                return Ok(true);
+            }
+            if left <= SLICE {
+                return Ok(false);
+            }
+        }
     }
 
     async fn put_knobs(&self, patch: Value) -> anyhow::Result<()> {
