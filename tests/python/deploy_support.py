@@ -42,6 +42,7 @@ SERVICE_BINARIES = {
 NOT_SHIPPED = {
     # Measures the local broker and database, provisioning them like the tests do.
     "callbridge-bench": "the local benchmark harness (make bench)",
+    "callbridge-bench-naive-ingress": "the benchmark's naive contrast ingress (make bench)",
     # Kills and restarts the other binaries and servers to prove nothing is lost.
     "callbridge-chaos": "the fault-injection runner (make chaos)",
 }

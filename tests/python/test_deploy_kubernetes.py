@@ -14,6 +14,7 @@ import yaml
 
 from deploy_support import (
     DEPLOY,
+    REPO,
     OVERLAYS,
     REQUIRED_SETTINGS,
     SERVICE_BINARIES,
