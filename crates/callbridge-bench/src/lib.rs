@@ -86,7 +86,7 @@ pub struct Options {
     pub logs: PathBuf,
     /// Before each measurement, wait up to this long for the machine to go idle (a
     /// build running alongside would be measured too; the CPU column shows it as `other`).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 3)]
     pub quiet_wait_secs: u64,
     /// RUST_LOG of the services (the production default is `info`; e.g.
     /// `info,sqlx::query=debug` logs every statement with its time, for profiling).
@@ -142,18 +142,18 @@ pub struct Options {
     pub ingress_bodies: usize,
 
     /// 3: messages preloaded for the batched persister.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 20_000)]
     pub persist_messages: usize,
     /// 3: messages preloaded for the one-per-transaction consumer.
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = 1_500)]
     pub one_per_tx_messages: usize,
 
     /// 4: seconds at each offered rate (1,000/s and 5,000/s).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 4.0)]
     pub e2e_secs: f64,
 
     /// 5: numbers in the campaign enqueued and submitted.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 60_000)]
     pub submit_numbers: usize,
 }
 
@@ -258,13 +258,19 @@ impl Bench {
         pin_this_process(None).await
     }
 
-    /// Placement text of a stage that pins `service`.
-    pub fn pinned_placement(&self, service: &str) -> String {
+    /// Placement text of a stage that pins `service`; `load_generator` says whether this
+    /// process was pinned too (it is while it generates load).
+    pub fn pinned_placement(&self, service: &str, load_generator: bool) -> String {
         match self.service_cpus() {
-            Some(cpus) => format!(
+            Some(cpus) if load_generator => format!(
                 "{service} pinned to CPU {cpus} (taskset), load generator to CPU {}; RabbitMQ and \
                  Postgres unpinned on {}",
                 self.options.loadgen_cpus,
+                online_cpus()
+            ),
+            Some(cpus) => format!(
+                "{service} pinned to CPU {cpus} (taskset); the bench (only polling), RabbitMQ and \
+                 Postgres unpinned on {}",
                 online_cpus()
             ),
             None => unpinned_placement(),
@@ -284,8 +290,11 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         MachineInfo::collect(&env.pool, &overview).await
     };
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
+    let log_dir = options.logs.join(stamp);
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("while creating {}", log_dir.display()))?;
     let mut bench = Bench {
-        log_dir: options.logs.join(stamp),
+        log_dir,
         options,
         run: 0,
         collector: Collector::default(),

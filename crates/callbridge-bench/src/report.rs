@@ -338,11 +338,17 @@ impl Report {
                 .map(|share| format!("{} {:.2}", share.label, share.cores))
                 .collect::<Vec<_>>()
                 .join(", ");
+            let measured = figure.summary.runs.len();
+            let name = if measured < self.runs {
+                format!("{} ({measured} of {} runs)", figure.spec.name, self.runs)
+            } else {
+                figure.spec.name.to_owned()
+            };
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 figure.spec.id,
-                figure.spec.name,
+                name,
                 unit.format(figure.summary.median),
                 unit.format(figure.summary.min),
                 unit.format(figure.summary.max),
@@ -478,6 +484,20 @@ pub(crate) mod tests {
         let markdown = report.to_markdown();
         assert!(markdown.contains("2 × Test CPU"));
         assert!(markdown.contains("RabbitMQ 3.10.8"));
+    }
+
+    #[test]
+    fn a_figure_measured_in_fewer_runs_says_so() {
+        let mut samples = Samples::new(RATE);
+        samples.push(1.0, &[]);
+        samples.push(2.0, &[]);
+        let report = Report {
+            machine: machine(),
+            runs: 3,
+            figures: vec![samples.finish("", "").unwrap()],
+            sweep: Vec::new(),
+        };
+        assert!(report.table().contains("| raw publish-with-confirm (2 of 3 runs) |"));
     }
 
     #[test]

@@ -189,7 +189,7 @@ async fn measure(
     service.stop().await?;
     bench.unpin_load_generator().await?;
 
-    let placement = bench.pinned_placement(figures.label);
+    let placement = bench.pinned_placement(figures.label, true);
     let levels = bench
         .options
         .ingress_levels

@@ -46,7 +46,7 @@ pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
         .collector
         .record(PERSISTER_VS_ONE_PER_TX, batched / single, &[]);
 
-    let placement = bench.pinned_placement("persister");
+    let placement = bench.pinned_placement("persister", false);
     bench.collector.describe(
         PERSISTER_DRAIN,
         placement.clone(),
