@@ -497,7 +497,11 @@ pub(crate) mod tests {
             figures: vec![samples.finish("", "").unwrap()],
             sweep: Vec::new(),
         };
-        assert!(report.table().contains("| raw publish-with-confirm (2 of 3 runs) |"));
+        assert!(
+            report
+                .table()
+                .contains("| raw publish-with-confirm (2 of 3 runs) |")
+        );
     }
 
     #[test]
