@@ -229,37 +229,21 @@ pub async fn declare_topology(channel: &Channel) -> anyhow::Result<()> {
         ..QueueDeclareOptions::default()
     };
 
-    // Topic: routing key `callback.<event_type>` lets other consumers bind to a subset.
-    channel
-        .exchange_declare(
-            CALLBACKS_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("while declaring exchange {CALLBACKS_EXCHANGE}"))?;
-    // Fanout: broker dead-lettering keeps the message's original routing key and the
-    // persister publishes with its own, and both must reach the dead queue.
-    channel
-        .exchange_declare(
-            DEAD_EXCHANGE.into(),
-            ExchangeKind::Fanout,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("while declaring exchange {DEAD_EXCHANGE}"))?;
-    // Topic: `outcome.<status>`; the client's applications bind their own queues.
-    channel
-        .exchange_declare(
-            OUTCOMES_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("while declaring exchange {OUTCOMES_EXCHANGE}"))?;
+    let exchanges = [
+        // Topic: routing key `callback.<event_type>` lets other consumers bind to a subset.
+        (CALLBACKS_EXCHANGE, ExchangeKind::Topic),
+        // Fanout: broker dead-lettering keeps the message's original routing key and the
+        // persister publishes with its own, and both must reach the dead queue.
+        (DEAD_EXCHANGE, ExchangeKind::Fanout),
+        // Topic: `outcome.<status>`; the client's applications bind their own queues.
+        (OUTCOMES_EXCHANGE, ExchangeKind::Topic),
+    ];
+    for (name, kind) in exchanges {
+        channel
+            .exchange_declare(name.into(), kind, durable_exchange, FieldTable::default())
+            .await
+            .with_context(|| format!("while declaring exchange {name}"))?;
+    }
 
     // The dead queue first, so the persist queue's dead-letter target exists.
     channel
