@@ -338,6 +338,15 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
     )
 }
 
+/// A request that never reached the centralized API: safe to retry without reconciling.
+fn not_sent(message: String) -> Retryable {
+    Retryable {
+        reason: RetryReason::ConnectionRefused,
+        message: format!("could not connect to the centralized API: {message}"),
+        retry_after: None,
+    }
+}
+
 fn read_insert_exchange(exchange: Exchange, batch_id: i32, sent: usize) -> InsertOutcome {
     let (status, body, retry_after) = match exchange {
         Exchange::Answered {
@@ -346,11 +355,7 @@ fn read_insert_exchange(exchange: Exchange, batch_id: i32, sent: usize) -> Inser
             retry_after,
         } => (status, body, retry_after),
         Exchange::NotSent(message) => {
-            return InsertOutcome::NotAccepted(Retryable {
-                reason: RetryReason::ConnectionRefused,
-                message: format!("could not connect to the centralized API: {message}"),
-                retry_after: None,
-            });
+            return InsertOutcome::NotAccepted(not_sent(message));
         }
         Exchange::Lost { timed_out, message } => {
             return InsertOutcome::Unknown(lost(timed_out, message));
@@ -430,11 +435,7 @@ fn read_batch_status_exchange(exchange: Exchange) -> BatchStatusAnswer {
             retry_after,
         } => (status, body, retry_after),
         Exchange::NotSent(message) => {
-            return BatchStatusAnswer::Unavailable(Retryable {
-                reason: RetryReason::ConnectionRefused,
-                message: format!("could not connect to the centralized API: {message}"),
-                retry_after: None,
-            });
+            return BatchStatusAnswer::Unavailable(not_sent(message));
         }
         Exchange::Lost { timed_out, message } => {
             return BatchStatusAnswer::Unavailable(lost(timed_out, message));
@@ -500,11 +501,7 @@ fn read_dispatch_exchange(exchange: Exchange) -> DispatchOutcome {
             retry_after,
         } => (status, body, retry_after),
         Exchange::NotSent(message) => {
-            return DispatchOutcome::Failed(Retryable {
-                reason: RetryReason::ConnectionRefused,
-                message: format!("could not connect to the centralized API: {message}"),
-                retry_after: None,
-            });
+            return DispatchOutcome::Failed(not_sent(message));
         }
         Exchange::Lost { timed_out, message } => {
             return DispatchOutcome::Failed(lost(timed_out, message));
