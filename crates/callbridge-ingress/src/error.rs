@@ -24,6 +24,9 @@ pub enum CallbackError {
     /// The body could not be read from the connection.
     #[error("Could not read the request body")]
     BodyUnreadable(#[source] actix_web::error::PayloadError),
+    /// The body did not arrive within the body timeout (stalled or dripping).
+    #[error("Request body not received in time")]
+    BodyTimeout,
     /// The broker did not confirm the message; the sender should retry.
     #[error("Temporarily unavailable")]
     Unavailable {
@@ -40,6 +43,7 @@ impl CallbackError {
             CallbackError::TooLarge => "too_large",
             CallbackError::Unauthorized(_) => "unauthorized",
             CallbackError::Invalid(_) | CallbackError::BodyUnreadable(_) => "invalid",
+            CallbackError::BodyTimeout => "timeout",
             CallbackError::Unavailable { .. } => "unavailable",
         }
     }
@@ -59,6 +63,7 @@ impl ResponseError for CallbackError {
             CallbackError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             CallbackError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             CallbackError::Invalid(_) | CallbackError::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            CallbackError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             CallbackError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -80,6 +85,12 @@ impl ResponseError for CallbackError {
                 ("Temporarily unavailable", None)
             }
             CallbackError::TooLarge => ("Payload too large", None),
+            CallbackError::BodyTimeout => {
+                // The rest of the body may still be on its way: the connection cannot be
+                // reused for another request.
+                response.force_close();
+                ("Request body not received in time", None)
+            }
             CallbackError::Unauthorized(signature) => {
                 return response.json(ErrorBody {
                     error: &signature.to_string(),

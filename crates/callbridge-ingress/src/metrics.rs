@@ -10,7 +10,7 @@ use crate::error::CallbackError;
 /// The seed's histogram: handling time of one callback, whatever its outcome.
 pub const CALLBACK_PROCESSING_TIME_SECONDS: &str = "callback_processing_time_seconds";
 /// Callbacks by `event_type` and `outcome` (accepted, unauthorized, invalid, too_large,
-/// unavailable).
+/// timeout, unavailable).
 pub const CALLBACKS_TOTAL: &str = "callbacks_total";
 pub use crate::publisher::PUBLISH_CONFIRM_SECONDS;
 

@@ -1,6 +1,7 @@
 //! Building and running the ingress: the HTTP server, the publisher and its supervisor.
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, dev::Server, web};
@@ -79,6 +80,7 @@ impl Application {
             }),
             default_accountcode: config.default_accountcode.clone().unwrap_or_default(),
             max_body_bytes: config.max_body_bytes,
+            body_timeout: config.body_timeout,
             retry_after_secs: u32::try_from(config.retry_after.as_secs()).unwrap_or(u32::MAX),
             publisher: publisher.clone(),
         });
@@ -95,6 +97,12 @@ impl Application {
                         .route(web::post().to(receive_callback)),
                 )
         })
+        // Slow clients: a request head must arrive within the header timeout (actix answers
+        // 408), a body within the body timeout (the handler answers 408: actix has no
+        // deadline of its own for a body), and an idle keep-alive connection is closed.
+        .client_request_timeout(config.header_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .keep_alive(config.keep_alive)
         // Signals belong to the service's shutdown token (run_until_stopped).
         .disable_signals()
         .shutdown_timeout(config.shutdown_timeout.as_secs());

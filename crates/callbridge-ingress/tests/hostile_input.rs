@@ -153,10 +153,9 @@ async fn a_request_head_that_stops_mid_way_gets_408() {
 }
 
 #[tokio::test]
-#[ignore = "the ingress sets no deadline for reading a request body (actix has none): a stalled \
-            body holds its connection forever; un-ignore once POST /callback bounds the body read"]
 async fn a_body_that_stops_arriving_is_cut_off_with_408() {
     let (_vhost, config) = vhost_and_config().await;
+    let body_timeout = config.body_timeout;
     let app = TestApp::spawn(config).await;
     let body = SEED_PAYLOAD.as_bytes();
     let head = format!(
@@ -166,29 +165,44 @@ async fn a_body_that_stops_arriving_is_cut_off_with_408() {
         signed(body)
     );
 
-    // A genuine, signed request whose body stalls after ten bytes (and then drips a
-    // byte now and then, so an idle timer alone would not catch it).
-    let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&body[..10]).await.unwrap();
+    // A genuine, signed request whose body stalls after ten bytes and then drips a byte
+    // now and then, so an idle timer alone would not catch it: at this pace the body
+    // would take minutes, far longer than the body timeout.
+    let drip_interval = Duration::from_millis(500);
+    assert!(drip_interval * (body.len() as u32) > body_timeout * 4);
+    let stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(head.as_bytes()).await.unwrap();
+    writer.write_all(&body[..10]).await.unwrap();
     let dripper = tokio::spawn(async move {
-        let mut stream = stream;
         for byte in &body[10..body.len() - 1] {
-            if stream.write_all(&[*byte]).await.is_err() {
+            if writer.write_all(&[*byte]).await.is_err() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(drip_interval).await;
         }
-        stream
     });
     assert_still_serving(&app).await;
-    let mut stream = tokio::time::timeout(PATIENCE, dripper)
+
+    // The answer is read while the client still drips, as a real sender would see it.
+    let mut answer = Vec::new();
+    let read_until_closed = reader.read_to_end(&mut answer);
+    tokio::time::timeout(PATIENCE, read_until_closed)
         .await
-        .expect("the server stops waiting for the body")
-        .unwrap();
-    let answer = read_answer(&mut stream).await;
+        .expect("the server stops waiting for the body and closes the connection")
+        .expect("the answer is readable");
+    dripper.abort();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
 
     assert_eq!(status_of(&answer), 408, "{answer:?}");
+    assert!(
+        answer.contains("Request body not received in time"),
+        "{answer:?}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:?}"
+    );
     assert_still_serving(&app).await;
 }
 

@@ -100,6 +100,7 @@ fn every_handler_answer() -> Vec<(u16, Value, Vec<String>)> {
             reason: "longer than 20 characters".to_owned(),
         }),
         CallbackError::BodyUnreadable(actix_web::error::PayloadError::Incomplete(None)),
+        CallbackError::BodyTimeout,
         CallbackError::Unavailable {
             cause: PublishError::Disconnected,
             retry_after_secs: 5,

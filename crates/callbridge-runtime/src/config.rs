@@ -258,6 +258,13 @@ pub struct IngressSettings {
     pub tls_key_path: Option<PathBuf>,
     pub retry_after_secs: u64,
     pub shutdown_timeout_secs: u64,
+    /// Time for a client to send a request's head (slow headers get a 408).
+    pub header_timeout_ms: u64,
+    /// Time for a client to send a request's body once its head is in (a stalled or
+    /// dripping body gets a 408).
+    pub body_timeout_ms: u64,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive_secs: u64,
 }
 
 impl Default for IngressSettings {
@@ -268,6 +275,9 @@ impl Default for IngressSettings {
             tls_key_path: None,
             retry_after_secs: 5,
             shutdown_timeout_secs: 30,
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            keep_alive_secs: 30,
         }
     }
 }
@@ -460,6 +470,9 @@ pub struct IngressConfig {
     pub publisher_channels: usize,
     pub retry_after: Duration,
     pub shutdown_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub keep_alive: Duration,
     pub tls: Option<TlsFiles>,
 }
 
@@ -715,6 +728,12 @@ impl Settings {
             1,
             "callback.publisher_channels",
         )?;
+        at_least(
+            self.ingress.header_timeout_ms,
+            1,
+            "ingress.header_timeout_ms",
+        )?;
+        at_least(self.ingress.body_timeout_ms, 1, "ingress.body_timeout_ms")?;
         Ok(IngressConfig {
             bind: bind_address(&self.ingress.bind, "ingress.bind")?,
             amqp_url: self.amqp_url()?,
@@ -726,6 +745,9 @@ impl Settings {
             publisher_channels: callback.publisher_channels,
             retry_after: Duration::from_secs(self.ingress.retry_after_secs),
             shutdown_timeout: Duration::from_secs(self.ingress.shutdown_timeout_secs),
+            header_timeout: Duration::from_millis(self.ingress.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.ingress.body_timeout_ms),
+            keep_alive: Duration::from_secs(self.ingress.keep_alive_secs),
             tls,
         })
     }

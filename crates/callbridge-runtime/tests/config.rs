@@ -636,6 +636,20 @@ fn malformed_values_name_their_variable() {
         "CALLBRIDGE__PERSISTER__BATCH_SIZE must be at least 1, got 0"
     );
 
+    // A zero body timeout would refuse every callback with a 408.
+    let line = error_line(
+        load(&[
+            ("CALLBRIDGE__INGRESS__BODY_TIMEOUT_MS", "0"),
+            ("CALLBACK_SECRET_KEY", "s"),
+        ])
+        .unwrap()
+        .ingress(),
+    );
+    assert_eq!(
+        line,
+        "CALLBRIDGE__INGRESS__BODY_TIMEOUT_MS must be at least 1, got 0"
+    );
+
     let line = error_line(load(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]));
     assert!(
         line.starts_with("OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf"),

@@ -76,13 +76,46 @@ pub struct Envelope {
 /// Why a message body is not a readable envelope.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
+    /// The reason names the shape that was expected and where, never the value found:
+    /// it travels in the dead-letter header and in logs, and a value can be a phone
+    /// number or anything else a caller sent.
     #[error("envelope is not valid JSON of its version: {0}")]
-    Malformed(#[from] serde_json::Error),
+    Malformed(String),
     #[error(
         "envelope schema version {found} is not readable here (this consumer reads \
          {OLDEST_READABLE_SCHEMA_VERSION} to {CURRENT_SCHEMA_VERSION})"
     )]
     UnsupportedVersion { found: u32 },
+}
+
+impl From<serde_json::Error> for EnvelopeError {
+    fn from(error: serde_json::Error) -> Self {
+        EnvelopeError::Malformed(describe_without_values(&error))
+    }
+}
+
+/// serde_json's message without the offending value: `invalid type: string "98765…",
+/// expected u32 at line 1 column 40` becomes `wrong type or value (expected u32) at line 1
+/// column 40`. What serde says it expected, and a missing field's name, come from this
+/// crate's own types, so they are kept.
+fn describe_without_values(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let position = format!("at line {} column {}", error.line(), error.column());
+    let message = error.to_string();
+    let message = message
+        .strip_suffix(&format!(" {position}"))
+        .unwrap_or(&message);
+    let what = match error.classify() {
+        Category::Io => "unreadable".to_owned(),
+        Category::Eof => "truncated".to_owned(),
+        Category::Syntax => "not JSON".to_owned(),
+        Category::Data if message.starts_with("missing field ") => message.to_owned(),
+        Category::Data => match message.rsplit_once(", expected ") {
+            Some((_, expected)) => format!("wrong type or value (expected {expected})"),
+            None => "wrong type or value".to_owned(),
+        },
+    };
+    format!("{what} {position}")
 }
 
 impl Envelope {

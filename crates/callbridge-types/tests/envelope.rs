@@ -105,6 +105,61 @@ fn missing_version_or_broken_body_is_malformed() {
 }
 
 #[test]
+fn a_malformed_envelope_is_described_without_the_values_it_holds() {
+    // A phone number where a number or an object belongs: the reason (which goes into
+    // the dead-letter header and the logs) must not repeat it.
+    let phone = "9876543210";
+    let golden: Value = serde_json::from_str(V1_GOLDEN).unwrap();
+    let mut wrong_types = Vec::new();
+    for (path, value) in [
+        ("/schema_version", json!(phone)),
+        ("/event_id", json!(9_876_543_210_u64)),
+        ("/received_at", json!(phone)),
+        ("/event", json!(phone)),
+        ("/event/batch_id", json!(phone)),
+        ("/event/phone_number", json!({ "number": phone })),
+        ("/event/duration", json!(phone)),
+        ("/event/start_time", json!(phone)),
+    ] {
+        let mut message = golden.clone();
+        *message
+            .pointer_mut(path)
+            .unwrap_or_else(|| panic!("{path} in the golden envelope")) = value;
+        wrong_types.push((path, message.to_string()));
+    }
+    wrong_types.push((
+        "truncated",
+        format!("{{\"schema_version\":1,\"event_id\":\"{phone}"),
+    ));
+    wrong_types.push((
+        "syntax",
+        format!("{{\"schema_version\":1,\"event_id\":{phone}x}}"),
+    ));
+
+    for (case, body) in wrong_types {
+        let err = Envelope::decode(body.as_bytes()).unwrap_err();
+        let reason = err.to_string();
+        assert!(
+            matches!(err, EnvelopeError::Malformed(_)),
+            "{case}: {reason}"
+        );
+        assert!(
+            !reason.contains(phone),
+            "{case}: the reason repeats the value: {reason}"
+        );
+        assert!(reason.contains(" at line 1 column "), "{case}: {reason}");
+    }
+
+    // What was expected and a missing field's name are kept: they come from our types.
+    let mut message = golden.clone();
+    message.as_object_mut().unwrap().remove("event_id");
+    let reason = Envelope::decode(message.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(reason.contains("missing field `event_id`"), "{reason}");
+}
+
+#[test]
 fn event_id_is_the_webhook_id_when_given() {
     assert_eq!(
         event_id_for(Some("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"), b"{}"),

@@ -162,6 +162,9 @@ impl Ingress {
             publisher_channels: 1,
             retry_after: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(30),
             tls,
         };
         let application = callbridge_ingress::Application::build(config)

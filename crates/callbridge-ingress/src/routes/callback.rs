@@ -1,7 +1,7 @@
 //! `POST /callback` (SPEC §4): size → signature over the raw bytes → JSON and schema →
 //! confirmed publish → 200.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -26,6 +26,8 @@ pub struct CallbackState {
     /// callback is refused).
     pub default_accountcode: String,
     pub max_body_bytes: usize,
+    /// How long the body may take to arrive once the head is in.
+    pub body_timeout: Duration,
     pub retry_after_secs: u32,
     pub publisher: Publisher,
 }
@@ -81,7 +83,12 @@ async fn accept_callback(
     event_type: &mut Option<EventType>,
 ) -> Result<(), CallbackError> {
     let received_at = chrono::Utc::now();
-    let body = read_body_within_limit(request.headers(), payload, state.max_body_bytes).await?;
+    let body = tokio::time::timeout(
+        state.body_timeout,
+        read_body_within_limit(request.headers(), payload, state.max_body_bytes),
+    )
+    .await
+    .map_err(|_| CallbackError::BodyTimeout)??;
     if let Some(secrets) = &state.secrets {
         signature_headers(request.headers())?.verify(secrets, &body, received_at.timestamp())?;
     }

@@ -37,6 +37,9 @@ pub fn test_config(amqp_url: String) -> IngressConfig {
         publisher_channels: 4,
         retry_after: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(30),
+        header_timeout: Duration::from_secs(5),
+        body_timeout: Duration::from_secs(5),
+        keep_alive: Duration::from_secs(30),
         tls: None,
     }
 }
