@@ -2,7 +2,7 @@
 //! `chaos/results/latest.md` by `make chaos`), and its verdict.
 
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,8 +22,9 @@ pub struct Report {
     pub traffic_time: Duration,
     pub enqueued: Enqueued,
     pub faults: Vec<FaultRecord>,
-    /// Whether everything settled within the drain timeout.
-    pub drained: bool,
+    /// What was still waiting when the drain timeout passed; `None` when everything
+    /// settled in time.
+    pub unsettled: Option<String>,
     pub drain_time: Duration,
     pub reconciliation: Reconciliation,
     pub logs: PathBuf,
@@ -33,9 +34,9 @@ impl Report {
     /// Every reason the run failed; empty when it passed.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = self.reconciliation.problems();
-        if !self.drained {
+        if let Some(waiting) = &self.unsettled {
             problems.push(format!(
-                "the pipeline did not settle within {} s after traffic stopped",
+                "the pipeline did not settle within {} s after traffic stopped ({waiting})",
                 self.scenario.drain_timeout.as_secs()
             ));
         }
@@ -179,9 +180,53 @@ impl Report {
                 let _ = writeln!(out, "  - {example}");
             }
             let _ = writeln!(out, "\nService logs: `{}`", self.logs.display());
+            // The logs may not outlive the run (a CI clone is deleted): the last warnings
+            // and errors of each service travel with the report.
+            out.push_str(&warnings_in_logs(&self.logs, LOG_LINES_ON_FAILURE));
         }
         out
     }
+}
+
+/// Warning and error lines quoted per service log when a run fails.
+const LOG_LINES_ON_FAILURE: usize = 12;
+
+/// The last `per_log` WARN/ERROR lines of each log in `dir`, as Markdown code blocks.
+fn warnings_in_logs(dir: &Path, per_log: usize) -> String {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| Some(entry.ok()?.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    logs.sort();
+    let mut out = String::new();
+    for log in logs {
+        let Ok(text) = std::fs::read_to_string(&log) else {
+            continue;
+        };
+        let warnings: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#)
+            })
+            .collect();
+        if warnings.is_empty() {
+            continue;
+        }
+        let name = log.file_name().unwrap_or_default().to_string_lossy();
+        let _ = writeln!(
+            out,
+            "\n`{name}`: last of {} warnings and errors\n```",
+            warnings.len()
+        );
+        for line in &warnings[warnings.len().saturating_sub(per_log)..] {
+            let _ = writeln!(out, "{}", line.chars().take(400).collect::<String>());
+        }
+        out.push_str("```\n");
+    }
+    out
 }
 
 /// One line per kind of fault: how often, and the median and worst recovery.
@@ -248,7 +293,7 @@ mod tests {
             traffic_time: Duration::from_secs(40),
             enqueued: Enqueued::default(),
             faults,
-            drained: true,
+            unsettled: None,
             drain_time: Duration::from_secs(5),
             reconciliation: Reconciliation {
                 callbacks_acknowledged: 10,
@@ -294,7 +339,45 @@ mod tests {
     #[test]
     fn an_undrained_pipeline_fails_the_run() {
         let mut undrained = report(Vec::new());
-        undrained.drained = false;
+        undrained.unsettled = Some("3 pending".to_owned());
         assert!(!undrained.is_clean());
+        assert!(
+            undrained.to_markdown().contains("(3 pending)"),
+            "the report says what was still waiting"
+        );
+    }
+
+    #[test]
+    fn a_failed_report_quotes_the_last_warnings_of_each_log() {
+        let dir =
+            std::env::temp_dir().join(format!("chaos-logs-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut lines = vec![r#"{"level":"INFO","message":"started"}"#.to_owned()];
+        lines.extend((0..20).map(|n| format!(r#"{{"level":"WARN","message":"retry {n}"}}"#)));
+        lines.push(r#"{"level":"ERROR","message":"gave up"}"#.to_owned());
+        std::fs::write(dir.join("callbridge-persister-1.log"), lines.join("\n")).unwrap();
+        std::fs::write(dir.join("sim.log"), r#"{"level":"INFO","message":"quiet"}"#).unwrap();
+
+        let quoted = warnings_in_logs(&dir, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert!(
+            quoted.contains("`callbridge-persister-1.log`: last of 21 warnings and errors"),
+            "{quoted}"
+        );
+        assert!(
+            quoted.contains("retry 18")
+                && quoted.contains("retry 19")
+                && quoted.contains("gave up"),
+            "{quoted}"
+        );
+        assert!(
+            !quoted.contains("retry 17") && !quoted.contains("started"),
+            "{quoted}"
+        );
+        assert!(
+            !quoted.contains("sim.log"),
+            "a log without warnings is not quoted: {quoted}"
+        );
     }
 }

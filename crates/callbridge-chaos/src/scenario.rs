@@ -190,7 +190,7 @@ pub async fn run(
     tracing::info!(?enqueued, "traffic stopped; draining");
 
     let drain_started = Instant::now();
-    let drained = drain(&system, scenario.drain_timeout).await?;
+    let unsettled = drain(&system, scenario.drain_timeout).await?;
     let drain_time = drain_started.elapsed();
     let reconciliation = reconcile_now(&system).await?;
     Ok(Report {
@@ -200,7 +200,7 @@ pub async fn run(
         traffic_time,
         enqueued,
         faults: records,
-        drained,
+        unsettled,
         drain_time,
         reconciliation,
         logs: system.logs().to_path_buf(),
@@ -215,36 +215,92 @@ async fn reconcile_now(system: &System) -> anyhow::Result<Reconciliation> {
 }
 
 /// Waits until everything enqueued is submitted, every callback delivered and stored and
-/// every outcome published; `false` when `timeout` passed first (the reconciliation then
-/// shows what is missing).
-async fn drain(system: &System, timeout: Duration) -> anyhow::Result<bool> {
+/// every outcome published. `None` when it all settled; otherwise what was still waiting
+/// when `timeout` passed (the reconciliation then shows what is missing).
+async fn drain(system: &System, timeout: Duration) -> anyhow::Result<Option<String>> {
     let deadline = Instant::now() + timeout;
+    let mut queue_waiting = String::new();
     while Instant::now() < deadline {
-        let unsettled: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM local_call_queue WHERE queue_status IN ('pending', 'submitting')",
-        )
-        .fetch_one(&system.pool)
-        .await
-        .unwrap_or(i64::MAX);
-        if unsettled == 0 {
+        queue_waiting = waiting_queue_rows(&system.pool).await;
+        if queue_waiting.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    if !queue_waiting.is_empty() {
+        return Ok(Some(format!(
+            "local_call_queue rows still waiting: {queue_waiting}"
+        )));
+    }
     let left = deadline.saturating_duration_since(Instant::now());
     if !system.sim.wait_idle(left).await? {
-        return Ok(false);
+        return Ok(Some(format!(
+            "the simulator still had calls to place or callbacks to deliver ({} calls)",
+            system.sim.pending_calls().await?
+        )));
     }
-    while Instant::now() < deadline {
-        let verdict = reconcile_now(system).await?;
-        if verdict.callbacks_lost == 0
-            && verdict.unpublished_outcomes == 0
-            && verdict.persist_backlog == 0
-            && verdict.numbers_not_submitted == 0
-        {
-            return Ok(true);
+    let mut verdict = reconcile_now(system).await?;
+    loop {
+        let waiting = [
+            (
+                "callbacks acknowledged but not stored",
+                verdict.callbacks_lost,
+            ),
+            ("outcomes not published", verdict.unpublished_outcomes),
+            (
+                "messages left in callbridge.persist",
+                verdict.persist_backlog,
+            ),
+            (
+                "numbers not submitted exactly once",
+                verdict.numbers_not_submitted,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(what, count)| format!("{what}: {count}"))
+        .collect::<Vec<_>>();
+        if waiting.is_empty() {
+            return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Ok(Some(format!(
+                "still waiting at the deadline: {}",
+                waiting.join(", ")
+            )));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+        verdict = reconcile_now(system).await?;
     }
-    Ok(false)
+}
+
+/// Queue rows not yet through the submitter, by status, with the oldest row's state: empty
+/// when none wait. A database error counts as waiting (and says so).
+async fn waiting_queue_rows(pool: &sqlx::PgPool) -> String {
+    let rows: Result<Vec<(String, i64, Option<i32>, Option<f64>, Option<f64>)>, sqlx::Error> =
+        sqlx::query_as(
+            "SELECT queue_status, count(*), max(retry_count), \
+                extract(epoch FROM min(next_attempt_at) - now())::float8, \
+                extract(epoch FROM min(lease_expires_at) - now())::float8 \
+         FROM local_call_queue WHERE queue_status IN ('pending', 'submitting') \
+         GROUP BY queue_status ORDER BY queue_status",
+        )
+        .fetch_all(pool)
+        .await;
+    match rows {
+        Ok(rows) => rows
+            .iter()
+            .map(|(status, count, retries, due_in, lease_left)| {
+                format!(
+                    "{count} {status} (retries up to {}, earliest due in {:.1} s, \
+                     earliest lease ends in {:.1} s)",
+                    retries.unwrap_or(0),
+                    due_in.unwrap_or(0.0),
+                    lease_left.unwrap_or(0.0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(error) => format!("unknown ({error})"),
+    }
 }

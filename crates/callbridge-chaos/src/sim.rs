@@ -156,6 +156,12 @@ impl Simulator {
 
     /// Waits until every dispatched call's callbacks are acknowledged or given up;
     /// `false` when `timeout` passed first.
+    /// Calls the simulator still has to place or report on.
+    pub async fn pending_calls(&self) -> anyhow::Result<u64> {
+        let answer: Value = self.get_json("/admin/wait-idle?timeout_ms=0").await?;
+        Ok(answer["pending_calls"].as_u64().unwrap_or(0))
+    }
+
     pub async fn wait_idle(&self, timeout: Duration) -> anyhow::Result<bool> {
         // One request waits at most a slice, well inside the admin client's 60 s timeout;
         // a long wait is several requests.
