@@ -9,8 +9,10 @@
 //! The pool is swapped in and out by [`crate::supervisor`]: while it is absent every
 //! publish fails at once with [`PublishError::Disconnected`].
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use lapin::options::BasicPublishOptions;
@@ -159,8 +161,11 @@ struct PooledChannel {
     channel: Channel,
     /// Serialises handing frames to this channel. lapin assigns the delivery tag and
     /// queues the frames in two separate steps; two tasks interleaving them on one
-    /// channel would each wait for the other's confirm.
-    send_lock: tokio::sync::Mutex<()>,
+    /// channel (actix workers are threads) would each wait for the other's confirm.
+    /// Both steps run synchronously in the publish's first poll, so the lock is held for
+    /// that poll only, never across the wait for the socket write: publishes from many
+    /// requests then share one write of the I/O loop instead of taking turns.
+    send_lock: std::sync::Mutex<()>,
 }
 
 impl ChannelPool {
@@ -229,7 +234,7 @@ impl PooledChannel {
     async fn open(connection: &Connection) -> anyhow::Result<Self> {
         Ok(Self {
             channel: callbridge_runtime::amqp::open_confirmed_channel(connection).await?,
-            send_lock: tokio::sync::Mutex::new(()),
+            send_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -240,24 +245,33 @@ impl PooledChannel {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
-        let confirm = {
-            let _sending = self.send_lock.lock().await;
-            self.channel
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions {
-                        // Mandatory: an unroutable message comes back instead of being
-                        // dropped silently, so it is never acknowledged to the sender.
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    body,
-                    properties,
-                )
-                .await
-                .map_err(PublishError::Channel)?
-        };
+        let mut publish = std::pin::pin!(self.channel.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                // Mandatory: an unroutable message comes back instead of being
+                // dropped silently, so it is never acknowledged to the sender.
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        ));
+        // The first poll takes the delivery tag and queues the frames (see send_lock).
+        let first_poll = std::future::poll_fn(|context| {
+            let _sending = self
+                .send_lock
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            Poll::Ready(publish.as_mut().poll(context))
+        })
+        .await;
+        let confirm = match first_poll {
+            Poll::Ready(queued) => queued,
+            // Queued; waiting for the I/O loop to write it, without the lock.
+            Poll::Pending => publish.await,
+        }
+        .map_err(PublishError::Channel)?;
         match confirm.await.map_err(PublishError::Channel)? {
             // An ack carrying a returned message is the broker's answer to an
             // unroutable mandatory publish: nothing was stored.
