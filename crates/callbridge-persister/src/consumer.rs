@@ -1,11 +1,19 @@
 //! Consuming `callbridge.persist`: deliveries gathered into batches (bounded size and
-//! linger), each batch stored in one transaction, poison messages isolated and
-//! dead-lettered, then everything acknowledged up to the batch's last delivery.
+//! linger), up to `concurrency` batches stored at once, each in one transaction, poison
+//! messages isolated and dead-lettered, and deliveries acknowledged once settled.
 //!
 //! Acknowledgement rule (SPEC §6): a delivery is acknowledged only once its effect is
 //! committed or it is confirmed in `callbridge.dead`. A crash anywhere before the ack
-//! redelivers the batch; redelivered events are duplicates and change nothing.
+//! redelivers the batch; redelivered events are duplicates and change nothing. With
+//! several batches in flight a later batch can commit before an earlier one, so a
+//! `multiple` ack up to its last delivery could cover an uncommitted one:
+//! [`AckTracker`] acknowledges only the settled prefix of the channel's deliveries.
+//!
+//! Concurrent batches need nothing more from the database than replicas do: each
+//! transaction takes its locks in one global order (see [`crate::store`]), and a lost
+//! race (deadlock, serialization failure) is retried.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -17,6 +25,7 @@ use callbridge_runtime::telemetry::extract_context;
 use callbridge_types::envelope::Envelope;
 use callbridge_types::topology::PERSIST_QUEUE;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -49,6 +58,8 @@ pub(crate) struct BatchSettings {
     pub batch_size: usize,
     /// How long a batch waits for more deliveries after its first one.
     pub linger: Duration,
+    /// Batches stored at once, each in its own transaction.
+    pub concurrency: usize,
 }
 
 pub(crate) struct BatchConsumer {
@@ -62,8 +73,9 @@ pub(crate) struct BatchConsumer {
 
 /// How settling a batch ended.
 enum Settled {
-    /// Every delivery is committed or dead-lettered, and acknowledged.
-    Acknowledged,
+    /// Every delivery (these delivery tags) is committed or dead-lettered, and may be
+    /// acknowledged.
+    Done(Vec<u64>),
     /// Shutdown was requested while the batch waited for the database: nothing of it is
     /// acknowledged, and the broker redelivers it.
     StoppedWhileRetrying,
@@ -160,66 +172,106 @@ impl BatchConsumer {
         self.readiness.set_ready(BROKER_CONDITION);
         tracing::info!(queue = PERSIST_QUEUE, "consuming");
 
-        loop {
-            let (batch, stop) = self.gather_batch(&mut deliveries, shutdown).await?;
-            let settled = if batch.is_empty() {
-                Settled::Acknowledged
+        let settings = &self.settings;
+        let mut acks = AckTracker::default();
+        let mut in_flight = FuturesUnordered::new();
+        let mut batch: Vec<Received> = Vec::with_capacity(settings.batch_size);
+        let mut linger_until = Instant::now();
+        let mut ended = loop {
+            let dispatch_at = if batch.len() >= settings.batch_size {
+                Instant::now()
             } else {
-                self.settle_batch(batch, &channel, &dead_letters, shutdown)
-                    .await?
+                linger_until
             };
-            if stop || matches!(settled, Settled::StoppedWhileRetrying) {
-                // Prefetched deliveries not settled go back to the queue for others.
-                close_channel(&channel, CLOSE_TIMEOUT).await;
-                close_channel(dead_letters.channel(), CLOSE_TIMEOUT).await;
-                return Ok(());
-            }
-        }
-    }
-
-    /// Waits for a first delivery, then takes more until the batch is full or the linger
-    /// has passed. Returns the batch and whether shutdown was requested meanwhile.
-    async fn gather_batch(
-        &self,
-        deliveries: &mut lapin::Consumer,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<(Vec<Received>, bool)> {
-        let mut batch = Vec::new();
-        let first = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return Ok((batch, true)),
-            next = deliveries.next() => next,
-        };
-        batch.push(receive(first)?);
-        let deadline = Instant::now() + self.settings.linger;
-        while batch.len() < self.settings.batch_size {
             tokio::select! {
-                // Deliveries already buffered are taken even after the linger: the linger
-                // bounds waiting, not batching.
                 biased;
-                () = shutdown.cancelled() => return Ok((batch, true)),
-                next = deliveries.next() => batch.push(receive(next)?),
-                () = tokio::time::sleep_until(deadline) => break,
+                () = shutdown.cancelled() => break Ok(()),
+                Some(settled) = in_flight.next() => {
+                    if let Err(error) = self.acknowledge(&channel, &mut acks, settled).await {
+                        break Err(error);
+                    }
+                }
+                // Deliveries already buffered are taken even after the linger: the linger
+                // bounds waiting, not batching (this branch comes before the dispatch).
+                next = deliveries.next(), if batch.len() < settings.batch_size => {
+                    match receive(next) {
+                        Ok(received) => {
+                            if batch.is_empty() {
+                                linger_until = Instant::now() + settings.linger;
+                            }
+                            acks.received(received.delivery.delivery_tag);
+                            batch.push(received);
+                        }
+                        Err(error) => break Err(error),
+                    }
+                }
+                () = tokio::time::sleep_until(dispatch_at),
+                    if !batch.is_empty() && in_flight.len() < settings.concurrency =>
+                {
+                    let full = std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(settings.batch_size),
+                    );
+                    in_flight.push(self.settle_batch(full, &dead_letters, shutdown));
+                }
             }
+        };
+
+        // Stopping (shutdown or a broken subscription): no new batch starts, and every
+        // batch in flight finishes, committed and acknowledged or left for redelivery. A
+        // gathered batch not started yet is simply not acknowledged.
+        while let Some(settled) = in_flight.next().await {
+            let acknowledged = self.acknowledge(&channel, &mut acks, settled).await;
+            ended = ended.and(acknowledged);
         }
-        Ok((batch, false))
+        // Committed after a batch that was not: acknowledged one by one, so that only the
+        // uncommitted deliveries come back.
+        for tag in acks.take_settled() {
+            if ended.is_err() {
+                break;
+            }
+            ended = channel
+                .basic_ack(tag, BasicAckOptions { multiple: false })
+                .await
+                .context("while acknowledging a stored batch");
+        }
+        // Prefetched deliveries not settled go back to the queue for others.
+        close_channel(&channel, CLOSE_TIMEOUT).await;
+        close_channel(dead_letters.channel(), CLOSE_TIMEOUT).await;
+        ended
     }
 
-    /// Stores what decodes, dead-letters what cannot be stored, then acknowledges every
-    /// delivery of the batch with one `multiple` ack.
+    /// Acknowledges what a finished batch makes acknowledgeable: every delivery up to the
+    /// first one not settled yet, with one `multiple` ack.
+    async fn acknowledge(
+        &self,
+        channel: &Channel,
+        acks: &mut AckTracker,
+        settled: anyhow::Result<Settled>,
+    ) -> anyhow::Result<()> {
+        let Settled::Done(tags) = settled? else {
+            return Ok(());
+        };
+        if let Some(up_to) = acks.settle(tags) {
+            channel
+                .basic_ack(up_to, BasicAckOptions { multiple: true })
+                .await
+                .context("while acknowledging a stored batch")?;
+        }
+        self.outbox_wakeup.notify_one();
+        Ok(())
+    }
+
+    /// Stores what decodes and dead-letters what cannot be stored; returns the delivery
+    /// tags that may then be acknowledged.
     #[tracing::instrument(skip_all, fields(batch_size = batch.len()))]
     async fn settle_batch(
         &self,
         batch: Vec<Received>,
-        channel: &Channel,
         dead_letters: &DeadLetterPublisher,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Settled> {
         metrics::record_batch_size(batch.len());
-        let last_tag = batch
-            .last()
-            .map(|received| received.delivery.delivery_tag)
-            .context("an empty batch has nothing to settle")?;
 
         let mut storable = Vec::with_capacity(batch.len());
         for received in &batch {
@@ -251,14 +303,12 @@ impl BatchConsumer {
         }
 
         failpoint::hit(Failpoint::AfterCommitBeforeAck);
-        channel
-            // Multiple: every delivery of this channel up to the batch's last one is
-            // committed or dead-lettered, and one frame settles them all.
-            .basic_ack(last_tag, BasicAckOptions { multiple: true })
-            .await
-            .context("while acknowledging a stored batch")?;
-        self.outbox_wakeup.notify_one();
-        Ok(Settled::Acknowledged)
+        Ok(Settled::Done(
+            batch
+                .iter()
+                .map(|received| received.delivery.delivery_tag)
+                .collect(),
+        ))
     }
 
     /// Stores `items`, splitting the batch in halves whenever a transaction fails
@@ -358,6 +408,46 @@ impl BatchConsumer {
     }
 }
 
+/// Which deliveries of one channel may be acknowledged: those settled (committed or
+/// dead-lettered) with no unsettled delivery before them. Delivery tags grow with every
+/// delivery on a channel, and a `multiple` ack settles every outstanding one up to its
+/// tag, so an ack may never reach past the first delivery still in a batch in flight.
+#[derive(Debug, Default)]
+struct AckTracker {
+    /// Received and not settled yet: in a batch being gathered or stored.
+    unsettled: BTreeSet<u64>,
+    /// Settled but not acknowledged yet, because an unsettled delivery comes before.
+    settled: BTreeSet<u64>,
+}
+
+impl AckTracker {
+    fn received(&mut self, tag: u64) {
+        self.unsettled.insert(tag);
+    }
+
+    /// Records `tags` as settled; returns the tag to acknowledge with `multiple` (every
+    /// settled delivery before the first unsettled one), if that covers any new one.
+    fn settle(&mut self, tags: impl IntoIterator<Item = u64>) -> Option<u64> {
+        for tag in tags {
+            self.unsettled.remove(&tag);
+            self.settled.insert(tag);
+        }
+        let up_to = match self.unsettled.first() {
+            Some(first_unsettled) => self.settled.range(..first_unsettled).next_back(),
+            None => self.settled.last(),
+        }
+        .copied()?;
+        self.settled = self.settled.split_off(&(up_to + 1));
+        Some(up_to)
+    }
+
+    /// The settled deliveries a `multiple` ack cannot reach (an unsettled one comes
+    /// before them), to acknowledge one by one when consuming stops.
+    fn take_settled(&mut self) -> BTreeSet<u64> {
+        std::mem::take(&mut self.settled)
+    }
+}
+
 fn record_stored(stored: &StoredBatch) {
     let committed_at = chrono::Utc::now();
     metrics::count_events(EventResult::Stored, stored.stored.len());
@@ -415,4 +505,47 @@ fn receive(next: Option<lapin::Result<Delivery>>) -> anyhow::Result<Received> {
         span,
         decoded,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker_with(tags: std::ops::RangeInclusive<u64>) -> AckTracker {
+        let mut acks = AckTracker::default();
+        tags.for_each(|tag| acks.received(tag));
+        acks
+    }
+
+    #[test]
+    fn a_later_batch_is_not_acknowledged_while_an_earlier_one_is_in_flight() {
+        let mut acks = tracker_with(1..=9);
+        // Batches [1, 2, 3], [4, 5, 6] and [7, 8, 9]: the last two commit first.
+        assert_eq!(acks.settle([7, 8, 9]), None);
+        assert_eq!(acks.settle([4, 5, 6]), None);
+        assert_eq!(acks.settle([1, 2, 3]), Some(9));
+        assert_eq!(acks.take_settled(), BTreeSet::new());
+    }
+
+    #[test]
+    fn the_settled_prefix_is_acknowledged_up_to_the_first_unsettled_delivery() {
+        let mut acks = tracker_with(1..=9);
+        assert_eq!(acks.settle([1, 2, 3]), Some(3));
+        assert_eq!(acks.settle([7, 8, 9]), None);
+        // 10 and 11 arrive (a batch being gathered) while 4–6 are stored.
+        acks.received(10);
+        acks.received(11);
+        assert_eq!(acks.settle([4, 5, 6]), Some(9));
+        assert_eq!(acks.settle([10, 11]), Some(11));
+    }
+
+    #[test]
+    fn what_settled_after_an_unsettled_delivery_is_left_to_acknowledge_alone() {
+        let mut acks = tracker_with(1..=6);
+        // [1, 2] stopped while retrying (never settles), [3, 4] committed.
+        assert_eq!(acks.settle([3, 4]), None);
+        assert_eq!(acks.take_settled(), BTreeSet::from([3, 4]));
+        // 5 and 6 were being gathered: neither settled nor acknowledged.
+        assert_eq!(acks.take_settled(), BTreeSet::new());
+    }
 }

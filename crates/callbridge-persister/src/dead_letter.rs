@@ -13,8 +13,9 @@ use lapin::{Channel, Confirmation, Connection};
 /// How long a dead letter's confirm may take before the broker counts as unavailable.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A confirm-mode channel used only for dead letters (one publisher per channel, so
-/// confirms are never interleaved with another task's).
+/// A confirm-mode channel used only for dead letters, shared by the consumer's batches in
+/// flight (each publish awaits its own confirm, matched by delivery tag; the outbox relay
+/// publishes on a channel of its own).
 pub(crate) struct DeadLetterPublisher {
     channel: Channel,
 }

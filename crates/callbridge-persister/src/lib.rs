@@ -7,8 +7,9 @@
 //! - [`store`] is the batch transaction and [`call_log`] the pure fold that decides a
 //!   call's row from its events — where exactness under replicas and reordering is
 //!   argued.
-//! - The consumer (batching, poison isolation, acknowledgement) and the outbox relay
-//!   (outcomes to `callbridge.outcomes`) run as two tasks with their own connections.
+//! - The consumer (batching, concurrent batch transactions, poison isolation,
+//!   acknowledgement) and the outbox relay (outcomes to `callbridge.outcomes`) run as two
+//!   tasks with their own connections.
 //! - [`failpoint`] is a test hook that aborts the process at an exact point.
 
 pub mod call_log;
@@ -81,8 +82,8 @@ impl Persister {
         self.health.addr()
     }
 
-    /// Runs until `shutdown` fires, then finishes the batch in hand (or leaves it
-    /// unacknowledged, to be redelivered, if it is waiting for the database) and stops.
+    /// Runs until `shutdown` fires, then finishes the batches in flight (or leaves them
+    /// unacknowledged, to be redelivered, if they are waiting for the database) and stops.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Persister {
             config,
@@ -102,6 +103,7 @@ impl Persister {
                 prefetch: config.prefetch,
                 batch_size: config.batch_size,
                 linger: config.batch_linger,
+                concurrency: config.concurrency,
             },
             pool: pool.clone(),
             readiness: readiness.clone(),

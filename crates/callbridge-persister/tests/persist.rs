@@ -743,26 +743,34 @@ async fn metrics_count_stored_duplicate_and_dead_lettered_events() {
         )
         .await;
     let persister = harness.start(harness.config(1)).await;
-    // Everything before the sentinel is processed, and its metrics recorded.
+    // Every message is delivered before the sentinel; batches in flight at once may
+    // finish in any order, so the metrics are awaited rather than read once.
     harness.settle().await;
 
-    let metrics = persister.metrics().await;
-    let value = |series: &str| -> f64 {
+    let expected = [
+        ("persister_events_total{result=\"stored\"}", 1.0),
+        ("persister_events_total{result=\"duplicate\"}", 1.0),
+        ("persister_events_total{result=\"dead_lettered\"}", 1.0),
+        ("persister_dead_letters_total{reason=\"undecodable\"}", 1.0),
+        ("call_duration_seconds_sum{status=\"completed\"}", 42.0),
+        ("callback_end_to_end_seconds_count", 1.0),
+        ("persister_batch_size_count", 3.0),
+    ];
+    let value = |metrics: &str, series: &str| -> Option<f64> {
         metrics
             .lines()
             .find(|line| line.starts_with(series))
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
     };
-    assert!(value("persister_events_total{result=\"stored\"}") >= 1.0);
-    assert!(value("persister_events_total{result=\"duplicate\"}") >= 1.0);
-    assert!(value("persister_events_total{result=\"dead_lettered\"}") >= 1.0);
-    assert!(value("persister_dead_letters_total{reason=\"undecodable\"}") >= 1.0);
-    assert!(value("call_duration_seconds_sum{status=\"completed\"}") >= 42.0);
-    assert!(value("callback_end_to_end_seconds_count") >= 1.0);
-    assert!(value("persister_batch_size_count") >= 3.0);
-    assert!(metrics.contains("active_batches"), "{metrics}");
+    wait_until("every metric recorded", || async {
+        let metrics = persister.metrics().await;
+        expected
+            .iter()
+            .all(|(series, least)| value(&metrics, series).is_some_and(|value| value >= *least))
+            && metrics.contains("active_batches")
+    })
+    .await;
     persister.stop().await;
     harness.assert_all_acknowledged().await;
 }

@@ -291,6 +291,9 @@ pub struct PersisterSettings {
     pub batch_linger_ms: u64,
     #[serde(deserialize_with = "de::strict_bool")]
     pub migrate_on_start: bool,
+    /// Batch transactions in flight at once: while one waits for Postgres, the next is
+    /// already on its way. Each holds a pooled connection.
+    pub concurrency: usize,
 }
 
 impl Default for PersisterSettings {
@@ -301,6 +304,7 @@ impl Default for PersisterSettings {
             batch_size: 128,
             batch_linger_ms: 20,
             migrate_on_start: false,
+            concurrency: 4,
         }
     }
 }
@@ -485,6 +489,7 @@ pub struct PersisterConfig {
     pub batch_size: usize,
     pub batch_linger: Duration,
     pub migrate_on_start: bool,
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -757,14 +762,30 @@ impl Settings {
         let persister = &self.persister;
         at_least(persister.prefetch.into(), 1, "persister.prefetch")?;
         at_least(persister.batch_size as u64, 1, "persister.batch_size")?;
+        at_least(persister.concurrency as u64, 1, "persister.concurrency")?;
+        let database = self.database()?;
+        // The outbox relay and the active-batches gauge share the pool with the batches.
+        if persister.concurrency as u64 >= u64::from(database.max_connections) {
+            return Err(ConfigError::invalid(
+                setting_name("persister.concurrency"),
+                format!(
+                    "must be below {} ({}), got {}: each batch in flight holds a database \
+                     connection, and the outbox relay needs one more",
+                    setting_name("database.max_connections"),
+                    database.max_connections,
+                    persister.concurrency
+                ),
+            ));
+        }
         Ok(PersisterConfig {
             bind: bind_address(&persister.bind, "persister.bind")?,
-            database: self.database()?,
+            database,
             amqp_url: self.amqp_url()?,
             prefetch: persister.prefetch,
             batch_size: persister.batch_size,
             batch_linger: Duration::from_millis(persister.batch_linger_ms),
             migrate_on_start: persister.migrate_on_start,
+            concurrency: persister.concurrency,
         })
     }
 

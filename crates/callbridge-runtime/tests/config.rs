@@ -636,6 +636,21 @@ fn malformed_values_name_their_variable() {
         "CALLBRIDGE__PERSISTER__BATCH_SIZE must be at least 1, got 0"
     );
 
+    // Batches in flight beyond the pool would starve the outbox relay.
+    let line = error_line(
+        load(&[
+            ("CALLBRIDGE__PERSISTER__CONCURRENCY", "8"),
+            ("CALLBRIDGE__DATABASE__MAX_CONNECTIONS", "8"),
+        ])
+        .unwrap()
+        .persister(),
+    );
+    assert_eq!(
+        line,
+        "CALLBRIDGE__PERSISTER__CONCURRENCY must be below CALLBRIDGE__DATABASE__MAX_CONNECTIONS (8), \
+         got 8: each batch in flight holds a database connection, and the outbox relay needs one more"
+    );
+
     // A zero body timeout would refuse every callback with a 408.
     let line = error_line(
         load(&[
@@ -688,7 +703,7 @@ fn unknown_prefixed_variable_is_refused_and_named() {
         line,
         format!(
             "persister.batchsize (in {}) is not a known setting (expected one of `bind`, `prefetch`, \
-             `batch_size`, `batch_linger_ms`, `migrate_on_start`)",
+             `batch_size`, `batch_linger_ms`, `migrate_on_start`, `concurrency`)",
             file.path()
         )
     );

@@ -109,7 +109,8 @@ impl Harness {
             ("CALLBRIDGE__PERSISTER__BATCH_SIZE", batch_size.to_string()),
             ("CALLBRIDGE__PERSISTER__BATCH_LINGER_MS", "50".to_owned()),
             ("CALLBRIDGE__PERSISTER__PREFETCH", "64".to_owned()),
-            ("CALLBRIDGE__DATABASE__MAX_CONNECTIONS", "4".to_owned()),
+            // The default concurrency (batches in flight), plus the outbox relay.
+            ("CALLBRIDGE__DATABASE__MAX_CONNECTIONS", "6".to_owned()),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
@@ -177,9 +178,10 @@ impl Harness {
     }
 
     /// Publishes a sentinel event and waits until it is stored. With one persister
-    /// consuming, everything published before it has then been stored or dead-lettered
-    /// (deliveries come in queue order, and a batch commits as a whole), and its batch's
-    /// acknowledgement follows before a graceful stop completes.
+    /// consuming, everything published before it has then been delivered to it and is in
+    /// a batch that started no later than the sentinel's (deliveries come in queue order);
+    /// a graceful stop finishes every batch in flight. So after `settle` and `stop`,
+    /// everything published before is stored or dead-lettered, and acknowledged.
     pub async fn settle(&self) {
         let sentinel = call_event(
             SENTINEL_BATCH,
@@ -417,6 +419,11 @@ impl RunningPersister {
 
     pub async fn wait_until_ready(&self) {
         wait_until("persister ready", || async { self.readyz().await == 200 }).await;
+    }
+
+    /// Asks it to stop, as SIGTERM does, without waiting.
+    pub fn request_stop(&self) {
+        self.shutdown.cancel();
     }
 
     pub async fn stop(self) {
