@@ -350,9 +350,23 @@ fn reject_nul(object: &Map<String, Value>) -> Result<(), ValidationError> {
         ));
     }
     match object.iter().find(|(_, value)| holds_nul(value)) {
-        Some((field, _)) => Err(ValidationError::new(field, "contains a NUL character")),
+        Some((field, _)) => Err(ValidationError::new(
+            nameable_field(field),
+            "contains a NUL character",
+        )),
         None => Ok(()),
     }
+}
+
+/// A field name fit to appear in an error answer: a plain identifier of a sensible length
+/// (every field of the payload is one), else `body`. Any other key is a sender's free text
+/// and is not repeated back.
+fn nameable_field(key: &str) -> &str {
+    const LONGEST_NAME: usize = 64;
+    let plain = !key.is_empty()
+        && key.len() <= LONGEST_NAME
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if plain { key } else { "body" }
 }
 
 fn check_length(field: &str, value: &str, max_chars: usize) -> Result<(), ValidationError> {

@@ -416,6 +416,9 @@ fn nul_anywhere_is_refused() {
             "custom_data",
         ),
         (r#""unknown_extra":"\u0000""#, "unknown_extra"),
+        // A key that is not a plain name is the sender's text: not repeated back.
+        (r#""<img src=x onerror=alert(1)>":"\u0000""#, "body"),
+        (r#""a b":["\u0000"]"#, "body"),
         (r#""k\u0000":1"#, "body"),
     ];
     for (fragment, field) in cases {
