@@ -146,6 +146,39 @@ enum Exchange {
     Lost { timed_out: bool, message: String },
 }
 
+/// Why an exchange has no answer, as the retry it calls for.
+enum Unanswered {
+    /// Certainly never reached the API.
+    NotSent(Retryable),
+    /// May have reached it: the outcome is unknown.
+    Lost(Retryable),
+}
+
+impl Unanswered {
+    fn into_retryable(self) -> Retryable {
+        match self {
+            Unanswered::NotSent(retryable) | Unanswered::Lost(retryable) => retryable,
+        }
+    }
+}
+
+impl Exchange {
+    /// Status, body and `Retry-After` of the answer, or why there is none.
+    fn answer(self) -> Result<(StatusCode, Vec<u8>, Option<Duration>), Unanswered> {
+        match self {
+            Exchange::Answered {
+                status,
+                body,
+                retry_after,
+            } => Ok((status, body, retry_after)),
+            Exchange::NotSent(message) => Err(Unanswered::NotSent(not_sent(message))),
+            Exchange::Lost { timed_out, message } => {
+                Err(Unanswered::Lost(lost(timed_out, message)))
+            }
+        }
+    }
+}
+
 /// The HTTP client of the centralized API.
 #[derive(Clone)]
 pub struct ApiClient {
@@ -348,18 +381,10 @@ fn not_sent(message: String) -> Retryable {
 }
 
 fn read_insert_exchange(exchange: Exchange, batch_id: i32, sent: usize) -> InsertOutcome {
-    let (status, body, retry_after) = match exchange {
-        Exchange::Answered {
-            status,
-            body,
-            retry_after,
-        } => (status, body, retry_after),
-        Exchange::NotSent(message) => {
-            return InsertOutcome::NotAccepted(not_sent(message));
-        }
-        Exchange::Lost { timed_out, message } => {
-            return InsertOutcome::Unknown(lost(timed_out, message));
-        }
+    let (status, body, retry_after) = match exchange.answer() {
+        Ok(answer) => answer,
+        Err(Unanswered::NotSent(retryable)) => return InsertOutcome::NotAccepted(retryable),
+        Err(Unanswered::Lost(retryable)) => return InsertOutcome::Unknown(retryable),
     };
     if status.is_success() {
         return read_insert_answer(&body, batch_id, sent);
@@ -428,18 +453,9 @@ fn read_insert_answer(body: &[u8], batch_id: i32, sent: usize) -> InsertOutcome 
 }
 
 fn read_batch_status_exchange(exchange: Exchange) -> BatchStatusAnswer {
-    let (status, body, retry_after) = match exchange {
-        Exchange::Answered {
-            status,
-            body,
-            retry_after,
-        } => (status, body, retry_after),
-        Exchange::NotSent(message) => {
-            return BatchStatusAnswer::Unavailable(not_sent(message));
-        }
-        Exchange::Lost { timed_out, message } => {
-            return BatchStatusAnswer::Unavailable(lost(timed_out, message));
-        }
+    let (status, body, retry_after) = match exchange.answer() {
+        Ok(answer) => answer,
+        Err(unanswered) => return BatchStatusAnswer::Unavailable(unanswered.into_retryable()),
     };
     if status == StatusCode::NOT_FOUND {
         // The system does not know the batch: it holds none of its numbers.
@@ -494,18 +510,9 @@ fn read_batch_status_answer(body: &[u8]) -> BatchStatusAnswer {
 }
 
 fn read_dispatch_exchange(exchange: Exchange) -> DispatchOutcome {
-    let (status, body, retry_after) = match exchange {
-        Exchange::Answered {
-            status,
-            body,
-            retry_after,
-        } => (status, body, retry_after),
-        Exchange::NotSent(message) => {
-            return DispatchOutcome::Failed(not_sent(message));
-        }
-        Exchange::Lost { timed_out, message } => {
-            return DispatchOutcome::Failed(lost(timed_out, message));
-        }
+    let (status, body, retry_after) = match exchange.answer() {
+        Ok(answer) => answer,
+        Err(unanswered) => return DispatchOutcome::Failed(unanswered.into_retryable()),
     };
     if status.is_success() {
         let answer = JsonAnswer::parse(&body);
