@@ -322,3 +322,150 @@ async fn a_file_without_a_phone_number_column_is_one_clear_line() {
     let message = one_line_failure(&output);
     assert!(message.contains("no phone_number column"), "{message}");
 }
+
+/// How many times Postgres has analysed `table` by request (autovacuum's runs are counted
+/// apart, in `autoanalyze_count`).
+async fn analyze_count(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = $1")
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Enqueue inserts in pieces of 50,000 staged rows; these tests cross that boundary.
+const ROWS_PAST_ONE_INSERT: usize = 60_000;
+
+#[tokio::test]
+async fn a_large_campaign_is_analysed_after_commit_and_wakes_the_submitters_once() {
+    let (db, pool) = migrated_db().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen("callbridge_queue").await.unwrap();
+    let large = TempFile::with_contents(
+        "large.csv",
+        campaign_csv(ROWS_PAST_ONE_INSERT, 0).as_bytes(),
+    );
+
+    assert_success(&callbridge(&["enqueue", large.arg()], &env(db.url()), None).await);
+
+    // The submitter plans its claim by these statistics right away, not after autovacuum's
+    // next round: they must count the new rows.
+    assert_eq!(analyze_count(&pool, "local_call_queue").await, 1);
+    assert_eq!(analyze_count(&pool, "call_batches").await, 1);
+    let counted: f32 = sqlx::query_scalar(
+        "SELECT reltuples FROM pg_class WHERE oid = 'local_call_queue'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(counted, ROWS_PAST_ONE_INSERT as f32);
+
+    // Several INSERT statements, one transaction: idle submitters are woken once.
+    // Notifications arrive in commit order, so the marker sent afterwards comes last.
+    sqlx::query("SELECT pg_notify('callbridge_queue', 'marker')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut wake_ups = 0;
+    loop {
+        let notification =
+            tokio::time::timeout(std::time::Duration::from_secs(60), listener.recv())
+                .await
+                .expect("the marker notification arrives")
+                .unwrap();
+        if notification.payload() == "marker" {
+            break;
+        }
+        wake_ups += 1;
+    }
+    assert_eq!(wake_ups, 1);
+
+    // A few numbers more leave the statistics as good as they were: no ANALYZE.
+    let small = TempFile::with_contents("small.csv", campaign_csv(10, 0).as_bytes());
+    assert_success(
+        &callbridge(
+            &["enqueue", small.arg(), "--campaign", "small"],
+            &env(db.url()),
+            None,
+        )
+        .await,
+    );
+    assert_eq!(analyze_count(&pool, "local_call_queue").await, 1);
+}
+
+#[tokio::test]
+async fn a_grown_campaign_fills_whole_batches_in_file_order_across_insert_chunks() {
+    let (db, pool) = migrated_db().await;
+    let number = |n: usize| format!("+447700{n:06}");
+    // Week 1: every other number. Week 2: all of them and 10,000 more, so the numbers it
+    // adds are scattered through every insert piece.
+    let mut week1 = String::from("phone_number\n");
+    for n in (0..2 * ROWS_PAST_ONE_INSERT).step_by(2) {
+        week1.push_str(&format!("{}\n", number(n)));
+    }
+    let week2_numbers = 2 * ROWS_PAST_ONE_INSERT + 10_000;
+    let mut week2 = String::from("phone_number\n");
+    for n in 0..week2_numbers {
+        week2.push_str(&format!("{}\n", number(n)));
+    }
+    week2.push_str(&format!("{}\nnot a number\n", number(7)));
+    let week1 = TempFile::with_contents("week1.csv", week1.as_bytes());
+    let week2 = TempFile::with_contents("week2.csv", week2.as_bytes());
+    let enqueue = |file: &TempFile| {
+        [
+            "enqueue".to_owned(),
+            file.arg().to_owned(),
+            "--campaign".to_owned(),
+            "big".to_owned(),
+            "--skip-invalid".to_owned(),
+            "--json".to_owned(),
+        ]
+    };
+    let first = enqueue(&week1);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    assert_success(&callbridge(&first, &env(db.url()), None).await);
+
+    let second = enqueue(&week2);
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    let grown = callbridge(&second, &env(db.url()), None).await;
+
+    assert_success(&grown);
+    let report: Value = serde_json::from_str(&stdout(&grown)).unwrap();
+    let added: Vec<String> = (0..week2_numbers)
+        .filter(|n| n % 2 == 1 || *n >= 2 * ROWS_PAST_ONE_INSERT)
+        .map(number)
+        .collect();
+    assert_eq!(report["rows_read"], week2_numbers + 2);
+    assert_eq!(report["invalid"], 1);
+    assert_eq!(report["duplicates"], 1);
+    assert_eq!(report["already_enqueued"], ROWS_PAST_ONE_INSERT);
+    assert_eq!(report["enqueued"], added.len());
+    let week1_batches = ROWS_PAST_ONE_INSERT / 500;
+    let first_new_batch = week1_batches as i32 + 1;
+    let expected_batches: Vec<Value> = (0..added.len() / 500)
+        .map(|index| json!({"batch_id": first_new_batch + index as i32, "numbers": 500}))
+        .collect();
+    assert_eq!(report["batches"], json!(expected_batches));
+
+    let stored: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT phone_number, batch_id FROM local_call_queue
+          WHERE batch_id >= $1 ORDER BY id",
+    )
+    .bind(first_new_batch)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, i32)> = added
+        .into_iter()
+        .enumerate()
+        .map(|(position, number)| (number, first_new_batch + (position / 500) as i32))
+        .collect();
+    assert!(
+        stored == expected,
+        "the added numbers are not in file order, 500 to a batch"
+    );
+    let sizes: Vec<i64> = batches(&pool).await.iter().map(|batch| batch.4).collect();
+    assert!(sizes.iter().all(|&size| size == 500), "{sizes:?}");
+}

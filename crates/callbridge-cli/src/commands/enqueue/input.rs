@@ -2,17 +2,21 @@
 //! column becomes a key of `custom_data`. Numbers are normalised, invalid ones and
 //! repeats are collected with their line numbers, and what remains is hashed so a
 //! campaign can be identified by its content.
+//!
+//! The reader streams: each kept row is handed on as it is read and then forgotten, so a
+//! file of millions of rows needs memory only for what it has to remember: the numbers
+//! already seen, each as one integer (see [`phone_key`]), and the problem lines.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::phone::{PhoneError, normalise_phone};
+use super::phone::{PhoneError, normalise_phone_into, phone_key};
 
 /// The column that holds the numbers.
 pub const PHONE_COLUMN: &str = "phone_number";
@@ -32,6 +36,24 @@ pub struct CampaignRow {
     pub custom_data: Option<String>,
 }
 
+/// A [`CampaignRow`] borrowed from the reader's buffers, valid while it is handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptRow<'a> {
+    pub line: u64,
+    pub phone_number: &'a str,
+    pub custom_data: Option<&'a str>,
+}
+
+impl KeptRow<'_> {
+    pub fn to_owned(self) -> CampaignRow {
+        CampaignRow {
+            line: self.line,
+            phone_number: self.phone_number.to_owned(),
+            custom_data: self.custom_data.map(str::to_owned),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidRow {
     pub line: u64,
@@ -45,11 +67,11 @@ pub struct DuplicateRow {
     pub first_line: u64,
 }
 
+/// What reading a file found, apart from the kept rows themselves.
 #[derive(Debug, Default)]
-pub struct CampaignFile {
+pub struct CampaignScan {
     /// Data rows read (not counting the header).
     pub records: u64,
-    pub rows: Vec<CampaignRow>,
     pub invalid: Vec<InvalidRow>,
     pub duplicates: Vec<DuplicateRow>,
     /// SHA-256 (hex) of the rows kept, normalised: the campaign's identity when it is
@@ -57,87 +79,155 @@ pub struct CampaignFile {
     pub content_sha256: String,
 }
 
-/// Reads and validates the whole file; `progress` is told how many bytes were read.
+/// A whole file in memory: for tests and fuzzing. `enqueue` streams with
+/// [`CampaignReader`] instead.
+#[derive(Debug, Default)]
+pub struct CampaignFile {
+    /// Data rows read (not counting the header).
+    pub records: u64,
+    pub rows: Vec<CampaignRow>,
+    pub invalid: Vec<InvalidRow>,
+    pub duplicates: Vec<DuplicateRow>,
+    /// See [`CampaignScan::content_sha256`].
+    pub content_sha256: String,
+}
+
+/// Reads and validates the whole file into memory; `progress` is told how many bytes were
+/// read.
 pub fn read_campaign(path: &Path, progress: &dyn Fn(u64)) -> anyhow::Result<CampaignFile> {
-    let file = File::open(path).with_context(|| format!("while opening {}", path.display()))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        // Rows shorter than the header read as empty cells; longer ones are an error below.
-        .flexible(true)
-        .from_reader(BufReader::with_capacity(1 << 20, file));
+    let mut rows = Vec::new();
+    let scan = CampaignReader::open(path)?.read(progress, &mut |row| {
+        rows.push(row.to_owned());
+        Ok(())
+    })?;
+    Ok(CampaignFile {
+        records: scan.records,
+        rows,
+        invalid: scan.invalid,
+        duplicates: scan.duplicates,
+        content_sha256: scan.content_sha256,
+    })
+}
 
-    let headers: Vec<String> = reader
-        .headers()
-        .with_context(|| format!("while reading the header of {}", path.display()))?
-        .iter()
-        .map(|name| name.trim_start_matches('\u{feff}').trim().to_owned())
-        .collect();
-    if headers.iter().any(|name| name.contains('\0')) {
-        bail!("{NUL_IN_CSV}: the header of {}", path.display());
+/// A campaign file whose header has been read and checked.
+pub struct CampaignReader {
+    path: PathBuf,
+    reader: csv::Reader<BufReader<File>>,
+    header_columns: usize,
+    phone_index: usize,
+    custom_columns: CustomColumns,
+}
+
+impl CampaignReader {
+    /// Opens the file and reads its header, so a file without a `phone_number` column is
+    /// refused before anything else happens.
+    pub fn open(path: &Path) -> anyhow::Result<CampaignReader> {
+        let file = File::open(path).with_context(|| format!("while opening {}", path.display()))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            // Rows shorter than the header read as empty cells; longer ones are an error below.
+            .flexible(true)
+            .from_reader(BufReader::with_capacity(1 << 20, file));
+
+        let headers: Vec<String> = reader
+            .headers()
+            .with_context(|| format!("while reading the header of {}", path.display()))?
+            .iter()
+            .map(|name| name.trim_start_matches('\u{feff}').trim().to_owned())
+            .collect();
+        if headers.iter().any(|name| name.contains('\0')) {
+            bail!("{NUL_IN_CSV}: the header of {}", path.display());
+        }
+        let phone_index = phone_column(&headers)?;
+        Ok(CampaignReader {
+            path: path.to_owned(),
+            reader,
+            header_columns: headers.len(),
+            phone_index,
+            custom_columns: CustomColumns::new(&headers, phone_index),
+        })
     }
-    let phone_index = phone_column(&headers)?;
 
-    let mut campaign = CampaignFile::default();
-    let mut first_seen: HashMap<String, u64> = HashMap::new();
-    let mut hasher = Sha256::new();
-    let mut record = csv::StringRecord::new();
-    loop {
-        let more = reader
-            .read_record(&mut record)
-            .with_context(|| format!("while reading {}", path.display()))?;
-        if !more {
-            break;
-        }
-        let line = record.position().map_or(0, csv::Position::line);
-        if record.len() > headers.len() {
-            bail!(
-                "line {line} of {} has {} cells but the header names {} columns",
-                path.display(),
-                record.len(),
-                headers.len()
-            );
-        }
-        if record.iter().any(|cell| cell.contains('\0')) {
-            bail!("{NUL_IN_CSV}: line {line} of {}", path.display());
-        }
-        campaign.records += 1;
-        if campaign.records % PROGRESS_EVERY == 0 {
-            progress(record.position().map_or(0, csv::Position::byte));
-        }
-        if record.iter().all(|cell| cell.trim().is_empty()) {
-            // A blank line (or a row of empty cells) is not a number: skipped silently,
-            // like the blank line most editors leave at the end of a file.
-            campaign.records -= 1;
-            continue;
-        }
-
-        let phone_number = match normalise_phone(record.get(phone_index).unwrap_or_default()) {
-            Ok(phone_number) => phone_number,
-            Err(problem) => {
-                campaign.invalid.push(InvalidRow { line, problem });
+    /// Reads every data line, handing each kept row to `keep` in file order; `progress` is
+    /// told how many bytes were read. An error from `keep` stops the reading.
+    pub fn read(
+        mut self,
+        progress: &dyn Fn(u64),
+        keep: &mut dyn FnMut(KeptRow<'_>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<CampaignScan> {
+        let path = self.path.display();
+        let mut scan = CampaignScan::default();
+        let mut first_seen: HashMap<u64, u64> = HashMap::new();
+        let mut hasher = Sha256::new();
+        let mut record = csv::StringRecord::new();
+        let mut phone_number = String::new();
+        let mut json = Vec::new();
+        loop {
+            let more = self
+                .reader
+                .read_record(&mut record)
+                .with_context(|| format!("while reading {path}"))?;
+            if !more {
+                break;
+            }
+            let line = record.position().map_or(0, csv::Position::line);
+            if record.len() > self.header_columns {
+                bail!(
+                    "line {line} of {path} has {} cells but the header names {} columns",
+                    record.len(),
+                    self.header_columns
+                );
+            }
+            if record.iter().any(|cell| cell.contains('\0')) {
+                bail!("{NUL_IN_CSV}: line {line} of {path}");
+            }
+            scan.records += 1;
+            if scan.records % PROGRESS_EVERY == 0 {
+                progress(record.position().map_or(0, csv::Position::byte));
+            }
+            if record.iter().all(|cell| cell.trim().is_empty()) {
+                // A blank line (or a row of empty cells) is not a number: skipped silently,
+                // like the blank line most editors leave at the end of a file.
+                scan.records -= 1;
                 continue;
             }
-        };
-        if let Some(&first_line) = first_seen.get(&phone_number) {
-            campaign.duplicates.push(DuplicateRow { line, first_line });
-            continue;
-        }
-        first_seen.insert(phone_number.clone(), line);
 
-        let custom_data = custom_data(&headers, phone_index, &record);
-        hasher.update(phone_number.as_bytes());
-        hasher.update([0]);
-        hasher.update(custom_data.as_deref().unwrap_or("null").as_bytes());
-        hasher.update([b'\n']);
-        campaign.rows.push(CampaignRow {
-            line,
-            phone_number,
-            custom_data,
-        });
+            let raw = record.get(self.phone_index).unwrap_or_default();
+            if let Err(problem) = normalise_phone_into(raw, &mut phone_number) {
+                scan.invalid.push(InvalidRow { line, problem });
+                continue;
+            }
+            match first_seen.entry(phone_key(&phone_number)) {
+                Entry::Occupied(first) => {
+                    scan.duplicates.push(DuplicateRow {
+                        line,
+                        first_line: *first.get(),
+                    });
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(line);
+                }
+            }
+
+            let custom_data = self
+                .custom_columns
+                .write_json(&record, &mut json)
+                .then(|| std::str::from_utf8(&json).expect("serde_json writes UTF-8"));
+            hasher.update(phone_number.as_bytes());
+            hasher.update([0]);
+            hasher.update(custom_data.unwrap_or("null").as_bytes());
+            hasher.update([b'\n']);
+            keep(KeptRow {
+                line,
+                phone_number: &phone_number,
+                custom_data,
+            })?;
+        }
+        progress(self.reader.position().byte());
+        scan.content_sha256 = hex::encode(hasher.finalize());
+        Ok(scan)
     }
-    progress(reader.position().byte());
-    campaign.content_sha256 = hex::encode(hasher.finalize());
-    Ok(campaign)
 }
 
 fn phone_column(headers: &[String]) -> anyhow::Result<usize> {
@@ -160,23 +250,62 @@ fn phone_column(headers: &[String]) -> anyhow::Result<usize> {
     }
 }
 
-/// The row's other non-empty cells as a JSON object (keys sorted, so the text and the
-/// content hash do not depend on column order), or `None` when there are none.
-fn custom_data(
-    headers: &[String],
-    phone_index: usize,
-    record: &csv::StringRecord,
-) -> Option<String> {
-    let object: Map<String, Value> = headers
-        .iter()
-        .zip(record.iter())
-        .enumerate()
-        .filter(|(index, (name, cell))| {
-            *index != phone_index && !name.is_empty() && !cell.is_empty()
-        })
-        .map(|(_, (name, cell))| (name.clone(), Value::String(cell.to_owned())))
-        .collect();
-    (!object.is_empty()).then(|| Value::Object(object).to_string())
+/// The columns that become `custom_data`: every named column but the phone number's,
+/// as JSON object keys sorted by name, so the text (and the content hash) does not depend
+/// on column order. Columns that share a name are one key, whose value is the last
+/// non-empty cell among them.
+struct CustomColumns(Vec<CustomKey>);
+
+struct CustomKey {
+    /// The name as a JSON string followed by `:`, encoded once for the whole file.
+    json_name: String,
+    /// The columns with this name, in file order.
+    columns: Vec<usize>,
+}
+
+impl CustomColumns {
+    fn new(headers: &[String], phone_index: usize) -> CustomColumns {
+        let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (index, name) in headers.iter().enumerate() {
+            if index != phone_index && !name.is_empty() {
+                by_name.entry(name).or_default().push(index);
+            }
+        }
+        CustomColumns(
+            by_name
+                .into_iter()
+                .map(|(name, columns)| CustomKey {
+                    json_name: format!("{}:", serde_json::Value::from(name)),
+                    columns,
+                })
+                .collect(),
+        )
+    }
+
+    /// Writes the row's non-empty cells into `json` (cleared first) as a JSON object;
+    /// false when there are none (custom_data is then NULL, not `{}`).
+    fn write_json(&self, record: &csv::StringRecord, json: &mut Vec<u8>) -> bool {
+        json.clear();
+        for key in &self.0 {
+            let Some(cell) = key
+                .columns
+                .iter()
+                .rev()
+                .filter_map(|&index| record.get(index))
+                .find(|cell| !cell.is_empty())
+            else {
+                continue;
+            };
+            json.push(if json.is_empty() { b'{' } else { b',' });
+            json.extend_from_slice(key.json_name.as_bytes());
+            serde_json::to_writer(&mut *json, cell).expect("writing JSON into a Vec cannot fail");
+        }
+        if json.is_empty() {
+            return false;
+        }
+        json.push(b'}');
+        true
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +355,37 @@ mod tests {
                 (3, "9876543211", Some(r#"{"customer_id":"C2"}"#)),
                 (4, "9876543212", None),
             ]
+        );
+    }
+
+    #[test]
+    fn custom_data_is_the_json_a_map_of_the_cells_would_give() {
+        // Columns sharing a name keep the last non-empty cell, as a map filled cell by cell
+        // would; names and values are escaped as JSON; short rows read as empty cells.
+        let campaign = read(concat!(
+            "b,\"na\"\"me\",phone_number,b,,a\\z\n",
+            "1,\"q\"\"\n\ttab\",9876543210,2,x,é\n",
+            "1,,9876543211,,y\n",
+            ",,9876543212\n",
+        ))
+        .unwrap();
+        let custom_data: Vec<Option<&str>> = campaign
+            .rows
+            .iter()
+            .map(|row| row.custom_data.as_deref())
+            .collect();
+        assert_eq!(
+            custom_data,
+            [
+                Some(r#"{"a\\z":"é","b":"2","na\"me":"q\"\n\ttab"}"#),
+                Some(r#"{"b":"1"}"#),
+                None,
+            ]
+        );
+        let first: serde_json::Value = serde_json::from_str(custom_data[0].unwrap()).unwrap();
+        assert_eq!(
+            first,
+            serde_json::json!({"a\\z": "é", "b": "2", "na\"me": "q\"\n\ttab"})
         );
     }
 

@@ -7,6 +7,10 @@
 //! same file twice, even renamed, adds nothing, while an edited file is a new campaign.
 //! Name a campaign to grow it: a second run with more numbers adds only the new ones,
 //! in new batches (a batch already sent is never appended to).
+//!
+//! A large file streams: rows go to Postgres while the file is read (see `store.rs`), and
+//! only each distinct number (as one integer, to spot repeats) and the problem lines stay
+//! in memory: a million-row file peaks at about 75 MB.
 
 mod input;
 mod phone;
@@ -22,8 +26,11 @@ use sqlx::Connection;
 use crate::database::DatabaseArgs;
 use crate::output::{Progress, count_lines};
 pub use input::{CampaignFile, read_campaign};
+use input::{CampaignReader, CampaignScan};
 pub use phone::{PhoneError, normalise_phone};
-use store::{CampaignIdentity, store_campaign};
+use store::{
+    COPY_CHUNKS_IN_FLIGHT, CampaignIdentity, CopyLines, refresh_planner_statistics, stage_campaign,
+};
 
 /// SPEC §8: 500 numbers per batch by default (inside the API's 100–500 recommendation).
 pub const DEFAULT_BATCH_SIZE: u32 = 500;
@@ -105,20 +112,33 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
     let size = std::fs::metadata(&args.file)
         .with_context(|| format!("while opening {}", args.file.display()))?
         .len();
+    // The header first: a file without a phone_number column is refused before connecting.
+    let reader = CampaignReader::open(&args.file)?;
+    let mut conn = crate::database::connect_one(&database).await?;
+
+    // Reading (a blocking thread) and the staging COPY (this task) run side by side.
     let reading = Progress::bytes(size, "reading");
-    let path = args.file.clone();
-    let campaign_file = {
+    let (chunks, received) = tokio::sync::mpsc::channel(COPY_CHUNKS_IN_FLIGHT);
+    let read = {
         let reading = reading.clone();
-        tokio::task::spawn_blocking(move || read_campaign(&path, &|bytes| reading.set(bytes)))
-            .await
-            .context("while reading the CSV")??
+        tokio::task::spawn_blocking(move || {
+            let mut lines = CopyLines::new(chunks);
+            let scan = reader.read(&|bytes| reading.set(bytes), &mut |row| lines.push(row))?;
+            lines.finish()?;
+            anyhow::Ok(scan)
+        })
     };
+    let (staged, scan) = tokio::join!(stage_campaign(&mut conn, received), read);
+    // A failed COPY stops the reading too; its own error is the one that explains.
+    let staged = staged.with_context(|| format!("while enqueuing into {}", database.identity))?;
+    let scan = scan.context("while reading the CSV")??;
     reading.finish();
 
-    let identity = identity(&args, &campaign_file)?;
-    report_problems(&campaign_file);
-    if !campaign_file.invalid.is_empty() && !args.skip_invalid {
-        let lines: Vec<u64> = campaign_file.invalid.iter().map(|row| row.line).collect();
+    let identity = identity(&args, &scan)?;
+    report_problems(&scan);
+    if !scan.invalid.is_empty() && !args.skip_invalid {
+        let lines: Vec<u64> = scan.invalid.iter().map(|row| row.line).collect();
+        // `staged` is dropped: its transaction rolls back.
         bail!(
             "{} invalid phone number{} ({}); nothing was enqueued: fix them, or rerun with --skip-invalid",
             lines.len(),
@@ -127,26 +147,29 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
         );
     }
 
-    let mut conn = crate::database::connect_one(&database).await?;
-    let writing = Progress::count(campaign_file.rows.len() as u64, "copying");
-    let stored = store_campaign(
-        &mut conn,
-        &identity,
-        &accountcode,
-        &campaign_file.rows,
-        args.batch_size,
-        &|rows| writing.set(rows),
-    )
-    .await
-    .with_context(|| format!("while enqueuing into {}", database.identity))?;
-    writing.finish();
+    let inserting = Progress::count(staged.rows(), "inserting");
+    let stored = staged
+        .store(&identity, &accountcode, args.batch_size, &|rows| {
+            inserting.set(rows)
+        })
+        .await
+        .with_context(|| format!("while enqueuing into {}", database.identity))?;
+    inserting.finish();
+    // The enqueue is committed: stale statistics only slow the submitter down, so a
+    // failure here (say, a role that does not own the tables) is a warning.
+    if let Err(err) = refresh_planner_statistics(&mut conn, &stored).await {
+        eprintln!(
+            "warning: the rows are enqueued, but {}; the submitter's claims may be slow until autovacuum analyses the tables",
+            crate::one_line(&err)
+        );
+    }
     conn.close().await.ok();
 
     let report = Report {
         campaign: &identity.batch_name,
-        rows_read: campaign_file.records,
-        invalid: campaign_file.invalid.len(),
-        duplicates: campaign_file.duplicates.len(),
+        rows_read: scan.records,
+        invalid: scan.invalid.len(),
+        duplicates: scan.duplicates.len(),
         already_enqueued: stored.already_enqueued,
         enqueued: stored.enqueued,
         batches: stored
@@ -163,7 +186,7 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn identity(args: &EnqueueArgs, file: &CampaignFile) -> anyhow::Result<CampaignIdentity> {
+fn identity(args: &EnqueueArgs, file: &CampaignScan) -> anyhow::Result<CampaignIdentity> {
     match args.campaign.as_deref().map(str::trim) {
         Some("") => bail!("--campaign must not be empty"),
         Some(name) if name.chars().count() > BATCH_NAME_CHARS => {
@@ -197,7 +220,7 @@ fn identity(args: &EnqueueArgs, file: &CampaignFile) -> anyhow::Result<CampaignI
 
 /// Lists invalid and repeated numbers on stderr by line; the numbers themselves are not
 /// repeated (the operator has the file, and logs should not collect phone numbers).
-fn report_problems(file: &CampaignFile) {
+fn report_problems(file: &CampaignScan) {
     for row in file.invalid.iter().take(LISTED_PROBLEMS) {
         eprintln!("line {}: invalid phone_number: {}", row.line, row.problem);
     }
