@@ -35,6 +35,7 @@ use callbridge_types::event::CallbackEvent;
 use callbridge_types::status::{BatchStatus, CallStatus};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
 use crate::call_log::{CallLog, StoredEvent, fold_call};
@@ -143,16 +144,17 @@ async fn insert_events(
     for incoming in events {
         let envelope = &incoming.envelope;
         let event = &envelope.event;
-        event_ids.push(envelope.event_id.clone());
-        event_types.push(event.event_type.as_str().to_owned());
-        call_ids.push(event.call_id.clone());
+        event_ids.push(envelope.event_id.as_str());
+        event_types.push(event.event_type.as_str());
+        call_ids.push(event.call_id.as_str());
         batch_ids.push(event.batch_id);
-        statuses.push(event.call_status.as_ref().map(|s| s.as_str().to_owned()));
+        statuses.push(event.call_status.as_ref().map(|s| s.as_str()));
         end_times.push(event.end_time);
-        payloads.push(envelope.payload.clone());
+        // Serialised straight into the statement, without an intermediate `Value`.
+        payloads.push(Json(&envelope.payload));
         received.push(envelope.received_at);
-        trace_ids.push(incoming.trace_id.clone());
-        bodies.push(serde_json::to_value(event).expect("a CallbackEvent always serialises"));
+        trace_ids.push(incoming.trace_id.as_deref());
+        bodies.push(Json(event));
     }
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO call_events
@@ -205,17 +207,19 @@ async fn load_events(
     calls: &BTreeSet<&str>,
 ) -> Result<BTreeMap<String, Vec<StoredEvent>>, StoreError> {
     let calls: Vec<&str> = calls.iter().copied().collect();
-    let rows: Vec<(String, Value)> =
-        sqlx::query_as("SELECT event_id, event FROM call_events WHERE call_id = ANY($1::text[])")
-            .bind(calls)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| StoreError::from_sqlx(e, "while reading the calls' stored events"))?;
+    // As text, parsed straight into the event type (no intermediate `Value`).
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_id, event::text FROM call_events WHERE call_id = ANY($1::text[])",
+    )
+    .bind(calls)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| StoreError::from_sqlx(e, "while reading the calls' stored events"))?;
     let mut by_call: BTreeMap<String, Vec<StoredEvent>> = BTreeMap::new();
     for (event_id, body) in rows {
         // Only this crate writes the column, from this type; a row that does not read
         // back makes the calls it belongs to unstorable, not the whole pipeline.
-        let event: CallbackEvent = serde_json::from_value(body).map_err(|e| {
+        let event: CallbackEvent = serde_json::from_str(&body).map_err(|e| {
             StoreError::Message(anyhow::Error::new(e).context(format!(
                 "while reading back stored event {event_id} from call_events.event"
             )))
