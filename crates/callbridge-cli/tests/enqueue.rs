@@ -333,8 +333,8 @@ async fn analyze_count(pool: &PgPool, table: &str) -> i64 {
         .unwrap()
 }
 
-/// Enqueue inserts in pieces of 50,000 staged rows; these tests cross that boundary.
-const ROWS_PAST_ONE_INSERT: usize = 60_000;
+/// A campaign large enough that its COPY travels in several chunks (of 1 MiB).
+const LARGE_CAMPAIGN: usize = 60_000;
 
 #[tokio::test]
 async fn a_large_campaign_is_analysed_after_commit_and_wakes_the_submitters_once() {
@@ -343,10 +343,7 @@ async fn a_large_campaign_is_analysed_after_commit_and_wakes_the_submitters_once
         .await
         .unwrap();
     listener.listen("callbridge_queue").await.unwrap();
-    let large = TempFile::with_contents(
-        "large.csv",
-        campaign_csv(ROWS_PAST_ONE_INSERT, 0).as_bytes(),
-    );
+    let large = TempFile::with_contents("large.csv", campaign_csv(LARGE_CAMPAIGN, 0).as_bytes());
 
     assert_success(&callbridge(&["enqueue", large.arg()], &env(db.url()), None).await);
 
@@ -360,9 +357,9 @@ async fn a_large_campaign_is_analysed_after_commit_and_wakes_the_submitters_once
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(counted, ROWS_PAST_ONE_INSERT as f32);
+    assert_eq!(counted, LARGE_CAMPAIGN as f32);
 
-    // Several INSERT statements, one transaction: idle submitters are woken once.
+    // One COPY in one transaction: idle submitters are woken once.
     // Notifications arrive in commit order, so the marker sent afterwards comes last.
     sqlx::query("SELECT pg_notify('callbridge_queue', 'marker')")
         .execute(&pool)
@@ -396,16 +393,16 @@ async fn a_large_campaign_is_analysed_after_commit_and_wakes_the_submitters_once
 }
 
 #[tokio::test]
-async fn a_grown_campaign_fills_whole_batches_in_file_order_across_insert_chunks() {
+async fn a_grown_campaign_fills_whole_batches_with_its_new_numbers_in_file_order() {
     let (db, pool) = migrated_db().await;
     let number = |n: usize| format!("+447700{n:06}");
     // Week 1: every other number. Week 2: all of them and 10,000 more, so the numbers it
-    // adds are scattered through every insert piece.
+    // adds are scattered through the whole file.
     let mut week1 = String::from("phone_number\n");
-    for n in (0..2 * ROWS_PAST_ONE_INSERT).step_by(2) {
+    for n in (0..2 * LARGE_CAMPAIGN).step_by(2) {
         week1.push_str(&format!("{}\n", number(n)));
     }
-    let week2_numbers = 2 * ROWS_PAST_ONE_INSERT + 10_000;
+    let week2_numbers = 2 * LARGE_CAMPAIGN + 10_000;
     let mut week2 = String::from("phone_number\n");
     for n in 0..week2_numbers {
         week2.push_str(&format!("{}\n", number(n)));
@@ -434,15 +431,15 @@ async fn a_grown_campaign_fills_whole_batches_in_file_order_across_insert_chunks
     assert_success(&grown);
     let report: Value = serde_json::from_str(&stdout(&grown)).unwrap();
     let added: Vec<String> = (0..week2_numbers)
-        .filter(|n| n % 2 == 1 || *n >= 2 * ROWS_PAST_ONE_INSERT)
+        .filter(|n| n % 2 == 1 || *n >= 2 * LARGE_CAMPAIGN)
         .map(number)
         .collect();
     assert_eq!(report["rows_read"], week2_numbers + 2);
     assert_eq!(report["invalid"], 1);
     assert_eq!(report["duplicates"], 1);
-    assert_eq!(report["already_enqueued"], ROWS_PAST_ONE_INSERT);
+    assert_eq!(report["already_enqueued"], LARGE_CAMPAIGN);
     assert_eq!(report["enqueued"], added.len());
-    let week1_batches = ROWS_PAST_ONE_INSERT / 500;
+    let week1_batches = LARGE_CAMPAIGN / 500;
     let first_new_batch = week1_batches as i32 + 1;
     let expected_batches: Vec<Value> = (0..added.len() / 500)
         .map(|index| json!({"batch_id": first_new_batch + index as i32, "numbers": 500}))
@@ -468,4 +465,20 @@ async fn a_grown_campaign_fills_whole_batches_in_file_order_across_insert_chunks
     );
     let sizes: Vec<i64> = batches(&pool).await.iter().map(|batch| batch.4).collect();
     assert!(sizes.iter().all(|&size| size == 500), "{sizes:?}");
+}
+
+#[tokio::test]
+async fn a_pipe_is_refused_because_the_file_is_read_twice() {
+    let (db, pool) = migrated_db().await;
+
+    let output = callbridge(
+        &["enqueue", "/dev/stdin"],
+        &env(db.url()),
+        Some(&campaign_csv(2, 0)),
+    )
+    .await;
+
+    let message = one_line_failure(&output);
+    assert!(message.contains("is not a regular file"), "{message}");
+    assert!(queue_rows(&pool).await.is_empty());
 }

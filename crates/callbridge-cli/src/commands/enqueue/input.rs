@@ -79,6 +79,16 @@ pub struct CampaignScan {
     pub content_sha256: String,
 }
 
+impl CampaignScan {
+    /// Whether a second reading of a file found what the first did: the same kept rows
+    /// (their hash), the same invalid lines and as many records.
+    pub fn reads_like(&self, first: &CampaignScan) -> bool {
+        self.records == first.records
+            && self.invalid == first.invalid
+            && self.content_sha256 == first.content_sha256
+    }
+}
+
 /// A whole file in memory: for tests and fuzzing. `enqueue` streams with
 /// [`CampaignReader`] instead.
 #[derive(Debug, Default)]

@@ -8,20 +8,21 @@
 //! Name a campaign to grow it: a second run with more numbers adds only the new ones,
 //! in new batches (a batch already sent is never appended to).
 //!
-//! A large file streams: rows go to Postgres while the file is read (see `store.rs`), and
-//! only each distinct number (as one integer, to spot repeats) and the problem lines stay
-//! in memory: a million-row file peaks at about 75 MB.
+//! The file is read twice, streaming: first to check it (nothing touches the database
+//! when a number is invalid) and to hash it, then while its rows are COPYed into the
+//! queue (see `store.rs`). Only each distinct number (as one integer, to spot repeats)
+//! and the problem lines stay in memory: a million-row file peaks at about 90 MB.
 
 mod input;
 mod phone;
 mod store;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use callbridge_runtime::config::Settings;
+use callbridge_runtime::config::{DatabaseIdentity, Settings};
 use clap::Args;
-use sqlx::Connection;
+use sqlx::{Connection, PgConnection};
 
 use crate::database::DatabaseArgs;
 use crate::output::{Progress, count_lines};
@@ -29,7 +30,7 @@ pub use input::{CampaignFile, read_campaign};
 use input::{CampaignReader, CampaignScan};
 pub use phone::{PhoneError, normalise_phone};
 use store::{
-    COPY_CHUNKS_IN_FLIGHT, CampaignIdentity, CopyLines, refresh_planner_statistics, stage_campaign,
+    COPY_CHUNKS_IN_FLIGHT, CampaignIdentity, Stored, begin_enqueue, refresh_planner_statistics,
 };
 
 /// SPEC §8: 500 numbers per batch by default (inside the API's 100–500 recommendation).
@@ -109,36 +110,13 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
     }
     let database = args.database.resolve(&settings)?;
 
-    let size = std::fs::metadata(&args.file)
-        .with_context(|| format!("while opening {}", args.file.display()))?
-        .len();
-    // The header first: a file without a phone_number column is refused before connecting.
-    let reader = CampaignReader::open(&args.file)?;
-    let mut conn = crate::database::connect_one(&database).await?;
+    let size = regular_file_size(&args.file)?;
+    let checked = check_campaign(&args.file, size).await?;
 
-    // Reading (a blocking thread) and the staging COPY (this task) run side by side.
-    let reading = Progress::bytes(size, "reading");
-    let (chunks, received) = tokio::sync::mpsc::channel(COPY_CHUNKS_IN_FLIGHT);
-    let read = {
-        let reading = reading.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut lines = CopyLines::new(chunks);
-            let scan = reader.read(&|bytes| reading.set(bytes), &mut |row| lines.push(row))?;
-            lines.finish()?;
-            anyhow::Ok(scan)
-        })
-    };
-    let (staged, scan) = tokio::join!(stage_campaign(&mut conn, received), read);
-    // A failed COPY stops the reading too; its own error is the one that explains.
-    let staged = staged.with_context(|| format!("while enqueuing into {}", database.identity))?;
-    let scan = scan.context("while reading the CSV")??;
-    reading.finish();
-
-    let identity = identity(&args, &scan)?;
-    report_problems(&scan);
-    if !scan.invalid.is_empty() && !args.skip_invalid {
-        let lines: Vec<u64> = scan.invalid.iter().map(|row| row.line).collect();
-        // `staged` is dropped: its transaction rolls back.
+    let identity = identity(&args, &checked)?;
+    report_problems(&checked);
+    if !checked.invalid.is_empty() && !args.skip_invalid {
+        let lines: Vec<u64> = checked.invalid.iter().map(|row| row.line).collect();
         bail!(
             "{} invalid phone number{} ({}); nothing was enqueued: fix them, or rerun with --skip-invalid",
             lines.len(),
@@ -147,14 +125,20 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
         );
     }
 
-    let inserting = Progress::count(staged.rows(), "inserting");
-    let stored = staged
-        .store(&identity, &accountcode, args.batch_size, &|rows| {
-            inserting.set(rows)
-        })
-        .await
-        .with_context(|| format!("while enqueuing into {}", database.identity))?;
-    inserting.finish();
+    let mut conn = crate::database::connect_one(&database).await?;
+    let stored = copy_campaign(
+        &mut conn,
+        &database.identity,
+        &args,
+        &Campaign {
+            identity: &identity,
+            accountcode: &accountcode,
+            checked: &checked,
+            size,
+        },
+    )
+    .await?;
+
     // The enqueue is committed: stale statistics only slow the submitter down, so a
     // failure here (say, a role that does not own the tables) is a warning.
     if let Err(err) = refresh_planner_statistics(&mut conn, &stored).await {
@@ -167,9 +151,9 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
 
     let report = Report {
         campaign: &identity.batch_name,
-        rows_read: scan.records,
-        invalid: scan.invalid.len(),
-        duplicates: scan.duplicates.len(),
+        rows_read: checked.records,
+        invalid: checked.invalid.len(),
+        duplicates: checked.duplicates.len(),
         already_enqueued: stored.already_enqueued,
         enqueued: stored.enqueued,
         batches: stored
@@ -184,6 +168,87 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
         print_report(&report);
     }
     Ok(())
+}
+
+/// The file's size, for the progress bars. A pipe is refused: it cannot be read twice.
+fn regular_file_size(path: &Path) -> anyhow::Result<u64> {
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("while opening {}", path.display()))?;
+    if !metadata.is_file() {
+        bail!(
+            "{} is not a regular file: enqueue reads it twice (to check it, then to copy it); save it to a file first",
+            path.display()
+        );
+    }
+    Ok(metadata.len())
+}
+
+/// The first reading: every line checked, the kept rows hashed, nothing stored.
+async fn check_campaign(path: &Path, size: u64) -> anyhow::Result<CampaignScan> {
+    let reader = CampaignReader::open(path)?;
+    let checking = Progress::bytes(size, "checking");
+    let progress = checking.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        reader.read(&|bytes| progress.set(bytes), &mut |_| Ok(()))
+    })
+    .await
+    .context("while reading the CSV")??;
+    checking.finish();
+    Ok(checked)
+}
+
+/// What [`copy_campaign`] stores.
+struct Campaign<'a> {
+    identity: &'a CampaignIdentity,
+    accountcode: &'a str,
+    /// What the first reading found.
+    checked: &'a CampaignScan,
+    size: u64,
+}
+
+/// The second reading, inside the enqueue's transaction: each kept row is COPYed into the
+/// queue as it is read (a blocking thread reads, this task copies). Commits only if the
+/// file read the same as when it was checked.
+async fn copy_campaign(
+    conn: &mut PgConnection,
+    database: &DatabaseIdentity,
+    args: &EnqueueArgs,
+    campaign: &Campaign<'_>,
+) -> anyhow::Result<Stored> {
+    let in_database = || format!("while enqueuing into {database}");
+    let mut enqueue = begin_enqueue(conn, campaign.identity)
+        .await
+        .with_context(in_database)?;
+    let (chunks, received) = tokio::sync::mpsc::channel(COPY_CHUNKS_IN_FLIGHT);
+    let mut lines = enqueue.queue_lines(campaign.identity, args.batch_size, chunks);
+    let reader = CampaignReader::open(&args.file)?;
+    let copying = Progress::bytes(campaign.size, "copying");
+    let progress = copying.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let scan = reader.read(&|bytes| progress.set(bytes), &mut |row| lines.push(row))?;
+        anyhow::Ok((scan, lines.finish()?))
+    });
+    let (copied, read) = tokio::join!(enqueue.copy(received), read);
+    // A failed COPY stops the reading too; its own error is the one that explains.
+    copied.with_context(in_database)?;
+    let (reread, counts) = read.context("while reading the CSV")??;
+    copying.finish();
+    if !reread.reads_like(campaign.checked) {
+        // `enqueue` is dropped: its transaction rolls back.
+        bail!(
+            "{} changed while it was being enqueued; nothing was enqueued: run again once it is complete",
+            args.file.display()
+        );
+    }
+    enqueue
+        .commit(
+            campaign.identity,
+            campaign.accountcode,
+            args.batch_size,
+            counts,
+        )
+        .await
+        .with_context(in_database)
 }
 
 fn identity(args: &EnqueueArgs, file: &CampaignScan) -> anyhow::Result<CampaignIdentity> {

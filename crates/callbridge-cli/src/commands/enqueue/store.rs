@@ -1,20 +1,23 @@
-//! Writing a campaign into `local_call_queue` and `call_batches` in one transaction.
+//! Writing a campaign into `local_call_queue` and `call_batches` in one transaction, by
+//! one COPY straight into the queue.
 //!
-//! The kept rows are COPYed into a temporary staging table while the file is still being
-//! read, then moved into the queue by set-based INSERTs. Why not COPY straight into the
-//! queue: an unnamed campaign's key is the hash of the whole file, known only at its end,
-//! and the numbers an earlier run already enqueued must be left out. The detour is cheap:
-//! the staging COPY writes no WAL and keeps one small index, and an INSERT … SELECT into
-//! the queue costs Postgres no more than a COPY of the same rows into it would. That
-//! insert (heap, WAL and the queue's six indexes) is most of a large enqueue's time.
+//! The file has been read once already (checked and hashed), so the campaign key is
+//! known; it is read again while the COPY runs, each row getting its batch id here.
+//! An earlier version COPYed the rows into a temporary table and moved them with
+//! INSERT … SELECT: Postgres then paid a staging COPY (1.7 s per million rows) on top of
+//! an insert as dear as this COPY, which on its own runs as fast as a raw COPY of the
+//! same rows.
 
+use std::collections::HashSet;
 use std::io::Write as _;
 
 use anyhow::{Context, bail};
+use futures::TryStreamExt;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::mpsc;
 
 use super::input::KeptRow;
+use super::phone::{normalise_phone, phone_key};
 
 /// COPY data is handed from the reading thread to the connection in chunks of about this
 /// size.
@@ -22,9 +25,6 @@ const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// Chunks read ahead of the COPY: what bounds the memory a file of any size needs for its
 /// rows while they travel to Postgres.
 pub const COPY_CHUNKS_IN_FLIGHT: usize = 4;
-/// Staged rows per INSERT into the queue. The insert is the longest step of a large
-/// enqueue; in pieces its progress can be shown (and it stays one transaction).
-const INSERT_CHUNK_ROWS: u64 = 50_000;
 /// Autovacuum's default rule for stale planner statistics: more rows added than 50 plus
 /// 10 % of the rows the statistics count (`autovacuum_analyze_threshold`,
 /// `autovacuum_analyze_scale_factor`).
@@ -50,27 +50,186 @@ pub struct Stored {
     pub batches: Vec<(i32, u64)>,
 }
 
-/// Kept rows as lines of COPY's text format for the staging table, sent on in chunks.
-/// Runs on the thread that reads the file.
-pub struct CopyLines {
-    chunk: Vec<u8>,
-    next_ord: u64,
-    chunks: mpsc::Sender<Vec<u8>>,
+/// An enqueue's open transaction, holding the enqueue lock. Dropped without
+/// [`Enqueue::commit`], it rolls back: nothing stays.
+pub struct Enqueue<'c> {
+    tx: Transaction<'c, Postgres>,
+    first_batch_id: i32,
+    /// The campaign's numbers already in the queue, as [`phone_key`]s.
+    enqueued_before: HashSet<u64>,
 }
 
-impl CopyLines {
-    pub fn new(chunks: mpsc::Sender<Vec<u8>>) -> CopyLines {
-        CopyLines {
+/// Begins the enqueue's transaction: takes the enqueue lock, reads which numbers the
+/// campaign already holds and where the new batch ids start.
+#[tracing::instrument(skip_all)]
+pub async fn begin_enqueue<'c>(
+    conn: &'c mut PgConnection,
+    campaign: &CampaignIdentity,
+) -> anyhow::Result<Enqueue<'c>> {
+    let mut tx = conn
+        .begin()
+        .await
+        .context("while starting the transaction")?;
+
+    // One enqueue at a time, from here to commit: the campaign check below and the batch
+    // id allocation must not interleave with another enqueue's (a second run of the same
+    // campaign would otherwise add empty batches, two campaigns could pick the same ids).
+    // An advisory lock, not a table lock: persister and submitter keep writing meanwhile.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('callbridge.enqueue'))")
+        .execute(&mut *tx)
+        .await
+        .context("while waiting for other enqueues to finish")?;
+
+    // A stored number that is not in normalised form was not put there by enqueue, and
+    // no number from the file can equal it.
+    let enqueued_before: HashSet<u64> = sqlx::query_scalar::<_, String>(
+        "SELECT phone_number FROM local_call_queue WHERE campaign_key = $1",
+    )
+    .bind(&campaign.key)
+    .fetch(&mut *tx)
+    .try_filter_map(|stored| async move {
+        Ok(normalise_phone(&stored)
+            .ok()
+            .filter(|normalised| *normalised == stored)
+            .map(|normalised| phone_key(&normalised)))
+    })
+    .try_collect()
+    .await
+    .context("while looking for numbers enqueued by an earlier run")?;
+
+    let highest: i32 = sqlx::query_scalar("SELECT coalesce(max(batch_id), 0) FROM call_batches")
+        .fetch_one(&mut *tx)
+        .await
+        .context("while reading the highest batch id")?;
+    let Some(first_batch_id) = highest.checked_add(1) else {
+        bail!(
+            "batch ids would pass {} (the API's 32-bit limit): the highest batch id in call_batches is {highest}",
+            i32::MAX
+        );
+    };
+    Ok(Enqueue {
+        tx,
+        first_batch_id,
+        enqueued_before,
+    })
+}
+
+impl<'c> Enqueue<'c> {
+    /// Turns the rows of the second reading into COPY lines (see [`QueueLines`]); the
+    /// campaign's earlier numbers move to it.
+    pub fn queue_lines(
+        &mut self,
+        campaign: &CampaignIdentity,
+        batch_size: u32,
+        chunks: mpsc::Sender<Vec<u8>>,
+    ) -> QueueLines {
+        let mut campaign_key = Vec::new();
+        append_copy_text(&mut campaign_key, &campaign.key);
+        QueueLines {
             chunk: empty_chunk(),
-            next_ord: 0,
             chunks,
+            enqueued_before: std::mem::take(&mut self.enqueued_before),
+            campaign_key,
+            first_batch_id: i64::from(self.first_batch_id),
+            batch_size: u64::from(batch_size),
+            counts: QueueCounts::default(),
         }
     }
 
+    /// COPYs every chunk that arrives on `chunks` into `local_call_queue`, until the
+    /// sender is dropped. Returns the rows copied.
+    #[tracing::instrument(skip_all)]
+    pub async fn copy(&mut self, mut chunks: mpsc::Receiver<Vec<u8>>) -> anyhow::Result<u64> {
+        let mut copy = self
+            .tx
+            .copy_in_raw(
+                "COPY local_call_queue
+                     (phone_number, batch_id, custom_data, queue_status, retry_count, campaign_key)
+                 FROM STDIN",
+            )
+            .await
+            .context("while starting COPY")?;
+        while let Some(chunk) = chunks.recv().await {
+            copy.send(chunk).await.context("while sending COPY data")?;
+        }
+        copy.finish().await.context("while finishing COPY")
+    }
+
+    /// Creates the batches the copied rows went to and commits.
+    #[tracing::instrument(skip_all, fields(enqueued = counts.enqueued))]
+    pub async fn commit(
+        mut self,
+        campaign: &CampaignIdentity,
+        accountcode: &str,
+        batch_size: u32,
+        counts: QueueCounts,
+    ) -> anyhow::Result<Stored> {
+        let batches = batch_sizes(self.first_batch_id, counts.enqueued, batch_size)?;
+        // A row another writer adds with one of these ids before we commit makes this
+        // INSERT fail (unique batch_id), and the whole enqueue with it: nothing is shared.
+        sqlx::query(
+            "INSERT INTO call_batches
+                    (batch_id, accountcode, batch_name, total_calls, completed_calls, failed_calls, batch_status)
+             SELECT $1 + n, $2, $3, 0, 0, 0, 'pending'
+               FROM generate_series(0, $4 - 1) AS n",
+        )
+        .bind(self.first_batch_id)
+        .bind(accountcode)
+        .bind(&campaign.batch_name)
+        .bind(batches.len() as i32)
+        .execute(&mut *self.tx)
+        .await
+        .context("while creating the batches")?;
+        self.tx.commit().await.context("while committing")?;
+        Ok(Stored {
+            already_enqueued: counts.already_enqueued,
+            enqueued: counts.enqueued,
+            batches,
+        })
+    }
+}
+
+/// What [`QueueLines`] did with the rows it was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Rows written for the COPY.
+    pub enqueued: u64,
+    /// Rows left out because the campaign holds their number already.
+    pub already_enqueued: u64,
+}
+
+/// Kept rows as lines of COPY's text format for `local_call_queue`, sent on in chunks:
+/// numbers the campaign holds already are left out, the others fill batches of
+/// `batch_size` in file order. Runs on the thread that reads the file.
+pub struct QueueLines {
+    chunk: Vec<u8>,
+    chunks: mpsc::Sender<Vec<u8>>,
+    enqueued_before: HashSet<u64>,
+    /// The campaign key, escaped for COPY once for all rows.
+    campaign_key: Vec<u8>,
+    first_batch_id: i64,
+    batch_size: u64,
+    counts: QueueCounts,
+}
+
+impl QueueLines {
     /// Appends the next kept row; a full chunk is sent, waiting while the COPY is behind.
     pub fn push(&mut self, row: KeptRow<'_>) -> anyhow::Result<()> {
-        append_copy_line(&mut self.chunk, self.next_ord, row);
-        self.next_ord += 1;
+        if self.enqueued_before.contains(&phone_key(row.phone_number)) {
+            self.counts.already_enqueued += 1;
+            return Ok(());
+        }
+        let batch_id = self.first_batch_id + (self.counts.enqueued / self.batch_size) as i64;
+        self.counts.enqueued += 1;
+        let out = &mut self.chunk;
+        write!(out, "{}\t{batch_id}\t", row.phone_number).expect("writing into a Vec cannot fail");
+        match row.custom_data {
+            Some(json) => append_copy_text(out, json),
+            None => out.extend_from_slice(b"\\N"),
+        }
+        out.extend_from_slice(b"\tpending\t0\t");
+        out.extend_from_slice(&self.campaign_key);
+        out.push(b'\n');
         if self.chunk.len() >= COPY_CHUNK_BYTES {
             let full = std::mem::replace(&mut self.chunk, empty_chunk());
             self.send(full)?;
@@ -79,9 +238,10 @@ impl CopyLines {
     }
 
     /// Sends the last, partly filled chunk.
-    pub fn finish(mut self) -> anyhow::Result<()> {
+    pub fn finish(mut self) -> anyhow::Result<QueueCounts> {
         let last = std::mem::take(&mut self.chunk);
-        self.send(last)
+        self.send(last)?;
+        Ok(self.counts)
     }
 
     fn send(&self, chunk: Vec<u8>) -> anyhow::Result<()> {
@@ -97,203 +257,36 @@ fn empty_chunk() -> Vec<u8> {
     Vec::with_capacity(COPY_CHUNK_BYTES + 4096)
 }
 
-/// One line of COPY's text format: tab-separated, `\N` for NULL, and a backslash starts
-/// an escape, so the JSON's backslashes are doubled. Nothing else needs escaping: the
-/// number is digits and an optional `+` (see `phone.rs`), and serde_json writes control
-/// characters (tab, newline, carriage return) as JSON escapes.
-fn append_copy_line(out: &mut Vec<u8>, ord: u64, row: KeptRow<'_>) {
-    write!(out, "{ord}\t{}\t", row.phone_number).expect("writing into a Vec cannot fail");
-    match row.custom_data {
-        Some(json) => {
-            for (index, part) in json.split('\\').enumerate() {
-                if index > 0 {
-                    out.extend_from_slice(b"\\\\");
-                }
-                out.extend_from_slice(part.as_bytes());
-            }
+/// `text` as a field of COPY's text format, where a backslash starts an escape and tab
+/// and newline separate fields and rows. (The phone number is digits and an optional `+`,
+/// see `phone.rs`, so it needs none of this.)
+fn append_copy_text(out: &mut Vec<u8>, text: &str) {
+    for byte in text.bytes() {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(byte),
         }
-        None => out.extend_from_slice(b"\\N"),
-    }
-    out.push(b'\n');
-}
-
-/// A campaign's kept rows in the staging table, inside the enqueue's open transaction.
-/// Dropped without [`StagedCampaign::store`], the transaction rolls back: nothing stays.
-pub struct StagedCampaign<'c> {
-    tx: Transaction<'c, Postgres>,
-    rows: u64,
-}
-
-/// Begins the enqueue's transaction and COPYs every chunk that arrives on `chunks` into
-/// the staging table, until the sender is dropped.
-#[tracing::instrument(skip_all)]
-pub async fn stage_campaign(
-    conn: &mut PgConnection,
-    mut chunks: mpsc::Receiver<Vec<u8>>,
-) -> anyhow::Result<StagedCampaign<'_>> {
-    let mut tx = conn
-        .begin()
-        .await
-        .context("while starting the transaction")?;
-
-    // Session-private, gone at commit, and not WAL-logged. `ord` is the row's position in
-    // the file among the kept rows; its key lets the INSERTs below read it in ranges.
-    sqlx::query(
-        "CREATE TEMP TABLE callbridge_enqueue (
-             ord BIGINT PRIMARY KEY,
-             phone_number VARCHAR(20) NOT NULL,
-             custom_data JSONB
-         ) ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await
-    .context("while creating the staging table")?;
-
-    let mut copy = tx
-        .copy_in_raw("COPY callbridge_enqueue (ord, phone_number, custom_data) FROM STDIN")
-        .await
-        .context("while starting COPY")?;
-    while let Some(chunk) = chunks.recv().await {
-        copy.send(chunk).await.context("while sending COPY data")?;
-    }
-    let rows = copy.finish().await.context("while finishing COPY")?;
-    // A fresh temp table has no statistics; without them the planner joins a million
-    // staged rows against the queue as if there were a handful.
-    sqlx::query("ANALYZE callbridge_enqueue")
-        .execute(&mut *tx)
-        .await
-        .context("while analysing the staging table")?;
-    Ok(StagedCampaign { tx, rows })
-}
-
-impl StagedCampaign<'_> {
-    /// Rows staged: the file's kept rows.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
-    /// Inserts the staged rows the campaign does not hold yet into new batches of at most
-    /// `batch_size` numbers, in file order, and commits. `progress` is told how many
-    /// staged rows have been dealt with.
-    #[tracing::instrument(skip_all, fields(rows = self.rows, batch_size))]
-    pub async fn store(
-        self,
-        campaign: &CampaignIdentity,
-        accountcode: &str,
-        batch_size: u32,
-        progress: &dyn Fn(u64),
-    ) -> anyhow::Result<Stored> {
-        let StagedCampaign { mut tx, rows } = self;
-
-        // One enqueue at a time, from here to commit: the campaign check below and the
-        // batch id allocation must not interleave with another enqueue's (a second run of
-        // the same campaign would otherwise add empty batches, two campaigns could pick the
-        // same ids). An advisory lock, not a table lock: persister and submitter keep
-        // writing meanwhile.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('callbridge.enqueue'))")
-            .execute(&mut *tx)
-            .await
-            .context("while waiting for other enqueues to finish")?;
-
-        let already_enqueued = sqlx::query(
-            "DELETE FROM callbridge_enqueue e
-              USING local_call_queue q
-              WHERE q.campaign_key = $1 AND q.phone_number = e.phone_number",
-        )
-        .bind(&campaign.key)
-        .execute(&mut *tx)
-        .await
-        .context("while looking for numbers enqueued by an earlier run")?
-        .rows_affected();
-
-        let new_rows = rows - already_enqueued;
-        if new_rows == 0 {
-            tx.commit().await.context("while committing")?;
-            return Ok(Stored {
-                already_enqueued,
-                enqueued: 0,
-                batches: Vec::new(),
-            });
-        }
-
-        let batch_count = new_rows.div_ceil(u64::from(batch_size));
-        let highest: i64 =
-            sqlx::query_scalar("SELECT coalesce(max(batch_id), 0)::BIGINT FROM call_batches")
-                .fetch_one(&mut *tx)
-                .await
-                .context("while reading the highest batch id")?;
-        if highest + batch_count as i64 > i64::from(i32::MAX) {
-            bail!(
-                "batch ids would pass {} (the API's 32-bit limit): the highest batch id in call_batches is {highest}",
-                i32::MAX
-            );
-        }
-        let first_batch_id = (highest + 1) as i32;
-
-        // A row another writer adds with one of these ids before we commit makes this INSERT
-        // fail (unique batch_id), and the whole enqueue with it: nothing is ever shared.
-        sqlx::query(
-            "INSERT INTO call_batches
-                    (batch_id, accountcode, batch_name, total_calls, completed_calls, failed_calls, batch_status)
-             SELECT $1 + n, $2, $3, 0, 0, 0, 'pending'
-               FROM generate_series(0, $4 - 1) AS n",
-        )
-        .bind(first_batch_id)
-        .bind(accountcode)
-        .bind(&campaign.batch_name)
-        .bind(batch_count as i32)
-        .execute(&mut *tx)
-        .await
-        .context("while creating the batches")?;
-
-        // Positions count the rows actually inserted, in file order, so batches are full
-        // even where the DELETE above left gaps in `ord`. No ON CONFLICT: under the lock
-        // the DELETE removed every number the campaign holds, and ON CONFLICT's
-        // speculative insertion costs Postgres half as much again (measured on a million rows). A row a writer that
-        // bypasses the lock added meanwhile fails the unique index, and the whole enqueue.
-        let mut position: u64 = 0;
-        let mut start: u64 = 0;
-        while start < rows {
-            let end = start + INSERT_CHUNK_ROWS;
-            position += sqlx::query(
-                "INSERT INTO local_call_queue
-                        (phone_number, batch_id, custom_data, queue_status, retry_count, campaign_key)
-                 SELECT phone_number,
-                        $1 + (($2 + row_number() OVER (ORDER BY ord) - 1) / $3)::INTEGER,
-                        custom_data, 'pending', 0, $4
-                   FROM callbridge_enqueue
-                  WHERE ord >= $5 AND ord < $6",
-            )
-            .bind(first_batch_id)
-            .bind(position as i64)
-            .bind(i64::from(batch_size))
-            .bind(&campaign.key)
-            .bind(start as i64)
-            .bind(end as i64)
-            .execute(&mut *tx)
-            .await
-            .context("while inserting into local_call_queue")?
-            .rows_affected();
-            progress(end.min(rows));
-            start = end;
-        }
-        tx.commit().await.context("while committing")?;
-
-        Ok(Stored {
-            already_enqueued,
-            enqueued: position,
-            batches: batch_sizes(first_batch_id, position, batch_size),
-        })
     }
 }
 
 /// The batches `rows` consecutive positions fill from `first_batch_id` on: full ones, and
 /// the remainder in the last.
-fn batch_sizes(first_batch_id: i32, rows: u64, batch_size: u32) -> Vec<(i32, u64)> {
+fn batch_sizes(first_batch_id: i32, rows: u64, batch_size: u32) -> anyhow::Result<Vec<(i32, u64)>> {
     let size = u64::from(batch_size);
-    (0..rows.div_ceil(size))
+    let count = rows.div_ceil(size);
+    if i64::from(first_batch_id) + count as i64 - 1 > i64::from(i32::MAX) {
+        bail!(
+            "batch ids would pass {} (the API's 32-bit limit): the highest batch id in call_batches is {}",
+            i32::MAX,
+            first_batch_id - 1
+        );
+    }
+    Ok((0..count)
         .map(|index| (first_batch_id + index as i32, size.min(rows - index * size)))
-        .collect()
+        .collect())
 }
 
 /// The tables an enqueue adds to, and how to analyse each (statements are static text).
@@ -341,39 +334,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_are_full_but_the_last() {
+    fn batches_are_full_but_the_last_and_ids_stay_32_bit() {
         assert_eq!(
-            batch_sizes(101, 1201, 500),
+            batch_sizes(101, 1201, 500).unwrap(),
             [(101, 500), (102, 500), (103, 201)]
         );
-        assert_eq!(batch_sizes(7, 1000, 1000), [(7, 1000)]);
-        assert_eq!(batch_sizes(7, 0, 500), []);
+        assert_eq!(batch_sizes(7, 1000, 1000).unwrap(), [(7, 1000)]);
+        assert_eq!(batch_sizes(7, 0, 500).unwrap(), []);
+        assert_eq!(batch_sizes(i32::MAX, 500, 500).unwrap(), [(i32::MAX, 500)]);
+        assert!(batch_sizes(i32::MAX, 501, 500).is_err());
     }
 
     #[test]
-    fn copy_lines_escape_backslashes_and_write_null() {
-        let mut out = Vec::new();
-        append_copy_line(
-            &mut out,
-            0,
-            KeptRow {
-                line: 2,
-                phone_number: "+447700900123",
-                custom_data: Some(r#"{"a\\b":"x\"\n"}"#),
-            },
-        );
-        append_copy_line(
-            &mut out,
-            1,
-            KeptRow {
-                line: 3,
-                phone_number: "9876543210",
-                custom_data: None,
-            },
-        );
+    fn queue_lines_escape_text_fill_batches_and_leave_out_earlier_numbers() {
+        let (sender, mut receiver) = mpsc::channel(1);
+        let campaign_key = "campaign:tab\there\\";
+        let mut key = Vec::new();
+        append_copy_text(&mut key, campaign_key);
+        let mut lines = QueueLines {
+            chunk: empty_chunk(),
+            chunks: sender,
+            enqueued_before: HashSet::from([phone_key("9876543211")]),
+            campaign_key: key,
+            first_batch_id: 41,
+            batch_size: 2,
+            counts: QueueCounts::default(),
+        };
+        let rows = [
+            ("+447700900123", Some(r#"{"a\\b":"x\"\n"}"#)),
+            ("9876543211", None),
+            ("9876543210", None),
+            ("9876543212", Some("{}")),
+        ];
+        for (line, (phone_number, custom_data)) in rows.into_iter().enumerate() {
+            lines
+                .push(KeptRow {
+                    line: line as u64 + 2,
+                    phone_number,
+                    custom_data,
+                })
+                .unwrap();
+        }
+
+        let counts = lines.finish().unwrap();
+
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "0\t+447700900123\t{\"a\\\\\\\\b\":\"x\\\\\"\\\\n\"}\n1\t9876543210\t\\N\n"
+            counts,
+            QueueCounts {
+                enqueued: 3,
+                already_enqueued: 1
+            }
+        );
+        let copied = String::from_utf8(receiver.blocking_recv().unwrap()).unwrap();
+        assert_eq!(
+            copied,
+            concat!(
+                "+447700900123\t41\t{\"a\\\\\\\\b\":\"x\\\\\"\\\\n\"}\tpending\t0\tcampaign:tab\\there\\\\\n",
+                "9876543210\t41\t\\N\tpending\t0\tcampaign:tab\\there\\\\\n",
+                "9876543212\t42\t{}\tpending\t0\tcampaign:tab\\there\\\\\n",
+            )
         );
     }
 }
