@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::io::Write as _;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures::TryStreamExt;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::mpsc;
@@ -54,7 +54,9 @@ pub struct Stored {
 /// [`Enqueue::commit`], it rolls back: nothing stays.
 pub struct Enqueue<'c> {
     tx: Transaction<'c, Postgres>,
-    first_batch_id: i32,
+    /// One above the highest batch id in `call_batches`; checked against the API's
+    /// 32-bit limit once the number of batches is known.
+    first_batch_id: i64,
     /// The campaign's numbers already in the queue, as [`phone_key`]s.
     enqueued_before: HashSet<u64>,
 }
@@ -97,16 +99,12 @@ pub async fn begin_enqueue<'c>(
     .await
     .context("while looking for numbers enqueued by an earlier run")?;
 
-    let highest: i32 = sqlx::query_scalar("SELECT coalesce(max(batch_id), 0) FROM call_batches")
-        .fetch_one(&mut *tx)
-        .await
-        .context("while reading the highest batch id")?;
-    let Some(first_batch_id) = highest.checked_add(1) else {
-        bail!(
-            "batch ids would pass {} (the API's 32-bit limit): the highest batch id in call_batches is {highest}",
-            i32::MAX
-        );
-    };
+    let highest: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(batch_id), 0)::BIGINT FROM call_batches")
+            .fetch_one(&mut *tx)
+            .await
+            .context("while reading the highest batch id")?;
+    let first_batch_id = highest + 1;
     Ok(Enqueue {
         tx,
         first_batch_id,
@@ -114,7 +112,7 @@ pub async fn begin_enqueue<'c>(
     })
 }
 
-impl<'c> Enqueue<'c> {
+impl Enqueue<'_> {
     /// Turns the rows of the second reading into COPY lines (see [`QueueLines`]); the
     /// campaign's earlier numbers move to it.
     pub fn queue_lines(
@@ -130,7 +128,7 @@ impl<'c> Enqueue<'c> {
             chunks,
             enqueued_before: std::mem::take(&mut self.enqueued_before),
             campaign_key,
-            first_batch_id: i64::from(self.first_batch_id),
+            first_batch_id: self.first_batch_id,
             batch_size: u64::from(batch_size),
             counts: QueueCounts::default(),
         }
@@ -219,7 +217,7 @@ impl QueueLines {
             self.counts.already_enqueued += 1;
             return Ok(());
         }
-        let batch_id = self.first_batch_id + (self.counts.enqueued / self.batch_size) as i64;
+        let batch_id = nth_batch_id(self.first_batch_id, self.counts.enqueued / self.batch_size)?;
         self.counts.enqueued += 1;
         let out = &mut self.chunk;
         write!(out, "{}\t{batch_id}\t", row.phone_number).expect("writing into a Vec cannot fail");
@@ -274,19 +272,26 @@ fn append_copy_text(out: &mut Vec<u8>, text: &str) {
 
 /// The batches `rows` consecutive positions fill from `first_batch_id` on: full ones, and
 /// the remainder in the last.
-fn batch_sizes(first_batch_id: i32, rows: u64, batch_size: u32) -> anyhow::Result<Vec<(i32, u64)>> {
+fn batch_sizes(first_batch_id: i64, rows: u64, batch_size: u32) -> anyhow::Result<Vec<(i32, u64)>> {
     let size = u64::from(batch_size);
-    let count = rows.div_ceil(size);
-    if i64::from(first_batch_id) + count as i64 - 1 > i64::from(i32::MAX) {
-        bail!(
+    (0..rows.div_ceil(size))
+        .map(|index| {
+            let batch_id = nth_batch_id(first_batch_id, index)?;
+            Ok((batch_id, size.min(rows - index * size)))
+        })
+        .collect()
+}
+
+/// The id of the campaign's `index`-th new batch (from 0). The API's batch ids are
+/// 32-bit, as is `call_batches.batch_id`.
+fn nth_batch_id(first_batch_id: i64, index: u64) -> anyhow::Result<i32> {
+    i32::try_from(first_batch_id + index as i64).map_err(|_| {
+        anyhow::anyhow!(
             "batch ids would pass {} (the API's 32-bit limit): the highest batch id in call_batches is {}",
             i32::MAX,
             first_batch_id - 1
-        );
-    }
-    Ok((0..count)
-        .map(|index| (first_batch_id + index as i32, size.min(rows - index * size)))
-        .collect())
+        )
+    })
 }
 
 /// The tables an enqueue adds to, and how to analyse each (statements are static text).
@@ -341,8 +346,10 @@ mod tests {
         );
         assert_eq!(batch_sizes(7, 1000, 1000).unwrap(), [(7, 1000)]);
         assert_eq!(batch_sizes(7, 0, 500).unwrap(), []);
-        assert_eq!(batch_sizes(i32::MAX, 500, 500).unwrap(), [(i32::MAX, 500)]);
-        assert!(batch_sizes(i32::MAX, 501, 500).is_err());
+        let last = i64::from(i32::MAX);
+        assert_eq!(batch_sizes(last, 500, 500).unwrap(), [(i32::MAX, 500)]);
+        assert!(batch_sizes(last, 501, 500).is_err());
+        assert_eq!(batch_sizes(last + 1, 0, 500).unwrap(), []);
     }
 
     #[test]
