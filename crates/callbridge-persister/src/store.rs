@@ -9,9 +9,12 @@
 //! 3. read back every stored event of those calls;
 //! 4. fold each call's events into its `call_logs` row ([`crate::call_log::fold_call`]);
 //! 5. upsert those rows;
-//! 6. create the calls' `call_batches` rows if missing and let `callbridge_refresh_batch`
-//!    recount them and decide their status, in batch id order;
-//! 7. write an outbox row for every call whose deciding event is terminal.
+//! 6. write an outbox row for every call whose deciding event is terminal;
+//! 7. create the calls' `call_batches` rows if missing and let `callbridge_refresh_batch`
+//!    recount them and decide their status, in batch id order. Last before COMMIT: every
+//!    transaction touching a batch queues on its row until the holder commits (a whole
+//!    campaign is one batch), so the shorter that row is held, the more batch
+//!    transactions overlap.
 //!
 //! Why the result is exact under any number of replicas and any arrival order: a
 //! call's row is a pure function of the set of its stored events. Two transactions that
@@ -23,7 +26,8 @@
 //! Why there are no deadlocks between replicas: every kind of lock is taken in one
 //! global order, and the kinds in a fixed sequence — event ids (a duplicate insert waits
 //! for the inserting transaction) in id order, then call locks in key order, then
-//! `call_logs` rows (already covered by the call locks), then batch rows in id order.
+//! `call_logs` and outbox rows (both keyed by calls the call locks already cover), then
+//! batch rows in id order.
 //! A transaction only ever waits for a lock of the kind it is taking now, held by a
 //! transaction at the same step or later, so waits cannot form a cycle. (The submitter
 //! also locks batch rows; a deadlock with it is detected by Postgres and retried.)
@@ -99,8 +103,8 @@ pub async fn store_batch(
             .filter_map(|events| fold_call(events))
             .collect::<Vec<CallLog>>();
         let batches = upsert_call_logs(&mut tx, &logs).await?;
-        refresh_batches(&mut tx, &logs, &batches).await?;
         outcome.outcomes = insert_outcomes(&mut tx, &logs).await?;
+        refresh_batches(&mut tx, &logs, &batches).await?;
     }
 
     failpoint::hit(Failpoint::BeforeCommit);
@@ -348,7 +352,47 @@ impl CallLogColumns {
     }
 }
 
-/// Step 6: creates the batches' rows if missing (a callback can arrive for a batch this
+/// Step 6: one outbox row per terminal call, keyed by its deciding event: a redelivery
+/// adds nothing, and a later terminal event that takes over adds a new outcome. Returns
+/// the outcomes written now.
+async fn insert_outcomes(
+    tx: &mut PgConnection,
+    logs: &[CallLog],
+) -> Result<Vec<(CallStatus, Option<i32>)>, StoreError> {
+    let terminal: Vec<&CallLog> = logs.iter().filter(|log| log.is_terminal()).collect();
+    if terminal.is_empty() {
+        return Ok(Vec::new());
+    }
+    let event_ids: Vec<&str> = terminal
+        .iter()
+        .map(|l| l.winning_event_id.as_str())
+        .collect();
+    let call_ids: Vec<&str> = terminal.iter().map(|l| l.call_id.as_str()).collect();
+    let batch_ids: Vec<Option<i32>> = terminal.iter().map(|l| l.batch_id).collect();
+    let statuses: Vec<&str> = terminal.iter().map(|l| l.call_status.as_str()).collect();
+    let payloads: Vec<Value> = terminal.iter().map(|l| l.outcome_payload()).collect();
+    let written: Vec<(String, Option<i32>)> = sqlx::query_as(
+        "INSERT INTO call_outcome_outbox (event_id, call_id, batch_id, call_status, payload)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::jsonb[])
+          ORDER BY 1
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING call_status, (payload ->> 'duration')::int4",
+    )
+    .bind(event_ids)
+    .bind(call_ids)
+    .bind(batch_ids)
+    .bind(statuses)
+    .bind(payloads)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| StoreError::from_sqlx(e, "while writing the outcome outbox"))?;
+    Ok(written
+        .into_iter()
+        .filter_map(|(status, duration)| Some((CallStatus::parse(&status)?, duration)))
+        .collect())
+}
+
+/// Step 7: creates the batches' rows if missing (a callback can arrive for a batch this
 /// database never submitted) and lets the shared routine recount each batch and decide
 /// its status. Batch rows are locked (by the routine) in ascending id order.
 ///
@@ -399,46 +443,6 @@ async fn refresh_batches(
     .await
     .map_err(|e| StoreError::from_sqlx(e, "while refreshing call_batches"))?;
     Ok(())
-}
-
-/// Step 7: one outbox row per terminal call, keyed by its deciding event: a redelivery
-/// adds nothing, and a later terminal event that takes over adds a new outcome. Returns
-/// the outcomes written now.
-async fn insert_outcomes(
-    tx: &mut PgConnection,
-    logs: &[CallLog],
-) -> Result<Vec<(CallStatus, Option<i32>)>, StoreError> {
-    let terminal: Vec<&CallLog> = logs.iter().filter(|log| log.is_terminal()).collect();
-    if terminal.is_empty() {
-        return Ok(Vec::new());
-    }
-    let event_ids: Vec<&str> = terminal
-        .iter()
-        .map(|l| l.winning_event_id.as_str())
-        .collect();
-    let call_ids: Vec<&str> = terminal.iter().map(|l| l.call_id.as_str()).collect();
-    let batch_ids: Vec<Option<i32>> = terminal.iter().map(|l| l.batch_id).collect();
-    let statuses: Vec<&str> = terminal.iter().map(|l| l.call_status.as_str()).collect();
-    let payloads: Vec<Value> = terminal.iter().map(|l| l.outcome_payload()).collect();
-    let written: Vec<(String, Option<i32>)> = sqlx::query_as(
-        "INSERT INTO call_outcome_outbox (event_id, call_id, batch_id, call_status, payload)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::jsonb[])
-          ORDER BY 1
-         ON CONFLICT (event_id) DO NOTHING
-         RETURNING call_status, (payload ->> 'duration')::int4",
-    )
-    .bind(event_ids)
-    .bind(call_ids)
-    .bind(batch_ids)
-    .bind(statuses)
-    .bind(payloads)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(|e| StoreError::from_sqlx(e, "while writing the outcome outbox"))?;
-    Ok(written
-        .into_iter()
-        .filter_map(|(status, duration)| Some((CallStatus::parse(&status)?, duration)))
-        .collect())
 }
 
 /// Number of batches whose status is not final yet (the seed's `active_batches`).
