@@ -586,7 +586,7 @@ fn layers_apply_defaults_then_file_then_prefixed_env_then_seed_variables() {
         "seed variable over everything"
     );
     assert_eq!(settings.telemetry.log_format, LogFormat::Pretty);
-    assert_eq!(settings.persister.batch_linger_ms, 20, "untouched default");
+    assert_eq!(settings.persister.batch_linger_ms, 5, "untouched default");
     let secrets: Vec<&str> = settings
         .callback
         .secrets
