@@ -274,29 +274,41 @@ async fn drain(system: &System, timeout: Duration) -> anyhow::Result<Option<Stri
     }
 }
 
+/// Queue rows of one status that have not gone through the submitter yet.
+#[derive(sqlx::FromRow)]
+struct WaitingRows {
+    queue_status: String,
+    rows: i64,
+    most_retries: Option<i32>,
+    earliest_due_in_secs: Option<f64>,
+    earliest_lease_end_in_secs: Option<f64>,
+}
+
 /// Queue rows not yet through the submitter, by status, with the oldest row's state: empty
 /// when none wait. A database error counts as waiting (and says so).
 async fn waiting_queue_rows(pool: &sqlx::PgPool) -> String {
-    let rows: Result<Vec<(String, i64, Option<i32>, Option<f64>, Option<f64>)>, sqlx::Error> =
-        sqlx::query_as(
-            "SELECT queue_status, count(*), max(retry_count), \
-                extract(epoch FROM min(next_attempt_at) - now())::float8, \
+    let waiting: Result<Vec<WaitingRows>, sqlx::Error> = sqlx::query_as(
+        "SELECT queue_status, count(*) AS rows, max(retry_count) AS most_retries, \
+                extract(epoch FROM min(next_attempt_at) - now())::float8 AS earliest_due_in_secs, \
                 extract(epoch FROM min(lease_expires_at) - now())::float8 \
+                    AS earliest_lease_end_in_secs \
          FROM local_call_queue WHERE queue_status IN ('pending', 'submitting') \
          GROUP BY queue_status ORDER BY queue_status",
-        )
-        .fetch_all(pool)
-        .await;
-    match rows {
-        Ok(rows) => rows
+    )
+    .fetch_all(pool)
+    .await;
+    match waiting {
+        Ok(waiting) => waiting
             .iter()
-            .map(|(status, count, retries, due_in, lease_left)| {
+            .map(|group| {
                 format!(
-                    "{count} {status} (retries up to {}, earliest due in {:.1} s, \
+                    "{} {} (retries up to {}, earliest due in {:.1} s, \
                      earliest lease ends in {:.1} s)",
-                    retries.unwrap_or(0),
-                    due_in.unwrap_or(0.0),
-                    lease_left.unwrap_or(0.0)
+                    group.rows,
+                    group.queue_status,
+                    group.most_retries.unwrap_or(0),
+                    group.earliest_due_in_secs.unwrap_or(0.0),
+                    group.earliest_lease_end_in_secs.unwrap_or(0.0)
                 )
             })
             .collect::<Vec<_>>()
