@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use callbridge_runtime::config::PersisterSettings;
 use sqlx::PgPool;
 
 use crate::figures::{
@@ -23,7 +24,7 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The persister's configuration for a drain.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
-    /// The defaults (batches of up to 128, 20 ms linger, prefetch 256).
+    /// The persister's defaults (`PersisterSettings::default()`).
     Batched,
     /// Batch size 1 and prefetch 1: consume one, one transaction, ack.
     OnePerTransaction,
@@ -47,16 +48,21 @@ pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
         .record(PERSISTER_VS_ONE_PER_TX, batched / single, &[]);
 
     let placement = bench.pinned_placement("persister", false);
+    let defaults = PersisterSettings::default();
     bench.collector.describe(
         PERSISTER_DRAIN,
         placement.clone(),
         format!(
             "{} callbacks (started/answered/completed waves; their real envelopes) preloaded into \
              `callbridge.persist`, then the release `callbridge-persister` started with its \
-             defaults (batches ≤ 128, linger 20 ms, prefetch 256); rate = events committed to \
-             call_events (count polled every {} ms) from the first visible row to the last; \
-             every call's call_logs row checked afterwards.",
+             defaults (batches ≤ {}, linger {} ms, prefetch {}, {} batch transactions in \
+             flight); rate = events committed to call_events (count polled every {} ms) from \
+             the first visible row to the last; every call's call_logs row checked afterwards.",
             bench.options.persist_messages,
+            defaults.batch_size,
+            defaults.batch_linger_ms,
+            defaults.prefetch,
+            defaults.concurrency,
             POLL.as_millis()
         ),
     );
@@ -64,8 +70,8 @@ pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
         ONE_PER_TX_DRAIN,
         placement.clone(),
         format!(
-            "the same binary and SQL with CALLBRIDGE__PERSISTER__BATCH_SIZE=1 and PREFETCH=1 \
-             (consume one, one transaction, ack), {} preloaded callbacks.",
+            "the same binary and SQL with CALLBRIDGE__PERSISTER__BATCH_SIZE=1, PREFETCH=1 and \
+             CONCURRENCY=1 (consume one, one transaction, ack), {} preloaded callbacks.",
             bench.options.one_per_tx_messages
         ),
     );
@@ -114,6 +120,7 @@ async fn drain(bench: &mut Bench, mode: Mode, messages: usize) -> anyhow::Result
     if let Mode::OnePerTransaction = mode {
         vars.insert("CALLBRIDGE__PERSISTER__BATCH_SIZE".into(), "1".into());
         vars.insert("CALLBRIDGE__PERSISTER__PREFETCH".into(), "1".into());
+        vars.insert("CALLBRIDGE__PERSISTER__CONCURRENCY".into(), "1".into());
     }
     let spec = ServiceSpec {
         name: format!("persister-{mode:?}-run{}", bench.run),
