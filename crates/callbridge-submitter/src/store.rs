@@ -42,27 +42,9 @@ pub struct Release {
     pub attempt_started_at: Option<DateTime<Utc>>,
 }
 
-/// Leases up to `limit` due rows for `lease`, whole batches preferred.
-///
-/// Due rows are `pending` rows whose `next_attempt_at` has come, and `submitting` rows
-/// whose lease expired (their submitter died or stalled). Each row's
-/// `attempt_started_at` is set now, in the claim's own committed transaction, so a crash
-/// at any later point leaves the evidence that a request may have carried it; the value
-/// it had before is returned.
-///
-/// Batches are taken in the order their oldest due row became due, as many whole
-/// batches as fit in `limit` (the first one even when it alone exceeds it), so a batch
-/// normally goes out as one request. An advisory lock per batch keeps two concurrent
-/// claims from splitting one batch between them.
-#[tracing::instrument(name = "claim_due_rows", skip_all, fields(limit = limit, claimed))]
-pub async fn claim_due_rows(
-    pool: &PgPool,
-    owner: &str,
-    limit: u32,
-    lease: Duration,
-) -> anyhow::Result<Vec<ClaimedRow>> {
-    let rows: Vec<ClaimedRow> = sqlx::query_as(
-        r#"
+/// The claim statement of [`claim_due_rows`]: `$1` the lease owner, `$2` the most rows,
+/// `$3` the lease in seconds. Public so a test can check its plan.
+pub const CLAIM_DUE_ROWS_SQL: &str = r#"
 WITH RECURSIVE oldest AS (
     -- The oldest due work, read through the partial indexes on next_attempt_at and
     -- lease_expires_at, so a deep queue costs no more to claim from than a shallow one.
@@ -169,16 +151,40 @@ UPDATE local_call_queue q
        updated_at = CURRENT_TIMESTAMP
   FROM picked p
  WHERE q.id = p.id
+   -- The same rows again, as an array: it makes the planner fetch them by primary key.
+   -- Otherwise, once the table is analysed, it hashes the whole table (its submitted
+   -- history included) on every claim, a cost that grows with every campaign.
+   AND q.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING q.id, q.batch_id, q.phone_number, q.custom_data, q.retry_count, q.last_error,
           p.previous_attempt_started_at
-"#,
-    )
-    .bind(owner)
-    .bind(i64::from(limit))
-    .bind(lease.as_secs_f64())
-    .fetch_all(pool)
-    .await
-    .context("while claiming due local_call_queue rows")?;
+"#;
+
+/// Leases up to `limit` due rows for `lease`, whole batches preferred.
+///
+/// Due rows are `pending` rows whose `next_attempt_at` has come, and `submitting` rows
+/// whose lease expired (their submitter died or stalled). Each row's
+/// `attempt_started_at` is set now, in the claim's own committed transaction, so a crash
+/// at any later point leaves the evidence that a request may have carried it; the value
+/// it had before is returned.
+///
+/// Batches are taken in the order their oldest due row became due, as many whole
+/// batches as fit in `limit` (the first one even when it alone exceeds it), so a batch
+/// normally goes out as one request. An advisory lock per batch keeps two concurrent
+/// claims from splitting one batch between them.
+#[tracing::instrument(name = "claim_due_rows", skip_all, fields(limit = limit, claimed))]
+pub async fn claim_due_rows(
+    pool: &PgPool,
+    owner: &str,
+    limit: u32,
+    lease: Duration,
+) -> anyhow::Result<Vec<ClaimedRow>> {
+    let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_DUE_ROWS_SQL)
+        .bind(owner)
+        .bind(i64::from(limit))
+        .bind(lease.as_secs_f64())
+        .fetch_all(pool)
+        .await
+        .context("while claiming due local_call_queue rows")?;
     tracing::Span::current().record("claimed", rows.len());
     Ok(rows)
 }

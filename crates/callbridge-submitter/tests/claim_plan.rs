@@ -1,0 +1,79 @@
+//! The claim's cost does not grow with the size of the queue: once `local_call_queue` is
+//! analysed (as `callbridge enqueue` does after a large campaign), the claim still reaches
+//! only the rows it takes, never every row of the table (its submitted history included).
+
+mod common;
+
+use callbridge_submitter::store::CLAIM_DUE_ROWS_SQL;
+use callbridge_testkit::db::TestDb;
+use serde_json::Value;
+
+/// Every plan node as (node type, relation), depth first.
+fn plan_nodes(node: &Value, into: &mut Vec<(String, String)>) {
+    into.push((
+        node["Node Type"].as_str().unwrap_or_default().to_owned(),
+        node["Relation Name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ));
+    for child in node["Plans"].as_array().into_iter().flatten() {
+        plan_nodes(child, into);
+    }
+}
+
+#[tokio::test]
+async fn a_large_analysed_queue_is_claimed_without_scanning_the_table() {
+    let db = TestDb::new().await.unwrap();
+    let pool = callbridge_runtime::db::connect_and_migrate(db.url(), 2)
+        .await
+        .unwrap();
+    // Submitted history, and a large campaign just enqueued: 60 batches of 1,000 waiting.
+    sqlx::query(
+        "INSERT INTO local_call_queue (phone_number, batch_id, queue_status, submitted_at)
+         SELECT '+1555' || lpad(n::text, 7, '0'), n / 1000, 'submitted', now()
+           FROM generate_series(1, 20000) AS n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO local_call_queue (phone_number, batch_id)
+         SELECT '+1666' || lpad(n::text, 7, '0'), 100 + n / 1000
+           FROM generate_series(0, 59999) AS n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE local_call_queue")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let explained: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (FORMAT JSON) {CLAIM_DUE_ROWS_SQL}"
+    )))
+    .bind("plan-test")
+    .bind(1000_i64)
+    .bind(120.0_f64)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let mut nodes = Vec::new();
+    plan_nodes(&explained[0]["Plan"], &mut nodes);
+
+    let full_scans: Vec<_> = nodes
+        .iter()
+        .filter(|(kind, relation)| kind == "Seq Scan" && relation == "local_call_queue")
+        .collect();
+    assert!(
+        full_scans.is_empty(),
+        "the claim scans the whole queue: {nodes:?}"
+    );
+    assert!(
+        nodes
+            .iter()
+            .any(|(kind, relation)| kind.starts_with("Index") && relation == "local_call_queue"),
+        "the claim reads the queue through an index: {nodes:?}"
+    );
+}
