@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use callbridge_runtime::telemetry::PER_MESSAGE_SPANS;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::Notify;
@@ -86,6 +87,7 @@ impl Publisher {
     /// timeout.
     #[tracing::instrument(
         name = "amqp.publish",
+        target = PER_MESSAGE_SPANS,
         skip_all,
         fields(
             otel.kind = "producer",

@@ -127,3 +127,80 @@ fn log_file_rotates_by_size_and_keeps_the_configured_backups() {
 
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+/// Log lines written by a JSON log layer, shared with the test.
+#[derive(Clone, Default)]
+struct CapturedLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLines {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl Write for CapturedLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn per_message_spans_are_traced_but_not_copied_into_log_lines() {
+    use callbridge_runtime::telemetry::{PER_MESSAGE_SPANS, log_filter};
+    use tracing_subscriber::Layer as _;
+
+    let lines = CapturedLines::default();
+    let writer = lines.clone();
+    let provider = SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_writer(move || writer.clone())
+                .with_filter(log_filter("info").unwrap()),
+        )
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("telemetry-test")));
+    tracing::subscriber::with_default(subscriber, || {
+        let campaign = tracing::info_span!("campaign", batch = "batch-in-log");
+        let _campaign = campaign.enter();
+        let request = tracing::info_span!(
+            target: PER_MESSAGE_SPANS,
+            "http.request",
+            call_id = tracing::field::Empty
+        );
+        let _request = request.enter();
+        request.record("call_id", "call-not-in-log");
+        assert!(
+            tracing::Span::current()
+                .context()
+                .span()
+                .span_context()
+                .is_valid(),
+            "a per-message span is still an OpenTelemetry span"
+        );
+        tracing::info!(outcome = "accepted", "inside the request");
+    });
+
+    let text = lines.text();
+    assert!(text.contains("inside the request"), "{text}");
+    assert!(text.contains("\"outcome\":\"accepted\""), "{text}");
+    assert!(
+        text.contains("batch-in-log"),
+        "an ordinary span's fields are in the line: {text}"
+    );
+    assert!(
+        !text.contains("call-not-in-log") && !text.contains("http.request"),
+        "a per-message span is not formatted into log lines: {text}"
+    );
+    assert!(
+        log_filter::<tracing_subscriber::Registry>("info,=nonsense[").is_err(),
+        "a malformed RUST_LOG is refused"
+    );
+}

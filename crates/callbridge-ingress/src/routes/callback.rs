@@ -55,6 +55,7 @@ pub async fn receive_callback(
         tracing::Span::current().record("error.type", error.outcome());
         tracing::info!(
             outcome = error.outcome(),
+            event_type = event_type.as_ref().map(EventType::as_str),
             error = %error_chain(error),
             "callback refused"
         );

@@ -4,10 +4,12 @@
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
+use callbridge_runtime::telemetry::PER_MESSAGE_SPANS;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-/// Wraps a request in a `server` span. The handler records `event_type` and `call_id`
+/// Wraps a request in a `server` span (traced, not copied into log lines: see
+/// [`PER_MESSAGE_SPANS`]). The handler records `event_type` and `call_id`
 /// on it once the body has been validated.
 pub async fn trace_request(
     request: ServiceRequest,
@@ -17,6 +19,7 @@ pub async fn trace_request(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let span = tracing::info_span!(
+        target: PER_MESSAGE_SPANS,
         "http.request",
         otel.name = format!("{} {route}", request.method()),
         otel.kind = "server",
