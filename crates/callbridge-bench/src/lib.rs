@@ -7,10 +7,11 @@
 //! gets its own database and RabbitMQ vhost, as the tests do. The services are the
 //! release binaries, started as child processes with environment configuration.
 //!
-//! Stages: [`limits`] (1), [`stage_ingress`] (2), [`stage_persister`] (3),
+//! Stages: [`limits`] (1; 1c and 1d on the rows of stage 5's [`campaign`]), [`stage_ingress`] (2), [`stage_persister`] (3),
 //! [`stage_e2e`] (4), [`stage_submitter`] (5); peak memory (6) is read from each
 //! service before it stops.
 
+pub mod campaign;
 pub mod figures;
 pub mod limits;
 pub mod loadgen;
@@ -36,8 +37,11 @@ use callbridge_testkit::vhost::TestVhost;
 use clap::ValueEnum;
 use sqlx::PgPool;
 
-use crate::figures::{PUBLISH_LIMIT, UPSERT_LIMIT};
-use crate::limits::{PublishShape, UpsertShape, batched_upsert_limit, publish_confirm_limit};
+use crate::figures::{CLAIM_MARK_LIMIT, PUBLISH_LIMIT, QUEUE_COPY_LIMIT, UPSERT_LIMIT};
+use crate::limits::{
+    ClaimShape, PublishShape, UpsertShape, batched_upsert_limit, claim_mark_limit,
+    publish_confirm_limit, queue_copy_limit,
+};
 use crate::machine::MachineInfo;
 use crate::procs::{CpuMeter, Group, affinity_of, pids_named, wait_for_quiet};
 use crate::report::{Collector, Report};
@@ -49,6 +53,13 @@ pub const CALLBACK_SECRET: &str = "bench-callback-secret";
 
 /// Below this many busy cores the machine counts as idle before a measurement.
 const QUIET_CORES: f64 = 0.3;
+
+/// 1c's claim loops at once: the submitter's `CONCURRENT_ROUNDS` (worker.rs).
+const CLAIM_ROUNDS: usize = 2;
+/// 1c's batches of one claim marked at once: the submitter's `CONCURRENT_BATCHES`.
+const CLAIM_BATCHES_IN_FLIGHT: usize = 4;
+/// 1c's pool: the submitter's default `database.max_connections`.
+const CLAIM_POOL: u32 = 10;
 
 /// A stage of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -152,9 +163,15 @@ pub struct Options {
     #[arg(long, default_value_t = 4.0)]
     pub e2e_secs: f64,
 
-    /// 5: numbers in the campaign enqueued and submitted.
+    /// 5 (and 1c, 1d): numbers in the campaign enqueued and submitted.
     #[arg(long, default_value_t = 60_000)]
     pub submit_numbers: usize,
+    /// 5e/5f: single rows inserted into the idle queue, one after another.
+    #[arg(long, default_value_t = 20)]
+    pub submit_latency_samples: usize,
+    /// 5g: rows the naive submitter (one row per request) sends.
+    #[arg(long, default_value_t = 2_000)]
+    pub naive_submit_numbers: usize,
 }
 
 impl Options {
@@ -231,6 +248,23 @@ fn parse_key_value(raw: &str) -> Result<(String, String), String> {
 pub struct RunLimits {
     pub publish: f64,
     pub upsert: f64,
+    /// 1c: claim-and-mark of local_call_queue rows.
+    pub claim_mark: f64,
+    /// 1d: COPY into local_call_queue.
+    pub queue_copy: f64,
+}
+
+impl RunLimits {
+    /// No limits measured (the `limits` stage not selected): every ratio is NaN and
+    /// left out of the table.
+    pub fn unmeasured() -> RunLimits {
+        RunLimits {
+            publish: f64::NAN,
+            upsert: f64::NAN,
+            claim_mark: f64::NAN,
+            queue_copy: f64::NAN,
+        }
+    }
 }
 
 /// What the stages share: options, the run number, where logs go, the collected samples.
@@ -306,10 +340,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         let limits = if has(&bench, Stage::Limits) {
             stage_limits(&mut bench).await?
         } else {
-            RunLimits {
-                publish: f64::NAN,
-                upsert: f64::NAN,
-            }
+            RunLimits::unmeasured()
         };
         if has(&bench, Stage::Ingress) {
             stage_ingress::run(&mut bench, &limits).await?;
@@ -321,7 +352,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             stage_e2e::run(&mut bench).await?;
         }
         if has(&bench, Stage::Submitter) {
-            stage_submitter::run(&mut bench).await?;
+            stage_submitter::run(&mut bench, &limits).await?;
         }
     }
     let (figures, sweep) = bench.collector.finish(figures::ALL);
@@ -335,7 +366,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Stage 1: 1a and 1b in a fresh environment.
+/// Stage 1: 1a and 1b in a fresh environment, then 1d and 1c in another.
 async fn stage_limits(bench: &mut Bench) -> anyhow::Result<RunLimits> {
     let options = &bench.options;
     let secret = CALLBACK_SECRET.as_bytes();
@@ -418,10 +449,92 @@ async fn stage_limits(bench: &mut Bench) -> anyhow::Result<RunLimits> {
             options.upsert_rows, options.upsert_batch, options.upsert_connections
         ),
     );
+    drop(env);
+    let (queue_copy, claim_mark) = queue_limits(bench).await?;
     Ok(RunLimits {
         publish: publish.per_second(),
         upsert: upsert.per_second(),
+        claim_mark,
+        queue_copy,
     })
+}
+
+/// 1d and 1c: a fresh migrated database filled with stage 5's campaign by a raw COPY
+/// (1d), analysed as `callbridge enqueue` leaves it, then drained by the submitter's
+/// claim statement and mark-submitted UPDATE without HTTP (1c). Returns both rates.
+async fn queue_limits(bench: &mut Bench) -> anyhow::Result<(f64, f64)> {
+    let options = &bench.options;
+    let rows = options.submit_numbers;
+    let env = RunEnv::new(CLAIM_POOL, options.pg_sslmode.as_deref()).await?;
+    let lines = campaign::copy_lines(rows, 1, &format!("bench-limits{}", bench.run));
+    options.settle("1d").await;
+    let meter = CpuMeter::start(Group::standard());
+    let copy = queue_copy_limit(&env.pool, campaign::QUEUE_COPY_COLUMNS, &lines, rows).await?;
+    let cpu = meter.stop();
+    tracing::info!(
+        per_second = copy.per_second() as u64,
+        "1d COPY into the queue"
+    );
+    bench
+        .collector
+        .record(QUEUE_COPY_LIMIT, copy.per_second(), &cpu);
+    drop(lines);
+    // As `callbridge enqueue` does after a large COPY: the claim is planned with
+    // statistics that count the new rows.
+    sqlx::query("ANALYZE local_call_queue")
+        .execute(&env.pool)
+        .await
+        .context("while analysing local_call_queue")?;
+
+    let defaults = callbridge_runtime::config::SubmitterSettings::default();
+    let shape = ClaimShape {
+        rounds: CLAIM_ROUNDS,
+        claim_limit: defaults.batch_claim_limit,
+        batches_in_flight: CLAIM_BATCHES_IN_FLIGHT,
+        lease: Duration::from_secs(defaults.lease_secs),
+    };
+    options.settle("1c").await;
+    let meter = CpuMeter::start(Group::standard());
+    let claim = claim_mark_limit(&env.pool, rows, shape).await?;
+    let cpu = meter.stop();
+    tracing::info!(per_second = claim.per_second() as u64, "1c claim and mark");
+    bench
+        .collector
+        .record(CLAIM_MARK_LIMIT, claim.per_second(), &cpu);
+
+    let placement = unpinned_placement();
+    bench.collector.describe(
+        QUEUE_COPY_LIMIT,
+        placement.clone(),
+        format!(
+            "the {rows} rows stage 5's CSV becomes (phone_number, batch_id in batches of {}, \
+             custom_data JSON, pending, 0, campaign_key), as COPY text lines prepared in memory \
+             and sent by the bench (sqlx copy_in_raw, ~1 MiB chunks, one connection) to \
+             `COPY local_call_queue (…) FROM STDIN` in a fresh migrated database; rate = rows / \
+             (COPY statement → its end), in autocommit (no file reading, validation, batches \
+             or ANALYZE, which 5b's wall time includes).",
+            campaign::BATCH_SIZE
+        ),
+    );
+    bench.collector.describe(
+        CLAIM_MARK_LIMIT,
+        placement,
+        format!(
+            "1d's {rows} rows, ANALYZEd as enqueue leaves them, drained by the bench with the \
+             submitter's own claim statement (callbridge_submitter::store::CLAIM_DUE_ROWS_SQL, \
+             up to {} rows per claim, lease {} s) and, per claimed batch, the UPDATE … SET \
+             queue_status = 'submitted' it commits after a 2xx (without its call_batches \
+             refresh); {} claim loops at once, {} batch updates of a claim at once (the \
+             submitter's rounds and batches in flight), pool of {}; rate = rows / (first \
+             claim → last update's commit); every row checked submitted afterwards.",
+            shape.claim_limit,
+            defaults.lease_secs,
+            shape.rounds,
+            shape.batches_in_flight,
+            CLAIM_POOL
+        ),
+    );
+    Ok((copy.per_second(), claim.per_second()))
 }
 
 /// Where bench, RabbitMQ and Postgres may run when nothing is pinned.

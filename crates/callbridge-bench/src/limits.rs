@@ -4,14 +4,18 @@
 //! - 1a: pipelined publish-with-confirm (lapin) of the ingress's real messages into the
 //!   quorum queue exactly as `declare_topology` declares it;
 //! - 1b: batched upsert (unnest arrays, `ON CONFLICT (call_id) DO UPDATE`) of the rows
-//!   those callbacks make, into a migrated database.
+//!   those callbacks make, into a migrated database;
+//! - 1d: a raw `COPY local_call_queue … FROM STDIN` of the stage-5 campaign's rows;
+//! - 1c: the submitter's own claim statement and its mark-submitted UPDATE on those rows,
+//!   batch by batch, with no HTTP in between.
 
-use std::collections::VecDeque;
-use std::time::Instant;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use callbridge_ingress::message::CallbackMessage;
 use callbridge_runtime::amqp::{connect, declare_topology, open_confirmed_channel};
+use callbridge_submitter::store::{CLAIM_DUE_ROWS_SQL, ClaimedRow};
 use callbridge_types::event::CallbackEvent;
 use callbridge_types::topology::PERSIST_QUEUE;
 use futures::{StreamExt, TryStreamExt};
@@ -242,4 +246,246 @@ async fn upsert_batch(pool: &PgPool, batch: &[CallbackEvent]) -> anyhow::Result<
         .await
         .context("while upserting a batch into call_logs")?;
     Ok(())
+}
+
+/// 1d: COPYs `lines` (COPY text format for `columns`) into `local_call_queue` in chunks
+/// of about 1 MiB on one connection, as `callbridge enqueue` sends them, and returns rows
+/// per second from the COPY statement to its end. Fails unless `rows` rows were copied.
+#[tracing::instrument(skip_all, fields(rows = rows))]
+pub async fn queue_copy_limit(
+    pool: &PgPool,
+    columns: &str,
+    lines: &[u8],
+    rows: usize,
+) -> anyhow::Result<Throughput> {
+    const CHUNK_BYTES: usize = 1 << 20;
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("while taking a connection for COPY")?;
+    let started = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY local_call_queue ({columns}) FROM STDIN"))
+        .await
+        .context("while starting COPY")?;
+    for chunk in chunks_at_lines(lines, CHUNK_BYTES) {
+        copy.send(chunk).await.context("while sending COPY data")?;
+    }
+    let copied = copy.finish().await.context("while finishing COPY")?;
+    let seconds = started.elapsed().as_secs_f64();
+    ensure!(copied == rows as u64, "COPY stored {copied} of {rows} rows");
+    Ok(Throughput {
+        count: rows,
+        seconds,
+    })
+}
+
+/// `bytes` cut after a newline once each piece reaches `size`, as enqueue's reader cuts
+/// its chunks (COPY accepts any cut, but this keeps the messages alike).
+fn chunks_at_lines(bytes: &[u8], size: usize) -> Vec<&[u8]> {
+    let mut chunks = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let end = match rest
+            .get(size..)
+            .and_then(|tail| tail.iter().position(|&b| b == b'\n'))
+        {
+            Some(newline) => size + newline + 1,
+            None => rest.len(),
+        };
+        let (chunk, tail) = rest.split_at(end);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    chunks
+}
+
+/// How 1c claims and marks, mirroring the submitter: claim loops running at once (its
+/// rounds), the rows each claim asks for, batches of one claim marked at once, the lease.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimShape {
+    pub rounds: usize,
+    pub claim_limit: u32,
+    pub batches_in_flight: usize,
+    pub lease: Duration,
+}
+
+/// The UPDATE the submitter commits for a batch's rows after a 2xx
+/// (`callbridge_submitter::store::record_submitted`, without its call_batches refresh).
+const MARK_SUBMITTED: &str = "UPDATE local_call_queue
+    SET queue_status = 'submitted', submitted_at = now(), last_error = NULL,
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = CURRENT_TIMESTAMP
+  WHERE id = ANY($1) AND lease_owner = $2 AND queue_status = 'submitting'";
+
+/// 1c: claims due rows with the submitter's own claim statement (`CLAIM_DUE_ROWS_SQL`,
+/// bound as `claim_due_rows` binds it) and marks each claimed batch submitted, until a
+/// claim finds nothing, in `shape.rounds` loops at once. Returns rows per second from the
+/// first claim to the last mark's commit. Fails unless exactly `expected` rows were
+/// claimed once each and all are `submitted` afterwards.
+#[tracing::instrument(skip_all, fields(expected = expected, rounds = shape.rounds))]
+pub async fn claim_mark_limit(
+    pool: &PgPool,
+    expected: usize,
+    shape: ClaimShape,
+) -> anyhow::Result<Throughput> {
+    let started = Instant::now();
+    let marked = futures::future::try_join_all(
+        (0..shape.rounds.max(1)).map(|round| claim_and_mark(pool, round, shape)),
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let marked: usize = marked.into_iter().sum();
+    ensure!(
+        marked == expected,
+        "the claims marked {marked} rows submitted, expected {expected}"
+    );
+    let submitted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM local_call_queue WHERE queue_status = 'submitted'",
+    )
+    .fetch_one(pool)
+    .await
+    .context("while counting submitted rows")?;
+    ensure!(
+        submitted as usize == expected,
+        "{submitted} rows are submitted after the claims, expected {expected}"
+    );
+    Ok(Throughput {
+        count: expected,
+        seconds,
+    })
+}
+
+/// One claim loop: claim, mark the claim's batches (`batches_in_flight` at once), again
+/// until a claim returns nothing. Returns the rows marked.
+async fn claim_and_mark(pool: &PgPool, round: usize, shape: ClaimShape) -> anyhow::Result<usize> {
+    let owner = format!("callbridge-bench-claim-{round}");
+    let mut marked = 0;
+    loop {
+        let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_DUE_ROWS_SQL)
+            .bind(&owner)
+            .bind(i64::from(shape.claim_limit))
+            .bind(shape.lease.as_secs_f64())
+            .fetch_all(pool)
+            .await
+            .context("while claiming due local_call_queue rows")?;
+        if rows.is_empty() {
+            return Ok(marked);
+        }
+        let batches = group_by_batch(&rows)?;
+        let counts: Vec<u64> = futures::stream::iter(batches.into_values())
+            .map(|ids| {
+                let owner = &owner;
+                async move {
+                    sqlx::query(MARK_SUBMITTED)
+                        .bind(&ids)
+                        .bind(owner)
+                        .execute(pool)
+                        .await
+                        .context("while marking local_call_queue rows submitted")
+                        .map(|done| done.rows_affected())
+                }
+            })
+            .buffer_unordered(shape.batches_in_flight.max(1))
+            .try_collect()
+            .await?;
+        let batch_marked: u64 = counts.into_iter().sum();
+        ensure!(
+            batch_marked as usize == rows.len(),
+            "claimed {} rows but marked {batch_marked}",
+            rows.len()
+        );
+        marked += rows.len();
+    }
+}
+
+/// The claimed rows' ids by batch, as the submitter groups them before sending.
+fn group_by_batch(rows: &[ClaimedRow]) -> anyhow::Result<BTreeMap<i32, Vec<i32>>> {
+    let mut batches: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for row in rows {
+        let Some(batch_id) = row.batch_id else {
+            bail!("claimed row {} has no batch_id", row.id);
+        };
+        batches.entry(batch_id).or_default().push(row.id);
+    }
+    Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_chunks_end_at_line_ends_and_keep_every_byte() {
+        let text = b"aaaa\nbb\ncccccc\nd\n";
+        let chunks = chunks_at_lines(text, 3);
+        assert_eq!(chunks, [&b"aaaa\n"[..], b"bb\ncccccc\n", b"d\n"]);
+        assert_eq!(chunks.concat(), text);
+        assert_eq!(chunks_at_lines(text, 1 << 20), [&text[..]]);
+        assert!(chunks_at_lines(b"", 3).is_empty());
+    }
+
+    fn claimed(id: i32, batch_id: Option<i32>) -> ClaimedRow {
+        ClaimedRow {
+            id,
+            batch_id,
+            phone_number: "9700000000".into(),
+            custom_data: None,
+            retry_count: 0,
+            last_error: None,
+            previous_attempt_started_at: None,
+        }
+    }
+
+    /// 1d then 1c on a real database: every row copied, then claimed and marked once.
+    /// (How fast is the benchmark's business, not the test's.)
+    #[tokio::test]
+    async fn copy_then_claim_and_mark_submits_every_row_exactly_once() {
+        let env = crate::RunEnv::new(4, None).await.unwrap();
+        let rows = 1_250;
+        let lines = crate::campaign::copy_lines(rows, 1, "t");
+        let copied = queue_copy_limit(&env.pool, crate::campaign::QUEUE_COPY_COLUMNS, &lines, rows)
+            .await
+            .unwrap();
+        assert_eq!(copied.count, rows);
+        let shape = ClaimShape {
+            rounds: 2,
+            claim_limit: 500,
+            batches_in_flight: 4,
+            lease: Duration::from_secs(120),
+        };
+
+        let drained = claim_mark_limit(&env.pool, rows, shape).await.unwrap();
+
+        assert_eq!(drained.count, rows);
+        let (submitted, distinct, leased, stamped): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE queue_status = 'submitted'),
+                    count(DISTINCT phone_number),
+                    count(*) FILTER (WHERE lease_owner IS NOT NULL),
+                    count(*) FILTER (WHERE submitted_at IS NOT NULL AND attempt_started_at IS NOT NULL)
+               FROM local_call_queue",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (submitted, distinct, leased, stamped),
+            (1_250, 1_250, 0, 1_250)
+        );
+        assert!(
+            claim_mark_limit(&env.pool, rows, shape).await.is_err(),
+            "an empty queue is not a drained one"
+        );
+    }
+
+    #[test]
+    fn claimed_rows_are_marked_batch_by_batch() {
+        let batches = group_by_batch(&[
+            claimed(1, Some(7)),
+            claimed(2, Some(8)),
+            claimed(3, Some(7)),
+        ])
+        .unwrap();
+        assert_eq!(batches, BTreeMap::from([(7, vec![1, 3]), (8, vec![2])]));
+        assert!(group_by_batch(&[claimed(4, None)]).is_err());
+    }
 }

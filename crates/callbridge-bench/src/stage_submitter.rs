@@ -1,18 +1,29 @@
 //! Stage 5: `callbridge enqueue` loads a CSV campaign into `local_call_queue` (COPY),
-//! then the submitter sends it to the simulator; both rates in rows per second.
+//! then the submitter sends it to the simulator; both rates in rows per second, each
+//! beside its raw limit of the same run (1d, 1c). With the queue drained, single rows
+//! inserted into the idle queue measure how soon the simulator holds them (5e, 5f).
+//! Last, a naive submitter run by the bench (one row claimed, sent and marked at a time)
+//! is the contrast (5g, 5h).
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
+use callbridge_sim::ground_truth::GroundTruth;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio::process::Command;
 
-use crate::figures::{ENQUEUE_RATE, SIM_RSS, SUBMITTER_RATE, SUBMITTER_RSS};
+use crate::campaign;
+use crate::figures::{
+    ENQUEUE_RATE, ENQUEUE_RATIO, NAIVE_SUBMIT_RATE, SIM_RSS, SUBMIT_LATENCY_MAX,
+    SUBMIT_LATENCY_P50, SUBMITTER_RATE, SUBMITTER_RATIO, SUBMITTER_RSS, SUBMITTER_VS_NAIVE,
+};
+use crate::limits::queue_copy_limit;
 use crate::procs::{CpuMeter, Group, Selector};
 use crate::services::{Service, ServiceSpec, bin_dir, free_port};
-use crate::{Bench, RunEnv, service_env};
+use crate::stats::percentile;
+use crate::{Bench, RunEnv, RunLimits, service_env};
 
 /// The simulator's API key in the benchmark.
 const SIM_API_KEY: &str = "bench-api-key";
@@ -20,12 +31,23 @@ const SIM_API_KEY: &str = "bench-api-key";
 const POLL: Duration = Duration::from_millis(20);
 /// A submission that makes no progress for this long has failed.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the simulator's ground truth is read while a latency probe waits.
+const PROBE_POLL: Duration = Duration::from_millis(1);
+/// Before each latency probe, so the submitter has finished its last round and sleeps.
+const PROBE_IDLE_GAP: Duration = Duration::from_millis(250);
+/// A probe row the simulator has not taken after this long fails the stage (the
+/// submitter's fallback poll is 5 s, so even a lost NOTIFY stays well below it).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Batch ids of the latency probes (one batch each) and of the naive submitter's rows,
+/// far above the campaign's.
+const PROBE_FIRST_BATCH: i32 = 1_000_000;
+const NAIVE_FIRST_BATCH: i32 = 2_000_000;
 
-pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
+pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
     let numbers = bench.options.submit_numbers;
     let env = RunEnv::new(2, bench.options.pg_sslmode.as_deref()).await?;
     let csv = bench.log_dir.join(format!("campaign-run{}.csv", bench.run));
-    write_campaign(&csv, numbers)?;
+    campaign::write_csv(&csv, numbers)?;
 
     // The simulator plays the centralized system. Its calls run at 1/100 of real speed
     // and callbacks go to a closed port once, so placing calls costs it (and the
@@ -94,6 +116,9 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     bench
         .collector
         .record(ENQUEUE_RATE, enqueue_rate, &enqueue_cpu);
+    bench
+        .collector
+        .record(ENQUEUE_RATIO, enqueue_rate / limits.queue_copy, &[]);
 
     let submitter_bind = format!("127.0.0.1:{}", free_port()?);
     let mut submitter_env = service_env(&env, &bench.options);
@@ -124,13 +149,64 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let rate = crate::stats::per_second(numbers, span.as_secs_f64());
     tracing::info!(per_second = rate as u64, "submitter");
     bench.collector.record(SUBMITTER_RATE, rate, &cpu);
-    if let Some(rss) = submitter.peak_rss_mib() {
-        bench.collector.record(SUBMITTER_RSS, rss, &[]);
-    }
+    bench
+        .collector
+        .record(SUBMITTER_RATIO, rate / limits.claim_mark, &[]);
     if let Some(rss) = sim.peak_rss_mib() {
         bench.collector.record(SIM_RSS, rss, &[]);
     }
+
+    // 5e/5f: the queue is idle now (every row submitted); single rows inserted into it.
+    let http = reqwest::Client::new();
+    let sim_url = format!("http://{sim_bind}");
+    // The simulator forgets the campaign (and its calls still running), so each probe's
+    // ground-truth read stays small and the simulator idle.
+    http.post(format!("{sim_url}/admin/reset"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .context("while resetting the simulator")?;
+    let samples = bench.options.submit_latency_samples;
+    bench.options.settle("submit latency").await;
+    let meter = CpuMeter::start(vec![
+        Group::this_process(),
+        Group::new("submitter", Selector::Pid(submitter.pid())),
+        Group::new("sim", Selector::Pid(sim.pid())),
+        Group::postgres(),
+    ]);
+    let latencies = probe_latencies(&env.pool, &http, &sim_url, samples).await?;
+    let cpu = meter.stop();
+    let (p50, max) = latency_summary(&latencies);
+    let each_ms: Vec<u64> = latencies.iter().map(|d| d.as_millis() as u64).collect();
+    tracing::info!(p50_ms = p50, max_ms = max, ?each_ms, "submit latency");
+    bench.collector.record(SUBMIT_LATENCY_P50, p50, &cpu);
+    bench.collector.record(SUBMIT_LATENCY_MAX, max, &cpu);
+
+    if let Some(rss) = submitter.peak_rss_mib() {
+        bench.collector.record(SUBMITTER_RSS, rss, &[]);
+    }
     submitter.stop().await?;
+
+    // 5g/5h: the naive contrast, with the submitter stopped, against the same simulator.
+    let naive_rows = bench.options.naive_submit_numbers;
+    let lines = campaign::copy_lines(naive_rows, NAIVE_FIRST_BATCH, "bench-naive");
+    queue_copy_limit(&env.pool, campaign::QUEUE_COPY_COLUMNS, &lines, naive_rows)
+        .await
+        .context("while loading the naive submitter's rows")?;
+    bench.options.settle("naive submitter").await;
+    let meter = CpuMeter::start(vec![
+        Group::this_process(),
+        Group::new("sim", Selector::Pid(sim.pid())),
+        Group::postgres(),
+    ]);
+    let naive = naive_submit(&env.pool, &http, &sim_url, naive_rows).await?;
+    let cpu = meter.stop();
+    let naive_rate = crate::stats::per_second(naive_rows, naive.as_secs_f64());
+    tracing::info!(per_second = naive_rate as u64, "naive submitter");
+    bench.collector.record(NAIVE_SUBMIT_RATE, naive_rate, &cpu);
+    bench
+        .collector
+        .record(SUBMITTER_VS_NAIVE, rate / naive_rate, &[]);
     sim.stop().await?;
 
     let placement = "unpinned — every process shares every CPU";
@@ -154,9 +230,57 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         ),
     );
     bench.collector.describe(
+        SUBMITTER_RATIO,
+        placement,
+        "5a divided by 1c of the same run (1c: the same claim statement and mark UPDATE on \
+         the same number of rows, without HTTP, the simulator or the call_batches refresh).",
+    );
+    bench.collector.describe(
+        ENQUEUE_RATIO,
+        placement,
+        "5b divided by 1d of the same run (1d: the COPY alone, of the same rows).",
+    );
+    let latency_note = format!(
+        "after 5a (every row submitted, the submitter idle; the simulator reset to forget the \
+         campaign), {samples} times: wait {} ms, INSERT one row (phone_number, batch_id of a \
+         new batch) as an application would, then read the simulator's GET \
+         /admin/ground-truth?batch_id= every {} ms until it lists the number accepted; \
+         latency = INSERT sent → first read that lists it (resolution: one read plus the {} ms sleep).",
+        PROBE_IDLE_GAP.as_millis(),
+        PROBE_POLL.as_millis(),
+        PROBE_POLL.as_millis()
+    );
+    bench.collector.describe(
+        SUBMIT_LATENCY_P50,
+        placement,
+        format!("{latency_note} p50 (nearest rank) of the {samples} probes."),
+    );
+    bench.collector.describe(
+        SUBMIT_LATENCY_MAX,
+        placement,
+        format!("{latency_note} The slowest of the {samples} probes."),
+    );
+    bench.collector.describe(
+        NAIVE_SUBMIT_RATE,
+        placement,
+        format!(
+            "{naive_rows} rows COPYed into the same database after the submitter stopped; the \
+             bench then, one row at a time on one connection: claims the oldest due row \
+             (UPDATE … WHERE id = (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING), sends \
+             it alone in one insertdataincallqueue request (reqwest, keep-alive) to the same \
+             simulator, marks it submitted; no dispatch-calls; rate = rows / (first claim → \
+             last mark)."
+        ),
+    );
+    bench.collector.describe(
+        SUBMITTER_VS_NAIVE,
+        placement,
+        "5a divided by 5g of the same run.",
+    );
+    bench.collector.describe(
         SUBMITTER_RSS,
         placement,
-        "VmHWM from /proc after submitting the campaign.",
+        "VmHWM from /proc after submitting the campaign and the latency probes.",
     );
     bench.collector.describe(
         SIM_RSS,
@@ -164,19 +288,6 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         "VmHWM of the simulator after taking the campaign (it keeps every call in memory).",
     );
     Ok(())
-}
-
-/// A campaign of `numbers` distinct valid phone numbers.
-fn write_campaign(path: &std::path::Path, numbers: usize) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("while creating {}", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    writeln!(out, "phone_number,customer_id,segment")?;
-    for i in 0..numbers {
-        writeln!(out, "97{:08},CUST{i:07},gold", i % 100_000_000)?;
-    }
-    out.flush()
-        .with_context(|| format!("while writing {}", path.display()))
 }
 
 /// Polls until every row is `submitted`; returns the span from the first claim to the
@@ -216,5 +327,227 @@ async fn wait_until_submitted(pool: &PgPool, numbers: usize) -> anyhow::Result<D
             bail!("submission stalled at {submitted} of {numbers} rows for {STALL_TIMEOUT:?}");
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The p50 (nearest rank) and the maximum of `latencies` in milliseconds; NaN for none.
+fn latency_summary(latencies: &[Duration]) -> (f64, f64) {
+    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    (
+        percentile(&ms, 0.5).unwrap_or(f64::NAN),
+        ms.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
+/// Inserts `samples` single rows into the idle queue, each after [`PROBE_IDLE_GAP`] and
+/// in a batch of its own, and returns for each the time from the INSERT being sent to
+/// the first ground-truth read that lists the number accepted.
+async fn probe_latencies(
+    pool: &PgPool,
+    http: &reqwest::Client,
+    sim_url: &str,
+    samples: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples {
+        tokio::time::sleep(PROBE_IDLE_GAP).await;
+        let batch_id = PROBE_FIRST_BATCH + i as i32;
+        let phone = format!("96{i:08}");
+        let started = Instant::now();
+        sqlx::query("INSERT INTO local_call_queue (phone_number, batch_id) VALUES ($1, $2)")
+            .bind(&phone)
+            .bind(batch_id)
+            .execute(pool)
+            .await
+            .context("while inserting a latency probe row")?;
+        loop {
+            let truth = ground_truth(http, sim_url, batch_id).await?;
+            if truth.accepted_count(batch_id, &phone) > 0 {
+                latencies.push(started.elapsed());
+                break;
+            }
+            if started.elapsed() > PROBE_TIMEOUT {
+                bail!(
+                    "the simulator did not hold probe row {i} (batch {batch_id}) {PROBE_TIMEOUT:?} \
+                     after its insert: see the submitter's log"
+                );
+            }
+            tokio::time::sleep(PROBE_POLL).await;
+        }
+    }
+    Ok(latencies)
+}
+
+/// The simulator's ground truth about one batch.
+async fn ground_truth(
+    http: &reqwest::Client,
+    sim_url: &str,
+    batch_id: i32,
+) -> anyhow::Result<GroundTruth> {
+    http.get(format!("{sim_url}/admin/ground-truth?batch_id={batch_id}"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .context("while reading the simulator's ground truth")?
+        .json()
+        .await
+        .context("while decoding the simulator's ground truth")
+}
+
+/// The naive submitter's claim: the oldest due row alone, leased to the bench.
+const NAIVE_CLAIM: &str = "UPDATE local_call_queue
+    SET queue_status = 'submitting', lease_owner = $1,
+        lease_expires_at = now() + make_interval(secs => 120),
+        attempt_started_at = now(), updated_at = CURRENT_TIMESTAMP
+  WHERE id = (SELECT id FROM local_call_queue
+               WHERE queue_status = 'pending' AND next_attempt_at <= now()
+               ORDER BY next_attempt_at, id
+               LIMIT 1
+                 FOR UPDATE SKIP LOCKED)
+RETURNING id, batch_id, phone_number, custom_data";
+
+const NAIVE_MARK: &str = "UPDATE local_call_queue
+    SET queue_status = 'submitted', submitted_at = now(), last_error = NULL,
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = CURRENT_TIMESTAMP
+  WHERE id = $1 AND lease_owner = $2 AND queue_status = 'submitting'";
+
+const NAIVE_OWNER: &str = "callbridge-bench-naive";
+
+/// The body of an insert request carrying one row.
+fn single_insert_body(batch_id: i32, phone_number: &str, custom_data: Option<&Value>) -> Value {
+    let mut item = serde_json::json!({ "phone_number": phone_number });
+    if let Some(custom_data) = custom_data {
+        item["custom_data"] = custom_data.clone();
+    }
+    serde_json::json!({ "batch_id": batch_id, "data": [item] })
+}
+
+/// Submits every due row one at a time (claim it, send it alone, mark it) and returns the
+/// time from the first claim to the last mark. Fails unless exactly `expected` rows went
+/// out, each answered 2xx with status `success`.
+async fn naive_submit(
+    pool: &PgPool,
+    http: &reqwest::Client,
+    sim_url: &str,
+    expected: usize,
+) -> anyhow::Result<Duration> {
+    let url = format!("{sim_url}{}", callbridge_sim::INSERT_PATH);
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("while taking the naive submitter's connection")?;
+    let started = Instant::now();
+    let mut sent = 0;
+    while let Some((id, batch_id, phone, custom_data)) =
+        sqlx::query_as::<_, (i32, Option<i32>, String, Option<Value>)>(NAIVE_CLAIM)
+            .bind(NAIVE_OWNER)
+            .fetch_optional(&mut *conn)
+            .await
+            .context("while claiming one row")?
+    {
+        let Some(batch_id) = batch_id else {
+            bail!("naive row {id} has no batch_id");
+        };
+        let answer: Value = http
+            .post(&url)
+            .header("X-API-KEY", SIM_API_KEY)
+            .json(&single_insert_body(batch_id, &phone, custom_data.as_ref()))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .context("while sending one row")?
+            .json()
+            .await
+            .context("while reading the insert answer")?;
+        ensure!(
+            answer["status"] == "success",
+            "the simulator did not take row {id}: {answer}"
+        );
+        let marked = sqlx::query(NAIVE_MARK)
+            .bind(id)
+            .bind(NAIVE_OWNER)
+            .execute(&mut *conn)
+            .await
+            .context("while marking one row submitted")?
+            .rows_affected();
+        ensure!(marked == 1, "row {id} was not marked submitted");
+        sent += 1;
+    }
+    let elapsed = started.elapsed();
+    ensure!(
+        sent == expected,
+        "the naive submitter sent {sent} rows, expected {expected}"
+    );
+    Ok(elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_summary_is_the_nearest_rank_median_and_the_slowest() {
+        let ms = |v: u64| Duration::from_millis(v);
+        let (p50, max) = latency_summary(&[ms(30), ms(10), ms(90), ms(20)]);
+        assert_eq!((p50, max), (20.0, 90.0));
+        let (p50, max) = latency_summary(&[]);
+        assert!(p50.is_nan() && max.is_nan());
+    }
+
+    /// The naive contrast sends every row once, alone, and the ground-truth read the
+    /// latency probes use sees each number accepted.
+    #[tokio::test]
+    async fn the_naive_submitter_sends_each_row_once_in_a_request_of_its_own() {
+        let sim = callbridge_sim::Simulator::spawn(
+            callbridge_sim::SimConfig::for_tests("http://127.0.0.1:9/callback").unwrap(),
+        )
+        .await
+        .unwrap();
+        sim.set_api_key(SIM_API_KEY);
+        let env = RunEnv::new(2, None).await.unwrap();
+        let rows = 30;
+        let lines = campaign::copy_lines(rows, NAIVE_FIRST_BATCH, "t");
+        queue_copy_limit(&env.pool, campaign::QUEUE_COPY_COLUMNS, &lines, rows)
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+
+        naive_submit(&env.pool, &http, &sim.base_url(), rows)
+            .await
+            .unwrap();
+
+        let truth = ground_truth(&http, &sim.base_url(), NAIVE_FIRST_BATCH)
+            .await
+            .unwrap();
+        let batch = &truth.batches[&NAIVE_FIRST_BATCH];
+        assert_eq!(batch.accepted.len(), rows);
+        assert!(batch.accepted.values().all(|&times| times == 1));
+        assert_eq!(batch.inserts, rows as u32, "one request per row");
+        assert_eq!(truth.accepted_count(NAIVE_FIRST_BATCH, "9700000029"), 1);
+        let submitted: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM local_call_queue WHERE queue_status = 'submitted'",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(submitted, rows as i64);
+        sim.stop().await;
+    }
+
+    #[test]
+    fn a_naive_request_carries_one_row_as_the_api_reads_it() {
+        let custom = serde_json::json!({ "segment": "gold" });
+        assert_eq!(
+            single_insert_body(7, "9700000001", Some(&custom)),
+            serde_json::json!({
+                "batch_id": 7,
+                "data": [{ "phone_number": "9700000001", "custom_data": { "segment": "gold" } }]
+            })
+        );
+        assert_eq!(
+            single_insert_body(7, "9700000001", None),
+            serde_json::json!({ "batch_id": 7, "data": [{ "phone_number": "9700000001" }] })
+        );
     }
 }
