@@ -11,7 +11,9 @@
 //! 5. upsert those rows;
 //! 6. write an outbox row for every call whose deciding event is terminal;
 //! 7. create the calls' `call_batches` rows if missing and let `callbridge_refresh_batch`
-//!    recount them and decide their status, in batch id order. Last before COMMIT: every
+//!    add each batch's deltas of completed and failed calls (step 5 computes them from
+//!    each call's row before and after) and decide its status, in batch id order; a
+//!    batch row created here is recounted instead. O(1) per batch, whatever its size. Last before COMMIT: every
 //!    transaction touching a batch queues on its row until the holder commits (a whole
 //!    campaign is one batch), so the shorter that row is held, the more batch
 //!    transactions overlap.
@@ -22,6 +24,13 @@
 //! step 3 is a new statement under READ COMMITTED, taking its snapshot after the lock
 //! was granted, i.e. after the first one committed: it folds both transactions' events.
 //! Whichever commits last therefore writes the fold of the full set.
+//!
+//! Why the batch counts stay exact without recounting: each transaction adds to a
+//! batch's counts exactly what its own upsert changed, the difference between each
+//! written call's committed row (stable: the transaction holds the call's lock) and its
+//! new fold. The additions commute, and each is made under the batch row's lock, so after
+//! every commit the stored counts equal a recount; a rolled-back transaction adds
+//! nothing, and a duplicate writes no row, so it adds nothing either.
 //!
 //! Why there are no deadlocks between replicas: every kind of lock is taken in one
 //! global order, and the kinds in a fixed sequence — event ids (a duplicate insert waits
@@ -102,9 +111,9 @@ pub async fn store_batch(
             .values()
             .filter_map(|events| fold_call(events))
             .collect::<Vec<CallLog>>();
-        let batches = upsert_call_logs(&mut tx, &logs).await?;
+        let deltas = upsert_call_logs(&mut tx, &logs).await?;
         outcome.outcomes = insert_outcomes(&mut tx, &logs).await?;
-        refresh_batches(&mut tx, &logs, &batches).await?;
+        refresh_batches(&mut tx, &logs, &deltas).await?;
     }
 
     failpoint::hit(Failpoint::BeforeCommit);
@@ -236,22 +245,37 @@ async fn load_events(
     Ok(by_call)
 }
 
-/// Step 5: writes the folded rows; returns every batch id whose counts may have changed
-/// (the rows' batches now, and before, should a call's batch id have changed).
+/// Step 5: writes the folded rows; returns, for every batch whose counts may have changed
+/// (the written rows' batches now, and before, should a call's batch id have changed),
+/// how much its `completed_calls` and `failed_calls` change.
+///
+/// The deltas compare each written call's row before the upsert with the fold: the row
+/// read here is the committed one, since every writer of a call holds its lock (step 2)
+/// and this statement's snapshot is taken after the lock was granted.
+/// `callbridge_call_count_kind` (migration 0007) classifies a status as the batch
+/// routine does.
 ///
 /// A row that already holds the fold is left alone, `updated_at` included. `duration`
 /// takes the column's default, 0, when no event carries one.
 async fn upsert_call_logs(
     tx: &mut PgConnection,
     logs: &[CallLog],
-) -> Result<BTreeSet<i32>, StoreError> {
+) -> Result<Vec<BatchDelta>, StoreError> {
     let mut columns = CallLogColumns::default();
     for log in logs {
         columns.push(log);
     }
-    let batch_ids: Vec<i32> = sqlx::query_scalar(
+    let deltas: Vec<BatchDelta> = sqlx::query_as(
         "WITH previous AS (
-             SELECT batch_id FROM call_logs WHERE call_id = ANY($1::text[])
+             SELECT call_id, batch_id, call_status FROM call_logs WHERE call_id = ANY($1::text[])
+         ), folded AS (
+             SELECT *
+               FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
+                           $6::text[], $7::int4[], $8::timestamp[], $9::timestamp[],
+                           $10::text[], $11::text[], $12::text[], $13::jsonb[])
+                    AS folded(call_id, accountcode, batch_id, phone_number, call_status,
+                              disposition, duration, start_time, end_time, recording_url,
+                              server_code, error_message, custom_data)
          ), written AS (
              INSERT INTO call_logs AS current
                     (call_id, accountcode, batch_id, phone_number, call_status, disposition,
@@ -260,12 +284,7 @@ async fn upsert_call_logs(
              SELECT call_id, accountcode, batch_id, phone_number, call_status, disposition,
                     coalesce(duration, 0), start_time, end_time, recording_url, server_code,
                     error_message, custom_data
-               FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
-                           $6::text[], $7::int4[], $8::timestamp[], $9::timestamp[],
-                           $10::text[], $11::text[], $12::text[], $13::jsonb[])
-                    AS folded(call_id, accountcode, batch_id, phone_number, call_status,
-                              disposition, duration, start_time, end_time, recording_url,
-                              server_code, error_message, custom_data)
+               FROM folded
               ORDER BY call_id
              ON CONFLICT (call_id) DO UPDATE
                 SET accountcode = EXCLUDED.accountcode,
@@ -290,11 +309,22 @@ async fn upsert_call_logs(
                      EXCLUDED.call_status, EXCLUDED.disposition, EXCLUDED.duration,
                      EXCLUDED.start_time, EXCLUDED.end_time, EXCLUDED.recording_url,
                      EXCLUDED.server_code, EXCLUDED.error_message, EXCLUDED.custom_data)
-             RETURNING batch_id
+             RETURNING call_id
+         ), changes AS (
+             SELECT batch_id, callbridge_call_count_kind(call_status) AS kind, -1 AS sign
+               FROM previous
+              WHERE call_id IN (SELECT call_id FROM written)
+             UNION ALL
+             SELECT batch_id, callbridge_call_count_kind(call_status), 1
+               FROM folded
+              WHERE call_id IN (SELECT call_id FROM written)
          )
-         SELECT batch_id FROM previous WHERE batch_id IS NOT NULL
-         UNION
-         SELECT batch_id FROM written WHERE batch_id IS NOT NULL",
+         SELECT batch_id,
+                coalesce(sum(sign) FILTER (WHERE kind = 'completed'), 0)::int4 AS completed,
+                coalesce(sum(sign) FILTER (WHERE kind = 'failed'), 0)::int4 AS failed
+           FROM changes
+          WHERE batch_id IS NOT NULL
+          GROUP BY batch_id",
     )
     .bind(columns.call_ids)
     .bind(columns.accountcodes)
@@ -312,7 +342,15 @@ async fn upsert_call_logs(
     .fetch_all(&mut *tx)
     .await
     .map_err(|e| StoreError::from_sqlx(e, "while upserting call_logs"))?;
-    Ok(batch_ids.into_iter().collect())
+    Ok(deltas)
+}
+
+/// How one transaction changes a batch's counts (see [`upsert_call_logs`]).
+#[derive(Debug, sqlx::FromRow)]
+struct BatchDelta {
+    batch_id: i32,
+    completed: i32,
+    failed: i32,
 }
 
 /// `call_logs` columns as arrays, for one `unnest`.
@@ -393,8 +431,12 @@ async fn insert_outcomes(
 }
 
 /// Step 7: creates the batches' rows if missing (a callback can arrive for a batch this
-/// database never submitted) and lets the shared routine recount each batch and decide
-/// its status. Batch rows are locked (by the routine) in ascending id order.
+/// database never submitted) and lets the shared routine apply each batch's deltas and
+/// decide its status. Batch rows are locked (by the routine) in ascending id order.
+///
+/// A row this transaction creates is recounted instead (the deltas' `NULL`): it starts
+/// at zero, while `call_logs` may already hold rows of that batch that no batch row
+/// counted (written before the row existed by something other than the persister).
 ///
 /// `callbridge_refresh_batch` is the routine `callbridge_runtime::db::refresh_batch`
 /// wraps for one batch; here one statement calls it for every touched batch, so a
@@ -402,8 +444,11 @@ async fn insert_outcomes(
 async fn refresh_batches(
     tx: &mut PgConnection,
     logs: &[CallLog],
-    touched: &BTreeSet<i32>,
+    touched: &[BatchDelta],
 ) -> Result<(), StoreError> {
+    if touched.is_empty() {
+        return Ok(());
+    }
     // A new batch row takes the account code of its lowest call id, so replicas agree.
     let mut accountcodes: BTreeMap<i32, (&str, &str)> = BTreeMap::new();
     for log in logs {
@@ -415,30 +460,42 @@ async fn refresh_batches(
                 .or_insert(candidate);
         }
     }
-    if touched.is_empty() {
-        return Ok(());
-    }
     let (new_ids, new_accountcodes): (Vec<i32>, Vec<&str>) = accountcodes
         .iter()
         .map(|(batch_id, (_, accountcode))| (*batch_id, *accountcode))
         .unzip();
-    sqlx::query(
+    let created: HashSet<i32> = sqlx::query_scalar(
         "INSERT INTO call_batches (batch_id, accountcode)
          SELECT * FROM unnest($1::int4[], $2::text[]) ORDER BY 1
-         ON CONFLICT (batch_id) DO NOTHING",
+         ON CONFLICT (batch_id) DO NOTHING
+         RETURNING batch_id",
     )
     .bind(new_ids)
     .bind(new_accountcodes)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await
-    .map_err(|e| StoreError::from_sqlx(e, "while creating missing call_batches rows"))?;
+    .map_err(|e| StoreError::from_sqlx(e, "while creating missing call_batches rows"))?
+    .into_iter()
+    .collect();
 
-    let touched: Vec<i32> = touched.iter().copied().collect();
+    let mut batch_ids = Vec::with_capacity(touched.len());
+    let mut completed = Vec::with_capacity(touched.len());
+    let mut failed = Vec::with_capacity(touched.len());
+    for delta in touched {
+        let recount = created.contains(&delta.batch_id);
+        batch_ids.push(delta.batch_id);
+        completed.push((!recount).then_some(delta.completed));
+        failed.push((!recount).then_some(delta.failed));
+    }
     sqlx::query(
-        "SELECT callbridge_refresh_batch(batch_id)
-           FROM (SELECT batch_id FROM unnest($1::int4[]) AS batch_id ORDER BY batch_id) AS ordered",
+        "SELECT callbridge_refresh_batch(batch_id, completed, failed)
+           FROM (SELECT * FROM unnest($1::int4[], $2::int4[], $3::int4[])
+                   AS delta(batch_id, completed, failed)
+                  ORDER BY batch_id) AS ordered",
     )
-    .bind(touched)
+    .bind(batch_ids)
+    .bind(completed)
+    .bind(failed)
     .execute(&mut *tx)
     .await
     .map_err(|e| StoreError::from_sqlx(e, "while refreshing call_batches"))?;

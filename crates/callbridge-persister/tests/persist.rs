@@ -293,6 +293,52 @@ async fn an_unknown_batch_is_created_from_its_first_callback() {
 }
 
 #[tokio::test]
+async fn a_batch_row_the_persister_creates_counts_calls_logged_before_it_existed() {
+    // The persister adds deltas to a batch's stored counts; a row it creates starts at
+    // zero, so it must count the batch's calls already in call_logs (written there by
+    // something else, before any call_batches row existed).
+    let harness = Harness::new().await;
+    sqlx::query(
+        "INSERT INTO call_logs (call_id, accountcode, batch_id, phone_number, call_status)
+         VALUES ('earlier-1', 'ACME', 61, '9876543210', 'completed'),
+                ('earlier-2', 'ACME', 61, '9876543211', 'busy')",
+    )
+    .execute(&harness.pool)
+    .await
+    .unwrap();
+    harness
+        .publish(&call_event(61, "c1", "completed", json!({"duration": 5})))
+        .await;
+    let persister = harness.start(harness.config(8)).await;
+    harness.wait_for_events(1).await;
+    harness.settle().await;
+    let batch = harness.batch(61).await;
+    assert_eq!(
+        (batch.completed_calls, batch.failed_calls),
+        (Some(2), Some(1))
+    );
+
+    // Once the row exists, later events add to it.
+    harness
+        .publish(&call_event(
+            61,
+            "c2",
+            "failed",
+            json!({"error_message": "x"}),
+        ))
+        .await;
+    harness.wait_for_events(2).await;
+    harness.settle().await;
+    persister.stop().await;
+    harness.assert_all_acknowledged().await;
+    let batch = harness.batch(61).await;
+    assert_eq!(
+        (batch.completed_calls, batch.failed_calls),
+        (Some(2), Some(2))
+    );
+}
+
+#[tokio::test]
 async fn status_less_unknown_events_are_kept_in_call_events_and_change_no_call_logs_row() {
     let harness = Harness::new().await;
     harness.submitted_batch(70, 2).await;

@@ -352,3 +352,133 @@ async fn concurrent_refreshers_count_each_others_committed_rows() {
     let row = batch(&pool, 60).await;
     assert_eq!((row.completed_calls, row.failed_calls), (Some(1), Some(1)));
 }
+
+/// The routine with a caller's deltas (migration 0007), as the persister calls it.
+async fn refresh_with_deltas(
+    pool: &PgPool,
+    batch_id: i32,
+    completed: Option<i32>,
+    failed: Option<i32>,
+) -> Option<String> {
+    sqlx::query_scalar("SELECT callbridge_refresh_batch($1, $2, $3)")
+        .bind(batch_id)
+        .bind(completed)
+        .bind(failed)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn set_counts(pool: &PgPool, batch_id: i32, completed: Option<i32>, failed: Option<i32>) {
+    sqlx::query(
+        "UPDATE call_batches SET completed_calls = $2, failed_calls = $3 WHERE batch_id = $1",
+    )
+    .bind(batch_id)
+    .bind(completed)
+    .bind(failed)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn count_kind_in_sql_matches_callbridge_types() {
+    let (_db, pool) = migrated().await;
+    let mut statuses: Vec<CallStatus> = CallStatus::KNOWN.to_vec();
+    statuses.push(CallStatus::parse("voicemail").unwrap());
+    for status in &statuses {
+        let kind: Option<String> = sqlx::query_scalar("SELECT callbridge_call_count_kind($1)")
+            .bind(status.as_str())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let expected = if status.counts_as_completed() {
+            Some("completed")
+        } else if status.is_terminal() {
+            Some("failed")
+        } else {
+            None
+        };
+        assert_eq!(kind.as_deref(), expected, "{status:?}");
+    }
+}
+
+#[tokio::test]
+async fn deltas_are_added_to_the_stored_counts_and_a_missing_count_is_recounted() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 20, 10).await;
+    log_call(&pool, 20, "a", "completed").await;
+    // Stored counts that a recount would not give: the deltas must be added to them.
+    set_counts(&pool, 20, Some(5), Some(7)).await;
+    refresh_with_deltas(&pool, 20, Some(1), Some(-1)).await;
+    let row = batch(&pool, 20).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(6), Some(6)));
+
+    // NULL deltas, or a NULL stored count: recounted.
+    refresh_with_deltas(&pool, 20, None, None).await;
+    let row = batch(&pool, 20).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(1), Some(0)));
+    set_counts(&pool, 20, None, Some(3)).await;
+    refresh_with_deltas(&pool, 20, Some(4), Some(4)).await;
+    let row = batch(&pool, 20).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(1), Some(0)));
+    // The one-argument form (the submitter's) recounts too.
+    set_counts(&pool, 20, Some(5), Some(7)).await;
+    refresh(&pool, 20).await;
+    let row = batch(&pool, 20).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(1), Some(0)));
+}
+
+#[tokio::test]
+async fn with_deltas_the_batch_completes_only_when_no_queue_row_waits() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 30, 2).await;
+    queue_row(&pool, 30, "9000000001", "submitted").await;
+    queue_row(&pool, 30, "9000000002", "pending").await;
+    log_call(&pool, 30, "a", "completed").await;
+    assert_eq!(
+        refresh_with_deltas(&pool, 30, Some(1), Some(0))
+            .await
+            .as_deref(),
+        Some("in_progress")
+    );
+    log_call(&pool, 30, "b", "busy").await;
+    // Counts reached total_calls, but a number still waits.
+    assert_eq!(
+        refresh_with_deltas(&pool, 30, Some(0), Some(1))
+            .await
+            .as_deref(),
+        Some("in_progress")
+    );
+    set_queue_status(&pool, 30, "submitted").await;
+    assert_eq!(
+        refresh_with_deltas(&pool, 30, Some(0), Some(0))
+            .await
+            .as_deref(),
+        Some("completed")
+    );
+    let row = batch(&pool, 30).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(1), Some(1)));
+    assert!(row.completed);
+}
+
+#[tokio::test]
+async fn migration_0007_recounts_the_stored_counts() {
+    let db = TestDb::new().await.unwrap();
+    let pool = db::connect_pool(db.url(), 2).await.unwrap();
+    db::MIGRATOR.run_to(6, &pool).await.unwrap();
+    create_batch(&pool, 40, 3).await;
+    create_batch(&pool, 41, 3).await;
+    log_call(&pool, 40, "a", "completed").await;
+    log_call(&pool, 40, "b", "no_answer").await;
+    log_call(&pool, 40, "c", "answered").await;
+    // Counts the deltas must not start from.
+    set_counts(&pool, 40, Some(9), None).await;
+    set_counts(&pool, 41, Some(2), Some(2)).await;
+
+    db::migrate_up(&pool).await.unwrap();
+    let row = batch(&pool, 40).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(1), Some(1)));
+    let row = batch(&pool, 41).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(0), Some(0)));
+}

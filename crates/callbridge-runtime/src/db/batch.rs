@@ -1,12 +1,16 @@
-//! The Rust face of `callbridge_refresh_batch` (migration 0005), the one routine that
-//! decides a batch's counts and status; persister and submitter both call it.
+//! The Rust face of `callbridge_refresh_batch` (migrations 0005 and 0007), the one
+//! routine that decides a batch's counts and status; persister and submitter both call it.
+//! The persister calls its other form, `callbridge_refresh_batch(batch_id,
+//! completed_delta, failed_delta)`, with what its transaction changed, so it recounts
+//! only a batch row it has just created.
 
 use anyhow::Context;
 use callbridge_types::status::BatchStatus;
 use sqlx::PgExecutor;
 
-/// Recomputes `completed_calls`, `failed_calls` and `batch_status` of `batch_id` from
-/// `call_logs` and `local_call_queue`, inside the caller's transaction (call it after
+/// Recounts `completed_calls` and `failed_calls` of `batch_id` from `call_logs` and
+/// decides its `batch_status` (probing `local_call_queue` only where the decision needs
+/// it), inside the caller's transaction (call it after
 /// writing those rows, before committing). Locks the batch row until the transaction
 /// ends: a transaction refreshing several batches must do so in ascending `batch_id`
 /// order, or two of them can deadlock.
