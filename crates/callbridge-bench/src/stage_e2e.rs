@@ -68,14 +68,14 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     )
     .await?;
     let url = format!("http://{ingress_bind}/callback");
-    let client = client()?;
+    let client = client(&url)?;
     let secret = crate::CALLBACK_SECRET.as_bytes();
     let seconds = bench.options.e2e_secs;
 
     // Warm-up at a low rate: connections, channel pool and prepared statements ready.
     let warmup = BodySource::new(signed_bodies(0..500, &format!("warm{}", bench.run), secret));
     let mut watermark = 0;
-    let sent = open_loop(&client, &url, &warmup, 500.0, Duration::from_secs(1)).await;
+    let sent = open_loop(&client, &warmup, 500.0, Duration::from_secs(1)).await;
     commit_latencies(&env.pool, &mut watermark, sent.accepted, None).await?;
 
     for (index, (rate, p50, p99)) in RATES.into_iter().enumerate() {
@@ -103,14 +103,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
                 latencies.map(|l| (l, start))
             })
         };
-        let sent = open_loop(
-            &client,
-            &url,
-            &bodies,
-            rate,
-            Duration::from_secs_f64(seconds),
-        )
-        .await;
+        let sent = open_loop(&client, &bodies, rate, Duration::from_secs_f64(seconds)).await;
         expected_tx.send_replace(Some(sent.accepted));
         let (mut latencies, new_watermark) =
             poller.await.context("the commit poller panicked")??;

@@ -119,19 +119,19 @@ async fn measure(
         ]
     };
     let purger = Purger::connect(env).await?;
-    let client = crate::loadgen::client()?;
+    let client = crate::loadgen::client(&url)?;
     bench.pin_load_generator().await?;
     bench.options.settle(figures.label).await;
 
     // Warm-up: connections opened, the channel pool and caches hot.
-    closed_loop(&client, &url, bodies, 8, Duration::from_millis(500)).await;
+    closed_loop(&client, bodies, 8, Duration::from_millis(500)).await;
     purger.purge().await?;
 
     let level_time = Duration::from_secs_f64(bench.options.level_secs);
     let mut peak: Option<(f64, usize, Vec<CpuShare>)> = None;
     for &concurrency in &bench.options.ingress_levels {
         let meter = CpuMeter::start(groups());
-        let result = closed_loop(&client, &url, bodies, concurrency, level_time).await;
+        let result = closed_loop(&client, bodies, concurrency, level_time).await;
         let cpu = meter.stop();
         purger.purge().await?;
         let rate = result.accepted_per_second();
@@ -165,7 +165,6 @@ async fn measure(
     let meter = CpuMeter::start(groups());
     let result = open_loop(
         &client,
-        &url,
         bodies,
         half,
         Duration::from_secs_f64(bench.options.half_peak_secs),
