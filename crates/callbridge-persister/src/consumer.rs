@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use backon::BackoffBuilder;
 use callbridge_runtime::amqp::{CLOSE_TIMEOUT, close_channel, close_connection};
 use callbridge_runtime::health::Readiness;
+use callbridge_runtime::telemetry::PER_MESSAGE_SPANS;
 use callbridge_runtime::telemetry::extract_context;
 use callbridge_types::envelope::Envelope;
 use callbridge_types::topology::PERSIST_QUEUE;
@@ -284,7 +285,17 @@ impl BatchConsumer {
                         .instrument(received.span.clone())
                         .await?;
                     metrics::record_dead_letter(DeadLetterReason::Undecodable);
-                    tracing::warn!(parent: &received.span, "dead-lettered an undecodable message");
+                    tracing::warn!(
+                        parent: &received.span,
+                        message_id = received
+                            .delivery
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .map(|id| id.as_str()),
+                        %reason,
+                        "dead-lettered an undecodable message"
+                    );
                 }
             }
         }
@@ -293,13 +304,19 @@ impl BatchConsumer {
             return Ok(Settled::StoppedWhileRetrying);
         };
         for (index, reason) in poison {
-            let received = storable[index].0;
+            let (received, event) = storable[index];
             dead_letters
                 .publish(&received.delivery, &reason)
                 .instrument(received.span.clone())
                 .await?;
             metrics::record_dead_letter(DeadLetterReason::Unstorable);
-            tracing::warn!(parent: &received.span, %reason, "dead-lettered a message the database refuses");
+            tracing::warn!(
+                parent: &received.span,
+                message_id = event.envelope.event_id.as_str(),
+                call_id = event.envelope.event.loggable_call_id().as_str(),
+                %reason,
+                "dead-lettered a message the database refuses"
+            );
         }
 
         failpoint::hit(Failpoint::AfterCommitBeforeAck);
@@ -358,6 +375,7 @@ impl BatchConsumer {
             .iter()
             .map(|(received, _)| {
                 tracing::info_span!(
+                    target: PER_MESSAGE_SPANS,
                     parent: &received.span,
                     "db.persist_batch",
                     otel.kind = "client",
@@ -481,6 +499,7 @@ fn receive(next: Option<lapin::Result<Delivery>>) -> anyhow::Result<Received> {
             .then(|| span_context.trace_id().to_string())
     };
     let span = tracing::info_span!(
+        target: PER_MESSAGE_SPANS,
         "persist_event",
         otel.kind = "consumer",
         messaging.system = "rabbitmq",
