@@ -324,6 +324,7 @@ pub struct SubmitterSettings {
     pub backoff_max_ms: u64,
     #[serde(deserialize_with = "de::strict_bool")]
     pub migrate_on_start: bool,
+    pub analyze_after_rows: u64,
 }
 
 impl Default for SubmitterSettings {
@@ -337,6 +338,7 @@ impl Default for SubmitterSettings {
             backoff_base_ms: 1_000,
             backoff_max_ms: 300_000,
             migrate_on_start: false,
+            analyze_after_rows: 10_000,
         }
     }
 }
@@ -507,6 +509,9 @@ pub struct SubmitterConfig {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub migrate_on_start: bool,
+    /// Once this many rows were claimed since the last time, the next idle round runs
+    /// `ANALYZE local_call_queue` (0: never; autovacuum alone keeps the statistics).
+    pub analyze_after_rows: u64,
 }
 
 impl Settings {
@@ -825,6 +830,7 @@ impl Settings {
             backoff_base: Duration::from_millis(submitter.backoff_base_ms),
             backoff_max: Duration::from_millis(submitter.backoff_max_ms),
             migrate_on_start: submitter.migrate_on_start,
+            analyze_after_rows: submitter.analyze_after_rows,
         })
     }
 

@@ -189,6 +189,16 @@ pub async fn claim_due_rows(
     Ok(rows)
 }
 
+/// Refreshes the planner's statistics of `local_call_queue`.
+#[tracing::instrument(skip_all)]
+pub async fn analyze_queue(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("ANALYZE local_call_queue")
+        .execute(pool)
+        .await
+        .context("while analysing local_call_queue")?;
+    Ok(())
+}
+
 /// Extends the lease on `ids` before a request that might outlive it. Returns how many
 /// are still ours; fewer than asked means another submitter took some over.
 #[tracing::instrument(skip_all, fields(rows = ids.len()))]

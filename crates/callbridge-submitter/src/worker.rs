@@ -2,6 +2,7 @@
 //! ([`Submitter::run`]). The state machine these follow is described in the crate docs.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ pub struct WorkerSettings {
     pub request_timeout: Duration,
     /// `call_batches.accountcode` of a batch the submitter creates.
     pub accountcode: String,
+    /// See [`SubmitterConfig::analyze_after_rows`].
+    pub analyze_after_rows: u64,
 }
 
 impl WorkerSettings {
@@ -74,6 +77,7 @@ impl WorkerSettings {
             max_attempts: config.max_attempts,
             lease: config.lease,
             claim_limit: config.batch_claim_limit,
+            analyze_after_rows: config.analyze_after_rows,
             backoff: Backoff {
                 base: config.backoff_base,
                 max: config.backoff_max,
@@ -166,6 +170,8 @@ struct Inner {
     readiness: Readiness,
     pause: Mutex<Option<Probe>>,
     dispatch: Mutex<DispatchState>,
+    /// Rows claimed since `local_call_queue` was last analysed by this submitter.
+    claimed_since_analyze: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -207,6 +213,7 @@ impl Submitter {
                     failures: 0,
                     retry_at: None,
                 }),
+                claimed_since_analyze: AtomicU64::new(0),
             }),
         })
     }
@@ -236,7 +243,10 @@ impl Submitter {
     /// are released.
     #[tracing::instrument(name = "submission_round", skip_all, fields(owner = %self.inner.owner))]
     pub async fn drain(&self, stop: &CancellationToken) -> anyhow::Result<DrainReport> {
-        let result = self.drain_inner(stop).await;
+        let result = match self.drain_inner(stop).await {
+            Ok(report) => self.analyze_when_idle(&report).await.map(|()| report),
+            Err(error) => Err(error),
+        };
         // Everything that can fail in a round is a database step; API failures are outcomes.
         match &result {
             Ok(_) => self.inner.readiness.set_ready(DATABASE_CONDITION),
@@ -246,6 +256,33 @@ impl Submitter {
             ),
         }
         result
+    }
+
+    /// Counts the rows `report` claimed; on an idle round (nothing claimed) after at
+    /// least `analyze_after_rows` of them, runs `ANALYZE local_call_queue`.
+    ///
+    /// The planner otherwise keeps the statistics of the last analysis until autovacuum's
+    /// next pass (up to a minute or more): typically taken by `callbridge enqueue` while a
+    /// whole campaign was waiting. A claim planned for that queue reads every row of a
+    /// campaign's batch to find the one new row (20 ms per 60,000), and each round of
+    /// each submitter claims more than once.
+    async fn analyze_when_idle(&self, report: &DrainReport) -> anyhow::Result<()> {
+        let inner = &self.inner;
+        let claimed = inner
+            .claimed_since_analyze
+            .fetch_add(report.claimed, Ordering::Relaxed)
+            + report.claimed;
+        let threshold = inner.settings.analyze_after_rows;
+        if report.claimed > 0 || threshold == 0 || claimed < threshold {
+            return Ok(());
+        }
+        inner.claimed_since_analyze.store(0, Ordering::Relaxed);
+        store::analyze_queue(&inner.pool).await?;
+        tracing::info!(
+            rows_claimed = claimed,
+            "queue idle after a large claim volume: analysed local_call_queue"
+        );
+        Ok(())
     }
 
     async fn drain_inner(&self, stop: &CancellationToken) -> anyhow::Result<DrainReport> {

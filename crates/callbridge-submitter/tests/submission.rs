@@ -530,3 +530,52 @@ async fn racing_submitters_never_split_or_repeat_a_batch() {
         assert_eq!(h.batch(batch_id).await.unwrap().total_calls, Some(25));
     }
 }
+
+/// `pg_class.reltuples` of the queue: -1 until the table is first analysed or vacuumed.
+async fn queue_reltuples(h: &common::Harness) -> f32 {
+    sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'local_call_queue'::regclass")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_round_after_many_claimed_rows_analyses_the_queue() {
+    let h = harness(json!({})).await;
+    h.enqueue(1, &numbers(1, 30)).await;
+    let submitter = h.submitter(&[("CALLBRIDGE__SUBMITTER__ANALYZE_AFTER_ROWS", "20")]);
+    // Autovacuum leaves a table this small alone (it waits for 50 changed rows).
+    assert_eq!(queue_reltuples(&h).await, -1.0, "never analysed yet");
+
+    let busy = submitter.drain_once().await.unwrap();
+    assert_eq!(busy.claimed, 30);
+    assert_eq!(
+        queue_reltuples(&h).await,
+        -1.0,
+        "a round that claimed rows does not analyse: more work may be waiting"
+    );
+
+    let idle = submitter.drain_once().await.unwrap();
+    assert_eq!(idle.claimed, 0);
+    assert_eq!(
+        queue_reltuples(&h).await,
+        30.0,
+        "the idle round analysed the queue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_threshold_or_switched_off_the_queue_is_not_analysed() {
+    for threshold in ["31", "0"] {
+        let h = harness(json!({})).await;
+        h.enqueue(1, &numbers(1, 30)).await;
+        let submitter = h.submitter(&[("CALLBRIDGE__SUBMITTER__ANALYZE_AFTER_ROWS", threshold)]);
+        assert_eq!(submitter.drain_once().await.unwrap().claimed, 30);
+        assert_eq!(submitter.drain_once().await.unwrap().claimed, 0);
+        assert_eq!(
+            queue_reltuples(&h).await,
+            -1.0,
+            "threshold {threshold}: 30 claimed rows are not enough"
+        );
+    }
+}
