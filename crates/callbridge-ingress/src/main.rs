@@ -8,12 +8,6 @@ use callbridge_runtime::config::Settings;
 use callbridge_runtime::shutdown::shutdown_token;
 use callbridge_runtime::telemetry::init_telemetry;
 
-/// Every callback allocates and frees a few dozen small buffers (body, JSON values,
-/// envelope, AMQP frames) across the actix worker and lapin's I/O thread; glibc's
-/// allocator spent about 15 % of the ingress's CPU on them, mimalloc a fraction of that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = match Settings::load() {
