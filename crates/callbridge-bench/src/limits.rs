@@ -312,10 +312,6 @@ pub struct ClaimShape {
 
 /// The UPDATE the submitter commits for a batch's rows after a 2xx
 /// (`callbridge_submitter::store::record_submitted`, without its call_batches refresh).
-const MARK_SUBMITTED: &str = "UPDATE local_call_queue
-    SET queue_status = 'submitted', submitted_at = now(), last_error = NULL,
-        lease_owner = NULL, lease_expires_at = NULL, updated_at = CURRENT_TIMESTAMP
-  WHERE id = ANY($1) AND lease_owner = $2 AND queue_status = 'submitting'";
 
 /// 1c: claims due rows with the submitter's own claim statement (`CLAIM_DUE_ROWS_SQL`,
 /// bound as `claim_due_rows` binds it) and marks each claimed batch submitted, until a
@@ -376,7 +372,7 @@ async fn claim_and_mark(pool: &PgPool, round: usize, shape: ClaimShape) -> anyho
             .map(|ids| {
                 let owner = &owner;
                 async move {
-                    sqlx::query(MARK_SUBMITTED)
+                    sqlx::query(callbridge_submitter::store::MARK_SUBMITTED_SQL)
                         .bind(&ids)
                         .bind(owner)
                         .execute(pool)

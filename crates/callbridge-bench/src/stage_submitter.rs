@@ -407,11 +407,6 @@ const NAIVE_CLAIM: &str = "UPDATE local_call_queue
                  FOR UPDATE SKIP LOCKED)
 RETURNING id, batch_id, phone_number, custom_data";
 
-const NAIVE_MARK: &str = "UPDATE local_call_queue
-    SET queue_status = 'submitted', submitted_at = now(), last_error = NULL,
-        lease_owner = NULL, lease_expires_at = NULL, updated_at = CURRENT_TIMESTAMP
-  WHERE id = $1 AND lease_owner = $2 AND queue_status = 'submitting'";
-
 const NAIVE_OWNER: &str = "callbridge-bench-naive";
 
 /// The body of an insert request carrying one row.
@@ -464,8 +459,8 @@ async fn naive_submit(
             answer["status"] == "success",
             "the simulator did not take row {id}: {answer}"
         );
-        let marked = sqlx::query(NAIVE_MARK)
-            .bind(id)
+        let marked = sqlx::query(callbridge_submitter::store::MARK_SUBMITTED_SQL)
+            .bind([id])
             .bind(NAIVE_OWNER)
             .execute(&mut *conn)
             .await

@@ -189,6 +189,13 @@ pub async fn claim_due_rows(
     Ok(rows)
 }
 
+/// Marks the rows `$1` (ids) that owner `$2` still leases `submitted`, after the API
+/// accepted them. Public so the benchmark's raw limit runs the very same statement.
+pub const MARK_SUBMITTED_SQL: &str = "UPDATE local_call_queue
+    SET queue_status = 'submitted', submitted_at = now(), last_error = NULL,
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = CURRENT_TIMESTAMP
+  WHERE id = ANY($1) AND lease_owner = $2 AND queue_status = 'submitting'";
+
 /// Refreshes the planner's statistics of `local_call_queue`.
 #[tracing::instrument(skip_all)]
 pub async fn analyze_queue(pool: &PgPool) -> anyhow::Result<()> {
@@ -277,18 +284,13 @@ pub async fn record_submitted(
     accountcode: &str,
 ) -> anyhow::Result<u64> {
     let mut tx = begin(pool).await?;
-    let submitted = sqlx::query(
-        "UPDATE local_call_queue
-            SET queue_status = 'submitted', submitted_at = now(), last_error = NULL,
-                lease_owner = NULL, lease_expires_at = NULL, updated_at = CURRENT_TIMESTAMP
-          WHERE id = ANY($1) AND lease_owner = $2 AND queue_status = 'submitting'",
-    )
-    .bind(ids)
-    .bind(owner)
-    .execute(&mut *tx)
-    .await
-    .context("while marking local_call_queue rows submitted")?
-    .rows_affected();
+    let submitted = sqlx::query(MARK_SUBMITTED_SQL)
+        .bind(ids)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .context("while marking local_call_queue rows submitted")?
+        .rows_affected();
     refresh_batch(&mut tx, batch_id, submitted, accountcode).await?;
     commit(tx).await?;
     Ok(submitted)

@@ -51,17 +51,7 @@ async fn a_large_analysed_queue_is_claimed_without_scanning_the_table() {
         .await
         .unwrap();
 
-    let explained: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN (FORMAT JSON) {CLAIM_DUE_ROWS_SQL}"
-    )))
-    .bind("plan-test")
-    .bind(1000_i64)
-    .bind(120.0_f64)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let mut nodes = Vec::new();
-    plan_nodes(&explained[0]["Plan"], &mut nodes);
+    let (_, nodes) = explain_claim(&pool).await;
 
     let full_scans: Vec<_> = nodes
         .iter()
