@@ -310,11 +310,9 @@ pub struct ClaimShape {
     pub lease: Duration,
 }
 
-/// The UPDATE the submitter commits for a batch's rows after a 2xx
-/// (`callbridge_submitter::store::record_submitted`, without its call_batches refresh).
-
 /// 1c: claims due rows with the submitter's own claim statement (`CLAIM_DUE_ROWS_SQL`,
-/// bound as `claim_due_rows` binds it) and marks each claimed batch submitted, until a
+/// bound as `claim_due_rows` binds it) and marks each claimed batch submitted with its
+/// `MARK_SUBMITTED_SQL` (what `record_submitted` runs, without its call_batches refresh), until a
 /// claim finds nothing, in `shape.rounds` loops at once. Returns rows per second from the
 /// first claim to the last mark's commit. Fails unless exactly `expected` rows were
 /// claimed once each and all are `submitted` afterwards.
