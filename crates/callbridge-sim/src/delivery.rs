@@ -137,7 +137,7 @@ async fn deliver_event(
         .store()
         .begin_event(call, &payload.event_type, &payload.call_status);
 
-    let outcome = send_with_retries(state, &target.url, &signed, cancel, |attempt| {
+    let outcome = send_with_retries(state, &signed, cancel, |attempt| {
         state.store().update_event(call, event, |record| {
             record.attempts += 1;
             record.last_status = attempt.status;
@@ -159,7 +159,7 @@ async fn deliver_event(
     }
 
     if state.chance(state.knobs().duplicate_rate) {
-        let duplicate = send_with_retries(state, &target.url, &signed, cancel, |attempt| {
+        let duplicate = send_with_retries(state, &signed, cancel, |attempt| {
             state.store().update_event(call, event, |record| {
                 record.duplicates_sent += 1;
                 record.duplicates_acknowledged += u32::from(attempt.acknowledged());
@@ -201,9 +201,10 @@ impl Attempt {
     }
 }
 
+/// Sends `signed` until acknowledged, to the callback URL in force at each attempt (a
+/// sender reconfigured to a new endpoint retries there, not at the old one).
 async fn send_with_retries(
     state: &SimState,
-    url: &reqwest::Url,
     signed: &Signed,
     cancel: &CancellationToken,
     mut record: impl FnMut(&Attempt),
@@ -212,9 +213,10 @@ async fn send_with_retries(
     loop {
         attempt_number += 1;
         let knobs = state.knobs();
+        let url = state.callback_target().url;
         let attempt = tokio::select! {
             () = cancel.cancelled() => return Delivery::Cancelled,
-            attempt = send_once(state, &knobs, url, signed) => attempt,
+            attempt = send_once(state, &knobs, &url, signed) => attempt,
         };
         record(&attempt);
         if attempt.acknowledged() {

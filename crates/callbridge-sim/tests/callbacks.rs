@@ -340,6 +340,47 @@ async fn callback_target_and_secret_can_change_at_runtime() {
 }
 
 #[tokio::test]
+async fn a_retry_goes_to_the_callback_url_in_force_at_that_attempt() {
+    let first = Receiver::start().await;
+    let second = Receiver::start().await;
+    // The first endpoint refuses call_started (and every retry), then goes away for good.
+    first.script((0..10_000).map(|_| Scripted::Status(503)));
+    let sim = spawn_sim(
+        &first.url,
+        json!({"outcome_mix": {"busy": 1}, "callback_max_attempts": 1000}),
+    )
+    .await;
+    assert_eq!(insert(&sim, 111, &numbers(111, 1)).await.status(), 201);
+    assert_eq!(dispatch(&sim, "").await.status(), 200);
+    eventually("the first endpoint refused call_started", || {
+        !first.received().is_empty()
+    })
+    .await;
+    first.stop().await;
+    sim.set_callback(Some(second.url.parse().unwrap()), None);
+
+    assert!(sim.wait_idle(Duration::from_secs(30)).await);
+    let call = &sim.ground_truth(None).calls[0];
+    assert!(
+        call.events
+            .iter()
+            .all(|event| event.acknowledged && !event.gave_up),
+        "{call:?}"
+    );
+    assert_eq!(
+        second
+            .received()
+            .iter()
+            .map(Received::event_type)
+            .collect::<Vec<_>>(),
+        ["call_started", "call_busy"],
+        "the retried call_started went to the new endpoint"
+    );
+    sim.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
 async fn wait_idle_endpoint_reports_when_deliveries_are_done() {
     let receiver = Receiver::start().await;
     let sim = spawn_sim(&receiver.url, json!({})).await;
