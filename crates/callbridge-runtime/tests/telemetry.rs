@@ -186,10 +186,16 @@ fn per_message_spans_are_traced_but_not_copied_into_log_lines() {
             "a per-message span is still an OpenTelemetry span"
         );
         tracing::info!(outcome = "accepted", "inside the request");
+        drop(_request);
+        tracing::warn!(parent: &request, "with the request as explicit parent");
     });
 
     let text = lines.text();
     assert!(text.contains("inside the request"), "{text}");
+    assert!(
+        text.contains("with the request as explicit parent"),
+        "an event whose explicit parent is a per-message span is still logged: {text}"
+    );
     assert!(text.contains("\"outcome\":\"accepted\""), "{text}");
     assert!(
         text.contains("batch-in-log"),

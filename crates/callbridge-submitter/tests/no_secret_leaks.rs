@@ -305,6 +305,19 @@ async fn a_full_run_leaks_neither_secret_nor_a_full_phone_number() {
             .is_ok_and(|queue| queue["messages"].as_u64() == Some(1))
     })
     .await;
+    // The persister counts a dead letter and logs it in one step after the broker's
+    // confirm; stopping before that step would leave the log without it.
+    wait_until(
+        "the persister has counted and logged the dead letter",
+        || async {
+            let metrics = match reqwest::get(format!("{persister_url}/metrics")).await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            metrics.contains("persister_dead_letters_total{")
+        },
+    )
+    .await;
     let dead = channel
         .basic_get(DEAD_QUEUE.into(), BasicGetOptions { no_ack: true })
         .await
