@@ -23,33 +23,39 @@ fn plan_nodes(node: &Value, into: &mut Vec<(String, String)>) {
     }
 }
 
-#[tokio::test]
-async fn a_large_analysed_queue_is_claimed_without_scanning_the_table() {
+/// A fresh database with every migration.
+async fn migrated() -> (TestDb, sqlx::PgPool) {
     let db = TestDb::new().await.unwrap();
     let pool = callbridge_runtime::db::connect_and_migrate(db.url(), 2)
         .await
         .unwrap();
+    (db, pool)
+}
+
+/// Runs one setup statement.
+async fn run(pool: &sqlx::PgPool, sql: &'static str) {
+    sqlx::query(sql).execute(pool).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_large_analysed_queue_is_claimed_without_scanning_the_table() {
+    let (_db, pool) = migrated().await;
     // Submitted history, and a large campaign just enqueued: 60 batches of 1,000 waiting.
-    sqlx::query(
+    run(
+        &pool,
         "INSERT INTO local_call_queue (phone_number, batch_id, queue_status, submitted_at)
          SELECT '+1555' || lpad(n::text, 7, '0'), n / 1000, 'submitted', now()
            FROM generate_series(1, 20000) AS n",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
+    .await;
+    run(
+        &pool,
         "INSERT INTO local_call_queue (phone_number, batch_id)
          SELECT '+1666' || lpad(n::text, 7, '0'), 100 + n / 1000
            FROM generate_series(0, 59999) AS n",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE local_call_queue")
-        .execute(&pool)
-        .await
-        .unwrap();
+    .await;
+    run(&pool, "ANALYZE local_call_queue").await;
 
     let (_, nodes) = explain_claim(&pool).await;
 
@@ -87,38 +93,30 @@ async fn explain_claim(pool: &sqlx::PgPool) -> (String, Vec<(String, String)>) {
 
 #[tokio::test]
 async fn a_new_row_of_a_long_submitted_batch_is_claimed_without_reading_its_history() {
-    let db = TestDb::new().await.unwrap();
-    let pool = callbridge_runtime::db::connect_and_migrate(db.url(), 2)
-        .await
-        .unwrap();
+    let (_db, pool) = migrated().await;
     // A 60,000-number campaign enqueued and analysed while waiting (as enqueue does),
     // then submitted.
-    sqlx::query(
+    run(
+        &pool,
         "INSERT INTO local_call_queue (phone_number, batch_id)
          SELECT '+1555' || lpad(n::text, 7, '0'), 7 FROM generate_series(1, 60000) AS n",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE local_call_queue")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE local_call_queue SET queue_status = 'submitted', submitted_at = now()")
-        .execute(&pool)
-        .await
-        .unwrap();
+    .await;
+    run(&pool, "ANALYZE local_call_queue").await;
+    run(
+        &pool,
+        "UPDATE local_call_queue SET queue_status = 'submitted', submitted_at = now()",
+    )
+    .await;
     // Autovacuum analyses a table this changed within a minute. Until then the planner
     // believes the batch is still waiting; such claims cost one read of the batch's
     // rows (about 20 ms for these 60,000; without JIT, see `callbridge_runtime::db`).
-    sqlx::query("ANALYZE local_call_queue")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO local_call_queue (phone_number, batch_id) VALUES ('+19990000001', 7)")
-        .execute(&pool)
-        .await
-        .unwrap();
+    run(&pool, "ANALYZE local_call_queue").await;
+    run(
+        &pool,
+        "INSERT INTO local_call_queue (phone_number, batch_id) VALUES ('+19990000001', 7)",
+    )
+    .await;
 
     let (plan, nodes) = explain_claim(&pool).await;
     assert!(
