@@ -243,3 +243,46 @@ async fn commit_latencies(
         tokio::time::sleep(POLL).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store_event(pool: &PgPool, id: i64) {
+        sqlx::query(
+            "INSERT INTO call_events (id, event_id, event_type, payload, event, received_at)
+             VALUES ($1, 'event-' || $1, 'call_started', '{}', '{}', now())",
+        )
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+
+    /// A row that becomes visible below ids already counted (its transaction committed
+    /// after a later one) is counted once, and no counted row is counted again.
+    #[tokio::test]
+    async fn a_row_committed_below_the_watermark_is_counted_once() {
+        let env = crate::RunEnv::new(2, None).await.unwrap();
+        let mut counted = Counted::default();
+        store_event(&env.pool, 10).await;
+        let first = commit_latencies(&env.pool, &mut counted, 1, None)
+            .await
+            .unwrap();
+        assert_eq!((first.len(), counted.watermark), (1, 10));
+
+        store_event(&env.pool, 5).await;
+        let late = commit_latencies(&env.pool, &mut counted, 1, None)
+            .await
+            .unwrap();
+        assert_eq!(late.len(), 1, "the late row is found below the watermark");
+        assert!(counted.recent.contains(&5));
+
+        store_event(&env.pool, 11).await;
+        let next = commit_latencies(&env.pool, &mut counted, 1, None)
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(counted.recent.len(), 3, "every row counted exactly once");
+    }
+}
