@@ -13,10 +13,10 @@
 //! 7. create the calls' `call_batches` rows if missing and let `callbridge_refresh_batch`
 //!    add each batch's deltas of completed and failed calls (step 5 computes them from
 //!    each call's row before and after) and decide its status, in batch id order; a
-//!    batch row created here is recounted instead. O(1) per batch, whatever its size. Last before COMMIT: every
-//!    transaction touching a batch queues on its row until the holder commits (a whole
-//!    campaign is one batch), so the shorter that row is held, the more batch
-//!    transactions overlap.
+//!    batch row created here is recounted instead. O(1) per batch, whatever its size.
+//!    Last before COMMIT: every transaction touching a batch queues on its row until the
+//!    holder commits (a whole campaign is one batch), so the shorter that row is held,
+//!    the more batch transactions overlap.
 //!
 //! Why the result is exact under any number of replicas and any arrival order: a
 //! call's row is a pure function of the set of its stored events. Two transactions that
