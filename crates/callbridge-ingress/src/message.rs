@@ -44,7 +44,7 @@ impl CallbackMessage {
         let event_id = event_id_for(webhook_id, raw_body);
         let routing_key = callback_routing_key(&event.event_type);
         let event_type = event.event_type.as_str().to_owned();
-        let envelope = Envelope::new(event_id.clone(), received_at, event, payload);
+        let envelope = Envelope::new(event_id.clone(), received_at, event, &payload);
         Self {
             event_id,
             routing_key,

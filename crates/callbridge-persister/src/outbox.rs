@@ -15,7 +15,6 @@ use callbridge_types::status::CallStatus;
 use callbridge_types::topology::{CONTENT_TYPE_JSON, OUTCOMES_EXCHANGE, outcome_routing_key};
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
-use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +52,8 @@ struct PendingOutcome {
     id: i64,
     event_id: String,
     call_status: String,
-    payload: Value,
+    /// The outcome's JSON, as Postgres writes the `jsonb` out: the message body as is.
+    payload: String,
 }
 
 impl OutboxRelay {
@@ -144,7 +144,7 @@ impl OutboxRelay {
         // FOR UPDATE SKIP LOCKED: replicas claim disjoint rows rather than publishing the
         // same ones or queueing behind each other; the lock lasts until marked published.
         let rows: Vec<PendingOutcome> = sqlx::query_as(
-            "SELECT id, event_id, call_status, payload
+            "SELECT id, event_id, call_status, payload::text AS payload
                FROM call_outcome_outbox
               WHERE published_at IS NULL
               ORDER BY id
@@ -190,7 +190,6 @@ async fn publish_confirmed(channel: &Channel, rows: &[PendingOutcome]) -> anyhow
     for row in rows {
         let status = CallStatus::parse(&row.call_status)
             .unwrap_or_else(|| CallStatus::Other(row.call_status.clone()));
-        let body = serde_json::to_vec(&row.payload).context("while encoding an outcome")?;
         let properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
             .with_content_type(CONTENT_TYPE_JSON.into())
@@ -202,7 +201,7 @@ async fn publish_confirmed(channel: &Channel, rows: &[PendingOutcome]) -> anyhow
                 outcome_routing_key(&status).into(),
                 // Not mandatory: an outcome nobody subscribed to is simply not wanted.
                 BasicPublishOptions::default(),
-                &body,
+                row.payload.as_bytes(),
                 properties,
             )
             .await

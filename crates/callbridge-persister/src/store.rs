@@ -6,7 +6,8 @@
 //! 2. `pg_advisory_xact_lock` on every call a new event with a status belongs to, in key
 //!    order (a status-less event cannot change the fold of its call, see
 //!    [`crate::call_log`], so its call is left alone: an existing row stays as it is);
-//! 3. read back every stored event of those calls;
+//! 3. read back every stored event of those calls that other transactions committed (this
+//!    transaction's own are taken from memory, not read back and parsed again);
 //! 4. fold each call's events into its `call_logs` row ([`crate::call_log::fold_call`]);
 //! 5. upsert those rows;
 //! 6. write an outbox row for every call whose deciding event is terminal;
@@ -106,7 +107,7 @@ pub async fn store_batch(
         .collect();
     if !calls.is_empty() {
         lock_calls(&mut tx, &calls).await?;
-        let logs = load_events(&mut tx, &calls)
+        let logs = load_events(&mut tx, &calls, &new_events)
             .await?
             .values()
             .filter_map(|events| fold_call(events))
@@ -214,17 +215,21 @@ async fn lock_calls(tx: &mut PgConnection, calls: &BTreeSet<&str>) -> Result<(),
     Ok(())
 }
 
-/// Step 3: every stored event of `calls`, including those other replicas committed.
+/// Step 3: every stored event of `calls`: those other transactions (replicas, earlier
+/// batches) committed, read back, and `own`, the events this transaction inserted.
 async fn load_events(
     tx: &mut PgConnection,
     calls: &BTreeSet<&str>,
+    own: &[&IncomingEvent],
 ) -> Result<BTreeMap<String, Vec<StoredEvent>>, StoreError> {
-    let calls: Vec<&str> = calls.iter().copied().collect();
-    // As text, parsed straight into the event type (no intermediate `Value`).
+    let call_list: Vec<&str> = calls.iter().copied().collect();
+    // As text, parsed straight into the event type (no intermediate `Value`). A row this
+    // transaction inserted carries its transaction id as `xmin` (no savepoints here).
     let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT event_id, event::text FROM call_events WHERE call_id = ANY($1::text[])",
+        "SELECT event_id, event::text FROM call_events
+          WHERE call_id = ANY($1::text[]) AND xmin <> pg_current_xact_id()::xid",
     )
-    .bind(calls)
+    .bind(call_list)
     .fetch_all(&mut *tx)
     .await
     .map_err(|e| StoreError::from_sqlx(e, "while reading the calls' stored events"))?;
@@ -241,6 +246,18 @@ async fn load_events(
             .entry(event.call_id.clone())
             .or_default()
             .push(StoredEvent { event_id, event });
+    }
+    for incoming in own {
+        let event = &incoming.envelope.event;
+        if calls.contains(event.call_id.as_str()) {
+            by_call
+                .entry(event.call_id.clone())
+                .or_default()
+                .push(StoredEvent {
+                    event_id: incoming.envelope.event_id.clone(),
+                    event: event.clone(),
+                });
+        }
     }
     Ok(by_call)
 }

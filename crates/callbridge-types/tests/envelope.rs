@@ -23,7 +23,7 @@ fn seed_envelope() -> Envelope {
         event_id_for(None, SEED_BODY.as_bytes()),
         received_at(),
         validated.event,
-        validated.payload,
+        &validated.payload,
     )
 }
 
@@ -68,7 +68,7 @@ fn a_status_less_event_round_trips_and_leaves_call_status_out_of_the_wire() {
         event_id_for(None, body.as_bytes()),
         received_at(),
         validated.event,
-        validated.payload,
+        &validated.payload,
     );
     let encoded = envelope.encode();
     let wire: Value = serde_json::from_slice(&encoded).unwrap();

@@ -486,7 +486,7 @@ pub fn envelope(event_id: &str, payload: Value) -> Envelope {
         event_id.to_owned(),
         Utc::now(),
         validated.event,
-        validated.payload,
+        &validated.payload,
     )
 }
 
