@@ -171,6 +171,13 @@ impl Envelope {
 
     /// Reads a message body of any readable version (see the module docs).
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        // Nearly every message is of the current version: read it in one pass, and probe
+        // the version first only when that fails (a second pass over the body otherwise).
+        if let Ok(envelope) = current::decode(bytes)
+            && envelope.schema_version == CURRENT_SCHEMA_VERSION
+        {
+            return Ok(envelope);
+        }
         #[derive(Deserialize)]
         struct VersionProbe {
             schema_version: u32,
