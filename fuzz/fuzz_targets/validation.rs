@@ -7,7 +7,7 @@
 #![no_main]
 
 use callbridge_fuzz::{assert_json_without_nul, assert_storable};
-use callbridge_types::event::{derived_call_id, parse_callback, validate_callback};
+use callbridge_types::event::{SEED_FIELDS, derived_call_id, parse_callback, validate_callback};
 use libfuzzer_sys::fuzz_target;
 
 const DEFAULT_ACCOUNTCODE: &str = "ACME";
@@ -20,26 +20,10 @@ fuzz_target!(|body: &[u8]| {
         // fields (a seed field like `batch_id` may be named although absent).
         assert!(!error.reason.is_empty());
         if error.field != "body" {
-            let known = [
-                "event_type",
-                "accountcode",
-                "batch_id",
-                "call_id",
-                "phone_number",
-                "call_status",
-                "disposition",
-                "duration",
-                "start_time",
-                "end_time",
-                "recording_url",
-                "custom_data",
-                "server_code",
-                "error_message",
-            ];
             let in_payload = serde_json::from_slice::<serde_json::Value>(body)
                 .is_ok_and(|payload| payload.get(&error.field).is_some());
             assert!(
-                known.contains(&error.field.as_str()) || in_payload,
+                SEED_FIELDS.contains(&error.field.as_str()) || in_payload,
                 "the error names {:?}, which is neither the body nor a field",
                 error.field
             );

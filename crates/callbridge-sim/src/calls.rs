@@ -277,22 +277,7 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        let mut expected = vec![
-            "event_type",
-            "accountcode",
-            "batch_id",
-            "call_id",
-            "phone_number",
-            "call_status",
-            "disposition",
-            "duration",
-            "start_time",
-            "end_time",
-            "recording_url",
-            "custom_data",
-            "server_code",
-            "error_message",
-        ];
+        let mut expected = callbridge_types::event::SEED_FIELDS.to_vec();
         let mut keys_sorted = keys.clone();
         keys_sorted.sort_unstable();
         expected.sort_unstable();

@@ -8,27 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use callbridge_sim::{Outcome, SimConfig, Simulator};
-use callbridge_types::event::validate_callback;
+use callbridge_types::event::{SEED_FIELDS, validate_callback};
 use callbridge_types::signature::{verify_standard, verify_x_signature};
 use common::*;
 use serde_json::json;
-
-const SEED_FIELDS: [&str; 14] = [
-    "event_type",
-    "accountcode",
-    "batch_id",
-    "call_id",
-    "phone_number",
-    "call_status",
-    "disposition",
-    "duration",
-    "start_time",
-    "end_time",
-    "recording_url",
-    "custom_data",
-    "server_code",
-    "error_message",
-];
 
 /// The event sequence a call with `outcome` must produce, in order.
 fn expected_events(outcome: Outcome) -> Vec<String> {

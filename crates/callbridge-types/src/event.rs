@@ -107,6 +107,24 @@ impl<'de> Deserialize<'de> for EventType {
     }
 }
 
+/// Every field of the seed's callback payload, in the guide's order.
+pub const SEED_FIELDS: [&str; 14] = [
+    "event_type",
+    "accountcode",
+    "batch_id",
+    "call_id",
+    "phone_number",
+    "call_status",
+    "disposition",
+    "duration",
+    "start_time",
+    "end_time",
+    "recording_url",
+    "custom_data",
+    "server_code",
+    "error_message",
+];
+
 /// Column sizes of the seed's `call_logs` (and of `call_events.event_type`), in
 /// characters, as Postgres counts `VARCHAR(n)`.
 pub mod limits {
