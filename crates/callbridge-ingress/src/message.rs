@@ -44,12 +44,13 @@ impl CallbackMessage {
         let event_id = event_id_for(webhook_id, raw_body);
         let routing_key = callback_routing_key(&event.event_type);
         let event_type = event.event_type.as_str().to_owned();
-        let envelope = Envelope::new(event_id.clone(), received_at, event, &payload);
+        let body = Envelope::encode_parts(&event_id, received_at, &event, &payload);
         Self {
             event_id,
             routing_key,
-            body: envelope.encode(),
-            received_at: envelope.received_at,
+            body,
+            // Written with microseconds, as in the body.
+            received_at,
             event_type,
         }
     }

@@ -156,17 +156,24 @@ impl Envelope {
 
     /// The JSON message body, in the current version.
     pub fn encode(&self) -> Vec<u8> {
-        let wire = current::Wire {
-            schema_version: CURRENT_SCHEMA_VERSION,
-            event_id: &self.event_id,
-            received_at: self
-                .received_at
-                .to_rfc3339_opts(SecondsFormat::Micros, true),
-            event: &self.event,
-            payload: &self.payload,
-        };
-        // Serialising plain data with string keys into memory cannot fail.
-        serde_json::to_vec(&wire).expect("an envelope always serialises")
+        encode_current(
+            &self.event_id,
+            self.received_at,
+            &self.event,
+            &*self.payload,
+        )
+    }
+
+    /// The message body [`Envelope::new`] followed by [`Envelope::encode`] would give,
+    /// written straight from the parts: what the ingress publishes, without copying the
+    /// payload into an envelope first.
+    pub fn encode_parts(
+        event_id: &str,
+        received_at: DateTime<Utc>,
+        event: &CallbackEvent,
+        payload: &Value,
+    ) -> Vec<u8> {
+        encode_current(event_id, received_at, event, payload)
     }
 
     /// Reads a message body of any readable version (see the module docs).
@@ -190,18 +197,38 @@ impl Envelope {
     }
 }
 
+/// Writes a current-version body; `received_at` with microseconds (RFC 3339 output
+/// truncates what is finer, as [`Envelope::new`] does).
+fn encode_current<P: Serialize + ?Sized>(
+    event_id: &str,
+    received_at: DateTime<Utc>,
+    event: &CallbackEvent,
+    payload: &P,
+) -> Vec<u8> {
+    let wire = current::Wire {
+        schema_version: CURRENT_SCHEMA_VERSION,
+        event_id,
+        received_at: received_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        event,
+        payload,
+    };
+    // Serialising plain data with string keys into memory cannot fail.
+    serde_json::to_vec(&wire).expect("an envelope always serialises")
+}
+
 /// The wire layout of version 1 (the current version).
 mod current {
     use super::*;
 
     #[derive(Serialize)]
-    pub(super) struct Wire<'a> {
+    pub(super) struct Wire<'a, P: ?Sized> {
         pub schema_version: u32,
         pub event_id: &'a str,
         /// RFC 3339, UTC, microseconds: `2024-01-01T10:00:00.123456Z`.
         pub received_at: String,
         pub event: &'a CallbackEvent,
-        pub payload: &'a RawValue,
+        /// The payload as JSON text ([`RawValue`]) or, straight from the ingress, a value.
+        pub payload: &'a P,
     }
 
     #[derive(Deserialize)]

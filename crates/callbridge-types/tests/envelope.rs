@@ -197,3 +197,17 @@ fn unusable_webhook_ids_are_hashed_stably() {
     let longest = "m".repeat(MAX_WEBHOOK_ID_LEN);
     assert_eq!(event_id_for(Some(&longest), b"{}"), longest);
 }
+
+#[test]
+fn encoding_the_parts_gives_the_body_of_the_envelope_they_make() {
+    let validated = parse_callback(SEED_BODY.as_bytes(), "ACC").unwrap();
+    let event_id = event_id_for(None, SEED_BODY.as_bytes());
+    let from_parts = Envelope::encode_parts(
+        &event_id,
+        received_at(),
+        &validated.event,
+        &validated.payload,
+    );
+    assert_eq!(from_parts, seed_envelope().encode());
+    assert_eq!(Envelope::decode(&from_parts).unwrap(), seed_envelope());
+}
