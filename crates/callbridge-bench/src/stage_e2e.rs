@@ -5,8 +5,9 @@
 //! Commit time is observed from outside: a poller reads new `call_events` rows every
 //! [`POLL`]; a row first seen by a query started at `t` committed before `t` and after
 //! the previous query started, so each latency is overstated by at most one poll
-//! interval. One persister commits one batch at a time, so ids become visible in order
-//! and `id > last seen` misses nothing.
+//! interval. The persister commits several batch transactions at once, so a row can
+//! become visible below ids already seen; [`commit_latencies`] rereads the latest ids for
+//! those (see [`Counted`]).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -820,3 +820,53 @@ async fn metrics_count_stored_duplicate_and_dead_lettered_events() {
     persister.stop().await;
     harness.assert_all_acknowledged().await;
 }
+
+/// `call_events` keeps the payload as the sender wrote it (unknown fields, a number too
+/// large for any integer type, the status as given) beside the normalised event.
+#[tokio::test]
+async fn call_events_keeps_the_raw_payload_beside_the_normalised_event() {
+    let harness = Harness::new().await;
+    let raw = r#"{"event_type":"call_completed","batch_id":12,"call_id":"raw-1","phone_number":"9876543210","call_status":"NO ANSWER","vendor_extra":{"trunk":"sip-7","cost":123456789012345678901234567890}}"#;
+    let validated = callbridge_types::event::parse_callback(raw.as_bytes(), ACCOUNT_CODE).unwrap();
+    let message = callbridge_types::envelope::Envelope::encode_parts(
+        "raw-event-1",
+        chrono::Utc::now(),
+        &validated.event,
+        &serde_json::from_str::<serde_json::Value>(raw).unwrap(),
+    );
+    // Rewrite the payload as sent, byte for byte, as a replayed or foreign producer's
+    // message could carry it: the persister must pass it on, not re-render it.
+    let envelope_text = String::from_utf8(message).unwrap();
+    let start = envelope_text.find(r#""payload":"#).unwrap() + r#""payload":"#.len();
+    let body = format!("{}{}}}", &envelope_text[..start], raw);
+    harness
+        .publish_raw(
+            "callback.call_completed",
+            body.as_bytes(),
+            lapin::BasicProperties::default(),
+        )
+        .await;
+    let persister = harness.start(harness.config(1)).await;
+    harness.wait_for_events(1).await;
+
+    let (payload, status, cost): (String, String, String) = sqlx::query_as(
+        "SELECT payload::text, event ->> 'call_status',
+                payload -> 'vendor_extra' ->> 'cost'
+           FROM call_events WHERE event_id = 'raw-event-1'",
+    )
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        status, "no_answer",
+        "the event column holds the normalised event"
+    );
+    assert_eq!(
+        cost, "123456789012345678901234567890",
+        "the number as sent: {payload}"
+    );
+    let stored: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(stored["call_status"], "NO ANSWER");
+    assert_eq!(stored["vendor_extra"]["trunk"], "sip-7");
+    persister.stop().await;
+}
