@@ -6,8 +6,8 @@
 //! [`POLL`]; a row first seen by a query started at `t` committed before `t` and after
 //! the previous query started, so each latency is overstated by at most one poll
 //! interval. The persister commits several batch transactions at once, so a row can
-//! become visible below ids already seen; [`commit_latencies`] rereads the latest ids for
-//! those (see [`Counted`]).
+//! become visible below ids already seen; `commit_latencies` rereads the latest ids for
+//! those (see `Counted`).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
