@@ -1,7 +1,8 @@
 //! The shared vocabulary of callbridge: callback events, statuses and their order,
 //! validation and normalisation, signatures, the AMQP message envelope and topology
-//! names. Pure: no I/O.
+//! names, the centralized calling API's wire contract. Pure: no I/O.
 
+pub mod centralized_api;
 pub mod envelope;
 pub mod event;
 pub mod signature;
