@@ -1,4 +1,4 @@
-//! Configuration (SPEC §2), loaded once at start and validated per binary.
+//! Configuration, loaded once at start and validated per binary (README "Configuration").
 //!
 //! Layers, later ones winning:
 //! 1. built-in defaults (documented in `config/callbridge.example.toml`);
@@ -6,7 +6,7 @@
 //! 3. `CALLBRIDGE__<SECTION>__<KEY>` environment variables (e.g.
 //!    `CALLBRIDGE__PERSISTER__BATCH_SIZE=200`);
 //! 4. the seed's own variables, verbatim (`CENTRALIZED_CALLING_API_KEY`,
-//!    `CLIENT_CALLING_ASYNC_DB_URL`, `CALLBACK_SECRET_KEY`, …) and the SPEC's added ones
+//!    `CLIENT_CALLING_ASYNC_DB_URL`, `CALLBACK_SECRET_KEY`, …) and callbridge's added ones
 //!    (`RABBITMQ_URL`, `INGRESS_BIND`, `RUST_LOG`, `OTEL_*`, …); see [`VERBATIM_VARIABLES`].
 //!
 //! An empty variable counts as unset, as the seed's `os.getenv` checks treat it.
@@ -50,7 +50,7 @@ pub enum VariableKind {
     StrictBool,
 }
 
-/// The seed's and the SPEC's environment variables, each with the setting it sets.
+/// The seed's and callbridge's own plain environment variables, each with the setting it sets.
 pub const VERBATIM_VARIABLES: &[(&str, &str, VariableKind)] = &[
     (
         "CENTRALIZED_CALLING_BASE_URL",
@@ -851,7 +851,7 @@ fn missing_centralized(settings: &[&str]) -> ConfigError {
 }
 
 /// The variable an operator sets for `key` (`section.field`): the verbatim one when the
-/// seed or SPEC names one, else `CALLBRIDGE__SECTION__FIELD`.
+/// seed or callbridge names one, else `CALLBRIDGE__SECTION__FIELD`.
 pub fn setting_name(key: &str) -> String {
     VERBATIM_VARIABLES
         .iter()
