@@ -67,7 +67,11 @@ pub async fn assert_answers_help_and_version(binary: &Path, name: &str, version:
     }
     let output = run(binary, &["--no-such-argument"]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{name} --no-such-argument: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{name} --no-such-argument: {stderr}"
+    );
     assert!(
         stderr.contains("--no-such-argument"),
         "{name}'s usage error names the argument: {stderr}"
