@@ -1,5 +1,6 @@
 //! `callbridge_refresh_batch`, the one SQL routine that decides a batch's counts and status
-//! (SPEC §6), shared by the persister and the submitter.
+//! (`migrations/0007_incremental_batch_refresh.up.sql`), shared by the persister and the
+//! submitter.
 
 use callbridge_runtime::db;
 use callbridge_testkit::db::TestDb;

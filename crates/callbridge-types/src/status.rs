@@ -1,5 +1,5 @@
 //! The three status vocabularies, each defined once: call statuses and their order
-//! (SPEC §6), batch statuses and queue statuses (SPEC §7).
+//! (which status a call keeps), batch statuses and queue statuses.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -86,7 +86,8 @@ impl CallStatus {
         }
     }
 
-    /// SPEC §6 order: unknown (0) < started = ringing (1) < answered (2) < terminal (3).
+    /// The order a call's status only moves up in: unknown (0) < started = ringing (1) <
+    /// answered (2) < terminal (3).
     pub fn rank(&self) -> u8 {
         match self {
             CallStatus::Other(_) => 0,
@@ -145,7 +146,7 @@ impl<'de> Deserialize<'de> for CallStatus {
     }
 }
 
-/// Where one event stands when deciding which event's status a call keeps (SPEC §6).
+/// Where one event stands when deciding which event's status a call keeps.
 ///
 /// Ordered: a greater key wins. Compared by rank first; between two terminal events
 /// by `end_time` (a missing `end_time` counts as earliest), then by
@@ -256,7 +257,7 @@ macro_rules! closed_vocabulary {
 }
 
 closed_vocabulary!(
-    /// `call_batches.batch_status` (SPEC §6): moves only forward,
+    /// `call_batches.batch_status`: moves only forward,
     /// `pending → submitted → in_progress → completed`, or to `failed` when the
     /// centralized system accepted none of the batch's numbers, or to `cancelled` when
     /// an operator cancelled every one of them before it was sent.
@@ -282,7 +283,7 @@ impl BatchStatus {
 }
 
 closed_vocabulary!(
-    /// `local_call_queue.queue_status` (SPEC §7).
+    /// `local_call_queue.queue_status`, the state of one row the submitter sends.
     QueueStatus, "queue", {
         /// Waiting to be sent (possibly after a backoff).
         Pending => "pending",
