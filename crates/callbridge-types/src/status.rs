@@ -1,5 +1,5 @@
-//! The three status vocabularies, each defined once: call statuses and their order
-//! (SPEC §6), batch statuses and queue statuses (SPEC §7).
+//! The status vocabularies, each defined once: call statuses and their order
+//! (SPEC §6), batch statuses and queue statuses (SPEC §7), campaign statuses.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -288,6 +288,17 @@ closed_vocabulary!(
         Failed => "failed",
         /// Outcome could not be established: never resent automatically.
         NeedsReview => "needs_review",
+    }
+);
+
+closed_vocabulary!(
+    /// `campaigns.status`: only an `active` campaign's rows are sent. `paused` holds them
+    /// until it is resumed, `cancelled` ends them unsent, `completed` says nothing is left.
+    CampaignStatus, "campaign", {
+        Active => "active",
+        Paused => "paused",
+        Cancelled => "cancelled",
+        Completed => "completed",
     }
 );
 
