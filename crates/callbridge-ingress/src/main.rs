@@ -42,7 +42,7 @@ async fn run(config: callbridge_runtime::config::IngressConfig) -> anyhow::Resul
         .await
 }
 
-/// One line on stderr and a non-zero exit (SPEC §2).
+/// One line on stderr naming what is wrong, and a non-zero exit.
 fn fail(error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("callbridge-ingress: {error}");
     ExitCode::FAILURE

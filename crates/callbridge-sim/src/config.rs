@@ -12,7 +12,7 @@ use callbridge_types::status::CallStatus;
 use clap::{ArgAction, Args, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-/// The documented maximum number of items in one insert request (SPEC §7).
+/// The documented maximum number of items in one insert request.
 pub const MAX_ITEMS_PER_INSERT: usize = 1000;
 
 /// Clap value parser for secrets: an empty API key or signing secret is a mistake.
@@ -187,7 +187,7 @@ pub enum AcceptThenFailMode {
 }
 
 /// Where the insert response puts `batch_id` and `inserted_count` (both layouts are seen in
-/// the centralized system's guides, SPEC §7).
+/// the centralized system's guides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseLayout {

@@ -3,7 +3,7 @@
 //! outcome enum that says what is known about the effect, so the worker never has to
 //! look at a status code.
 //!
-//! What the public guides document (SPEC §7) and this module relies on: success is 200 or
+//! What the public guides document and this module relies on: success is 200 or
 //! 201 with `status`, `message`, `batch_id`, `inserted_count` at the top level or nested
 //! under `data`; a `status` of `"warning"` is not a success; errors are
 //! `{"message":…, "status":…}` or FastAPI's `{"detail":…}`; 429 may carry `Retry-After`
@@ -22,7 +22,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The documented maximum number of items in one insert request.
 pub const MAX_ITEMS_PER_REQUEST: usize = 1000;
-/// How long to wait after a 429 that names no `Retry-After` (SPEC §7).
+/// How long to wait after a 429 that names no `Retry-After`.
 pub const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 const INSERT_PATH: &str = "api/v1/queues/insertdataincallqueue/";

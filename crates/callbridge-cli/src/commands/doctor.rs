@@ -4,7 +4,7 @@
 //!
 //! Nothing is stored anywhere: the API check reads batch-status, and the signature
 //! self-test sends a correctly signed body that fails schema validation, which the
-//! ingress refuses before it publishes anything (SPEC §4 checks the signature first).
+//! ingress refuses before it publishes anything (it checks the signature before the schema).
 
 use std::time::Duration;
 
@@ -288,8 +288,8 @@ async fn check_broker(settings: &Settings) -> Outcome {
     }
 }
 
-/// Exchanges and queues of SPEC §5 that do not exist. Passive declarations only look;
-/// a missing one closes its channel, so each gets a channel of its own.
+/// Exchanges and queues of the messaging topology that do not exist. Passive declarations
+/// only look; a missing one closes its channel, so each gets a channel of its own.
 async fn missing_topology(connection: &Connection) -> anyhow::Result<Vec<String>> {
     let mut missing = Vec::new();
     let passive_exchange = ExchangeDeclareOptions {

@@ -1,5 +1,5 @@
 //! `callbridge migrate up|down|status`: the only way the schema changes unless a service
-//! is started with `--migrate`, so a Kubernetes Job can own it (SPEC §3).
+//! is started with `--migrate`, so a Kubernetes Job can own it.
 
 use callbridge_runtime::config::{DatabaseUrl, Settings};
 use callbridge_runtime::db::{self, DownTarget, MigrationState, MigrationSummary};
