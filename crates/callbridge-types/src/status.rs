@@ -1,5 +1,5 @@
-//! The three status vocabularies, each defined once: call statuses and their order
-//! (which status a call keeps), batch statuses and queue statuses.
+//! The status vocabularies, each defined once: call statuses and their order
+//! (which status a call keeps), batch statuses, queue statuses and campaign statuses.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -311,6 +311,17 @@ impl QueueStatus {
         Self::WAITING.contains(&self)
     }
 }
+
+closed_vocabulary!(
+    /// `campaigns.status`: only an `active` campaign's rows are sent. `paused` holds them
+    /// until it is resumed, `cancelled` ends them unsent, `completed` says nothing is left.
+    CampaignStatus, "campaign", {
+        Active => "active",
+        Paused => "paused",
+        Cancelled => "cancelled",
+        Completed => "completed",
+    }
+);
 
 #[cfg(test)]
 mod tests {
