@@ -16,7 +16,8 @@
 #
 # Ports (override with the variables): INGRESS_PORT 8080, SIM_PORT 8090,
 # PERSISTER_PORT 9101, SUBMITTER_PORT 9102. Database: CLIENT_CALLING_DB_URL, default
-# postgres://postgres@127.0.0.1:5432/callbridge_demo.
+# postgres://postgres@127.0.0.1:5432/callbridge_demo. RUN_LOCAL_DIR (default run) holds
+# the runs' directories and latest.env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ csv=examples/demo-campaign.csv
 for arg in "$@"; do
   case "$arg" in
     --exit-when-done) exit_when_done=1 ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run-local: unknown option $arg (try --help)" >&2; exit 2 ;;
     *) csv=$arg ;;
   esac
@@ -54,7 +55,8 @@ cargo build --quiet -p callbridge-cli -p callbridge-ingress -p callbridge-persis
   -p callbridge-submitter -p callbridge-sim --bins
 bin=${CARGO_TARGET_DIR:-target}/debug
 
-run_dir=run/$(date +%Y%m%d-%H%M%S)
+runs=${RUN_LOCAL_DIR:-run}
+run_dir=$runs/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$run_dir"
 
 # One configuration for every process: the guide's variables, pointed at the simulator.
@@ -96,8 +98,8 @@ quote() { printf "'%s'" "$(printf %s "$1" | sed "s/'/'\\\\''/g")"; }
   done
 } > "$env_file"
 chmod 600 "$env_file"
-ln -sfn "$(basename "$run_dir")/callbridge.env" run/latest.env
-use_env="set -a; . run/latest.env; set +a; $bin/callbridge batches"
+ln -sfn "$(basename "$run_dir")/callbridge.env" "$runs/latest.env"
+use_env="set -a; . $runs/latest.env; set +a; $bin/callbridge batches"
 
 say "migrating $(printf %s "$CLIENT_CALLING_DB_URL" | sed -E 's#//([^:@/]*):[^@]*@#//\1:***@#')"
 "$bin/callbridge" migrate up > "$run_dir/migrate.log" 2>&1 || { cat "$run_dir/migrate.log" >&2; die "migrate failed"; }

@@ -5,7 +5,9 @@ line it prints points the CLI at the demo through the env file it leaves."""
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -26,6 +28,8 @@ def test_run_local_completes_the_demo_campaign_and_stops_what_it_started():
         "SIM_PORT": "18090",
         "PERSISTER_PORT": "19101",
         "SUBMITTER_PORT": "19102",
+        # Not the developer's run/: its latest.env must keep pointing at their own demo.
+        "RUN_LOCAL_DIR": tempfile.mkdtemp(prefix="callbridge-run-local-"),
     }
     try:
         result = subprocess.run(
@@ -38,7 +42,7 @@ def test_run_local_completes_the_demo_campaign_and_stops_what_it_started():
             check=False,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        run_dir = REPO_ROOT / re.search(r"logs are in (run/\S+)", result.stderr).group(1)
+        run_dir = Path(re.search(r"logs are in (\S+)", result.stderr).group(1))
         final = (run_dir / "final.txt").read_text().splitlines()
         assert final[0].startswith("BATCH")
         assert len(final) == 3, final
@@ -54,13 +58,13 @@ def test_run_local_completes_the_demo_campaign_and_stops_what_it_started():
             (numbers,) = conn.execute("SELECT count(DISTINCT phone_number) FROM local_call_queue").fetchone()
         assert calls == numbers == 1000
 
-        # The env file it leaves, linked as run/latest.env, and the one line it prints:
+        # The env file it leaves, linked as latest.env, and the one line it prints:
         # in a shell that has none of the demo's settings, the CLI finds its batches.
         env_file = run_dir / "callbridge.env"
-        assert (REPO_ROOT / "run" / "latest.env").resolve() == env_file.resolve()
+        assert (Path(env["RUN_LOCAL_DIR"]) / "latest.env").resolve() == env_file.resolve()
         assert env_file.stat().st_mode & 0o077 == 0, "the env file holds the API key"
         printed = re.search(
-            r"(set -a; \. run/latest\.env; set \+a; \S+/callbridge batches)$",
+            r"(set -a; \. \S+/latest\.env; set \+a; \S+/callbridge batches)$",
             result.stderr,
             re.MULTILINE,
         )
@@ -84,5 +88,6 @@ def test_run_local_completes_the_demo_campaign_and_stops_what_it_started():
         assert len(batches) == len(final) - 1, batches
         assert all(batch["batch_status"] == "completed" for batch in batches), batches
     finally:
+        shutil.rmtree(env["RUN_LOCAL_DIR"], ignore_errors=True)
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
