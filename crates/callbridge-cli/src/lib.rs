@@ -1,5 +1,5 @@
-//! The `callbridge` operator CLI (SPEC §8). One module per subcommand under [`commands`];
-//! this file only declares them and dispatches.
+//! The `callbridge` operator CLI (README "Operations"). One module per subcommand under
+//! [`commands`]; this file only declares them and dispatches.
 
 pub mod centralized;
 pub mod commands;

@@ -1,6 +1,6 @@
 //! The centralized system's three API endpoints, answered the way the seed's Python
 //! `CentralizedCallingClient` reads them, with the documented limits and messages
-//! (SPEC §7) and the faults the knobs ask for. ASSUMPTIONS.md describes every shape.
+//! and the faults the knobs ask for. ASSUMPTIONS.md describes every shape.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! `callbridge-sim` plays the Centralized Calling System for tests, demos and benchmarks
-//! (SPEC §9): its three API endpoints with `X-API-KEY` auth and the documented limits,
+//! `callbridge-sim` plays the Centralized Calling System for tests, demos and benchmarks:
+//! its three API endpoints with `X-API-KEY` auth and the documented limits,
 //! signed callbacks for every placed call, fault injection on both sides, and a ground
 //! truth of everything it accepted and sent.
 //!

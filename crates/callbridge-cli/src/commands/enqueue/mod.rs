@@ -1,5 +1,5 @@
 //! `callbridge enqueue <file.csv>`: a campaign of phone numbers into `local_call_queue`,
-//! split into new `call_batches` of at most `--batch-size` numbers (SPEC §8), in one
+//! split into new `call_batches` of at most `--batch-size` numbers, in one
 //! transaction.
 //!
 //! Campaign identity: `--campaign <name>` names it; without it the campaign *is* the
@@ -33,9 +33,10 @@ use store::{
     COPY_CHUNKS_IN_FLIGHT, CampaignIdentity, Stored, begin_enqueue, refresh_planner_statistics,
 };
 
-/// SPEC §8: 500 numbers per batch by default (inside the API's 100–500 recommendation).
+/// 500 numbers per batch by default (inside the API's 100–500 recommendation).
 pub const DEFAULT_BATCH_SIZE: u32 = 500;
-/// The API refuses more than 1000 items per insert (SPEC §7).
+/// The API refuses more than 1000 items per insert, so no batch needs
+/// repeated inserts under one `batch_id`.
 pub const MAX_BATCH_SIZE: u32 = 1000;
 /// `call_batches.batch_name` is `VARCHAR(255)`.
 const BATCH_NAME_CHARS: usize = 255;
