@@ -497,6 +497,11 @@ fn submitter_env(
             ("CALLBRIDGE__SUBMITTER__BACKOFF_MAX_MS", "2000".to_owned()),
             // Outages are expected here; a row must not be given up during one.
             ("CALLBRIDGE__SUBMITTER__MAX_ATTEMPTS", "1000".to_owned()),
+            // The simulator answers 404 only for a batch it never stored: a resend is safe.
+            (
+                "CALLBRIDGE__SUBMITTER__BATCH_STATUS_NOT_FOUND",
+                "none".to_owned(),
+            ),
             (
                 "CALLBRIDGE__API__REQUEST_TIMEOUT_MS",
                 SUBMITTER_REQUEST_TIMEOUT_MS.to_string(),

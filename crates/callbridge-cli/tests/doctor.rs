@@ -441,3 +441,91 @@ async fn json_reports_a_failed_check_with_its_fix_and_the_skipped_ones_and_exits
     assert_eq!(api_key["status"], "skipped", "{report:#}");
     assert!(api_key.get("fix").is_none(), "{report:#}");
 }
+
+/// Batch 41's numbers, accepted by the simulator and `submitted` in the local queue, as
+/// after a real submission.
+async fn submitted_batch(setup: &Setup) -> Vec<String> {
+    let numbers: Vec<String> = (0..3).map(|n| format!("98765432{n:02}")).collect();
+    let items: Vec<serde_json::Value> = numbers
+        .iter()
+        .map(|number| serde_json::json!({ "phone_number": number }))
+        .collect();
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "{}/{}",
+            setup.sim.base_url(),
+            callbridge_sim::INSERT_PATH
+        ))
+        .header("X-API-KEY", API_KEY)
+        .json(&serde_json::json!({"batch_id": 41, "data": items}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    sqlx::query(
+        "INSERT INTO local_call_queue (phone_number, batch_id, queue_status, submitted_at)
+         SELECT number, 41, 'submitted', now() FROM unnest($1::text[]) AS t(number)",
+    )
+    .bind(&numbers)
+    .execute(&setup.pool)
+    .await
+    .unwrap();
+    numbers
+}
+
+#[tokio::test]
+async fn batch_status_check_passes_with_the_right_path_and_masks_every_number() {
+    let mut setup = Setup::healthy().await;
+    setup
+        .sim
+        .patch_knobs(&serde_json::json!({"batch_status_layout": "calls"}))
+        .unwrap();
+    setup.set(
+        "CALLBRIDGE__SUBMITTER__BATCH_STATUS_NUMBERS_PATH",
+        "/data/calls/*/phone_number",
+    );
+    let numbers = submitted_batch(&setup).await;
+
+    // The newest submitted batch, when none is named.
+    let output = setup.doctor_with(&["--batch-status"]).await;
+
+    assert_success(&output);
+    let line = check_line(&output, "batch-status", true);
+    assert!(
+        line.contains("batch 41") && line.contains("calls"),
+        "{line}"
+    );
+    let text = stdout(&output);
+    for number in &numbers {
+        assert!(!text.contains(&number[2..]), "unmasked number in:\n{text}");
+    }
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn batch_status_check_with_a_wrong_path_fails_naming_the_setting() {
+    let setup = Setup::healthy().await;
+    setup
+        .sim
+        .patch_knobs(&serde_json::json!({"batch_status_layout": "queue"}))
+        .unwrap();
+    let numbers = submitted_batch(&setup).await;
+
+    let output = setup.doctor_with(&["--batch-status", "41"]).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    let line = check_line(&output, "batch-status", false);
+    let text = stdout(&output);
+    assert!(
+        text.contains("CALLBRIDGE__SUBMITTER__BATCH_STATUS_NUMBERS_PATH"),
+        "{text}"
+    );
+    assert!(
+        line.contains("queue"),
+        "the answer's shape is shown: {line}"
+    );
+    for number in &numbers {
+        assert!(!text.contains(&number[2..]), "unmasked number in:\n{text}");
+    }
+    setup.sim.stop().await;
+}

@@ -766,3 +766,42 @@ fn example_config_file_documents_exactly_the_defaults() {
     assert_eq!(from_example, Settings::default());
     assert_eq!(from_example, load(&[]).unwrap());
 }
+
+#[test]
+fn batch_status_reading_defaults_to_the_simulators_layout_and_a_404_as_unknown() {
+    use callbridge_types::centralized_api::{NotFoundMeaning, NumberMatch};
+
+    let reading = load(&seed_env()).unwrap().batch_status_reading().unwrap();
+    assert_eq!(reading.numbers_path.as_str(), "/phone_numbers");
+    assert_eq!(reading.number_match, NumberMatch::Digits);
+    assert_eq!(reading.not_found, NotFoundMeaning::Unknown);
+
+    let env = with(
+        &with(
+            &seed_env(),
+            "CALLBRIDGE__SUBMITTER__BATCH_STATUS_NUMBERS_PATH",
+            "/data/calls/*/phone_number",
+        ),
+        "CALLBRIDGE__SUBMITTER__BATCH_STATUS_NOT_FOUND",
+        "none",
+    );
+    let reading = load(&env).unwrap().batch_status_reading().unwrap();
+    assert_eq!(reading.numbers_path.as_str(), "/data/calls/*/phone_number");
+    assert_eq!(reading.not_found, NotFoundMeaning::None);
+
+    for (name, bad) in [
+        (
+            "CALLBRIDGE__SUBMITTER__BATCH_STATUS_NUMBERS_PATH",
+            "data.calls",
+        ),
+        ("CALLBRIDGE__SUBMITTER__BATCH_STATUS_NUMBER_MATCH", "exact"),
+        ("CALLBRIDGE__SUBMITTER__BATCH_STATUS_NOT_FOUND", "empty"),
+    ] {
+        let line = error_line(
+            load(&with(&seed_env(), name, bad))
+                .unwrap()
+                .batch_status_reading(),
+        );
+        assert!(line.contains(name), "{line}");
+    }
+}

@@ -13,11 +13,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use callbridge_types::centralized_api::{
-    API_KEY_HEADER, AnswerLayout, BATCH_STATUS_PATH, DISPATCH_PATH, INSERT_PATH,
+    API_KEY_HEADER, AnswerLayout, BATCH_STATUS_PATH, BatchStatusView, DISPATCH_PATH, INSERT_PATH,
     MAX_ITEMS_PER_INSERT, insert_answer,
 };
 
-use crate::config::{AcceptThenFailMode, Endpoint, ResponseLayout};
+use crate::config::{AcceptThenFailMode, BatchStatusLayout, Endpoint, ResponseLayout};
 use crate::ground_truth::RequestTruth;
 use crate::state::SimState;
 use crate::store::QueueItem;
@@ -340,12 +340,54 @@ async fn handle_batch_status(
         .and_then(|raw| raw.parse::<i32>().ok())
         .ok_or_else(|| ApiError::InvalidRequest("batch_id: must be a 32-bit integer".into()))?;
     record.batch_id = Some(batch_id);
-    let view = state
-        .store()
+    let knobs = state.knobs();
+    let store = state.store();
+    if store
+        .batch_age(batch_id)
+        .is_some_and(|age| age < Duration::from_millis(knobs.batch_status_hidden_ms))
+    {
+        record.fault = Some("batch_status_hidden".into());
+        return Err(ApiError::BatchNotFound);
+    }
+    let view = store
         .batch_status(batch_id)
         .ok_or(ApiError::BatchNotFound)?;
-    let body = serde_json::to_value(view).map_err(|_| ApiError::Internal)?;
-    Ok(Reply::Json(StatusCode::OK, body))
+    drop(store);
+    Ok(Reply::Json(
+        StatusCode::OK,
+        batch_status_answer(knobs.batch_status_layout, view),
+    ))
+}
+
+/// The batch-status answer in the layout the knob asks for.
+fn batch_status_answer(layout: BatchStatusLayout, view: BatchStatusView) -> Value {
+    match layout {
+        BatchStatusLayout::Flat => serde_json::to_value(view).unwrap_or(Value::Null),
+        BatchStatusLayout::Calls => json!({
+            "status": view.status,
+            "data": {
+                "batch_id": view.batch_id,
+                "accountcode": view.accountcode,
+                "batch_status": view.batch_status,
+                "total": view.total,
+                "queued": view.queued,
+                "dispatched": view.dispatched,
+                "in_progress": view.in_progress,
+                "completed": view.completed,
+                "failed": view.failed,
+                "calls": view.phone_numbers.iter()
+                    .map(|number| json!({ "phone_number": number }))
+                    .collect::<Vec<_>>(),
+            },
+        }),
+        BatchStatusLayout::Queue => json!({
+            "status": view.status,
+            "batch": { "id": view.batch_id, "state": view.batch_status, "size": view.total },
+            "queue": view.phone_numbers.iter()
+                .map(|number| json!({ "destination": { "number": number } }))
+                .collect::<Vec<_>>(),
+        }),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -196,6 +196,23 @@ pub enum ResponseLayout {
     Nested,
 }
 
+/// Where the batch-status answer lists the numbers the system holds. The real system
+/// documents none, so a deployment configures where to look; these let tests prove that
+/// setting works for layouts other than the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatusLayout {
+    /// `{"status":"success","batch_id":…,"total":…,…,"phone_numbers":["…",…]}`
+    /// (numbers at `/phone_numbers`)
+    Flat,
+    /// `{"status":"success","data":{"batch_id":…,"total":…,…,"calls":[{"phone_number":"…"},…]}}`
+    /// (numbers at `/data/calls/*/phone_number`)
+    Calls,
+    /// `{"status":"success","batch":{"id":…,"state":…,"size":…},"queue":[{"destination":{"number":"…"}},…]}`
+    /// (numbers at `/queue/*/destination/number`)
+    Queue,
+}
+
 /// A call's final outcome, one of the terminal statuses. `Completed` means answered, then
 /// completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -536,6 +553,26 @@ pub struct Knobs {
     )]
     pub response_layout: ResponseLayout,
 
+    /// Layout of the batch-status answer: `flat`, `calls` or `queue`.
+    #[arg(
+        long,
+        env = "SIM_BATCH_STATUS_LAYOUT",
+        value_name = "SIM_BATCH_STATUS_LAYOUT",
+        value_enum,
+        default_value = "flat"
+    )]
+    pub batch_status_layout: BatchStatusLayout,
+
+    /// batch-status answers 404 for a batch it holds until the batch is this old (eventual
+    /// visibility: a system that indexes batches late).
+    #[arg(
+        long,
+        env = "SIM_BATCH_STATUS_HIDDEN_MS",
+        value_name = "SIM_BATCH_STATUS_HIDDEN_MS",
+        default_value_t = 0
+    )]
+    pub batch_status_hidden_ms: u64,
+
     /// When set, an insert keeps only its first N items and answers `status: "warning"`.
     #[arg(
         long,
@@ -584,6 +621,8 @@ impl Default for Knobs {
             reject_all_keys: false,
             insert_success_status: 201,
             response_layout: ResponseLayout::Flat,
+            batch_status_layout: BatchStatusLayout::Flat,
+            batch_status_hidden_ms: 0,
             partial_accept_max: None,
             fault_budget: None,
             fault_endpoints: Endpoint::ALL.to_vec(),

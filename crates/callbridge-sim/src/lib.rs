@@ -37,8 +37,8 @@ use anyhow::Context;
 
 pub use crate::calls::CallbackPayload;
 pub use crate::config::{
-    AcceptThenFailMode, Endpoint, InvalidKnobs, Knobs, MAX_ITEMS_PER_INSERT, Outcome, OutcomeMix,
-    ResponseLayout, SimConfig,
+    AcceptThenFailMode, BatchStatusLayout, Endpoint, InvalidKnobs, Knobs, MAX_ITEMS_PER_INSERT,
+    Outcome, OutcomeMix, ResponseLayout, SimConfig,
 };
 pub use crate::ground_truth::{
     BatchTruth, CallState, CallTruth, EventTruth, GroundTruth, RequestTruth, Totals,

@@ -2,6 +2,7 @@
 //! In memory only; a restart forgets everything, as `POST /admin/reset` does.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use callbridge_types::centralized_api::BatchStatusView;
 
@@ -22,6 +23,8 @@ struct Batch {
     accountcode: String,
     inserts: u32,
     accepted: BTreeMap<String, u32>,
+    /// When the first insert stored it.
+    created: Option<Instant>,
     /// Indexes into `Store::calls`, in acceptance order.
     calls: Vec<usize>,
 }
@@ -70,6 +73,7 @@ impl Store {
         }
         let batch = self.batches.entry(batch_id).or_insert_with(|| Batch {
             accountcode: accountcode.to_owned(),
+            created: Some(Instant::now()),
             ..Batch::default()
         });
         batch.inserts += 1;
@@ -89,6 +93,14 @@ impl Store {
             });
         }
         items.len()
+    }
+
+    /// How long ago the batch was first stored; `None` for a batch it does not hold.
+    pub fn batch_age(&self, batch_id: i32) -> Option<Duration> {
+        self.batches
+            .get(&batch_id)
+            .and_then(|batch| batch.created)
+            .map(|created| created.elapsed())
     }
 
     pub fn batch_status(&self, batch_id: i32) -> Option<BatchStatusView> {

@@ -13,9 +13,9 @@ use anyhow::Context;
 use callbridge_runtime::config::ApiConfig;
 pub use callbridge_types::centralized_api::QueueItem;
 use callbridge_types::centralized_api::{
-    ACCOUNT_CODE_PARAM, API_KEY_HEADER, Answer, BATCH_STATUS_PATH, DEFAULT_RATE_LIMIT_WAIT,
-    DISPATCH_PATH, INSERT_PATH, InsertRequest, MAX_ITEMS_PER_INSERT, error_message,
-    parse_retry_after, quote_body,
+    ACCOUNT_CODE_PARAM, API_KEY_HEADER, Answer, BATCH_STATUS_PATH, BatchStatusReading,
+    DEFAULT_RATE_LIMIT_WAIT, DISPATCH_PATH, INSERT_PATH, InsertRequest, MAX_ITEMS_PER_INSERT,
+    NotFoundMeaning, error_message, parse_retry_after, quote_body,
 };
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -89,7 +89,7 @@ pub enum InsertOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchStatusAnswer {
     /// Every number the system holds for the batch, once per accepted item (empty when
-    /// the system does not know the batch: 404).
+    /// the system does not know the batch and a 404 is configured to mean none held).
     Holds(Vec<String>),
     /// An answer that cannot be read as a list of numbers: the rows go to review.
     Unreadable(String),
@@ -162,6 +162,7 @@ pub struct ApiClient {
     batch_status_url: Url,
     dispatch_url: Url,
     api_key: HeaderValue,
+    batch_status: BatchStatusReading,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -209,7 +210,15 @@ impl ApiClient {
             batch_status_url: join(BATCH_STATUS_PATH)?,
             dispatch_url,
             api_key,
+            batch_status: BatchStatusReading::default(),
         })
+    }
+
+    /// Reads batch-status answers as `reading` says (the simulator's layout, and a 404 as
+    /// unknown, by default).
+    pub fn with_batch_status_reading(mut self, reading: BatchStatusReading) -> ApiClient {
+        self.batch_status = reading;
+        self
     }
 
     /// `POST` an insert of at most [`MAX_ITEMS_PER_INSERT`] items.
@@ -245,7 +254,7 @@ impl ApiClient {
             Err(error) => return BatchStatusAnswer::Unreadable(format!("bad URL: {error}")),
         };
         let exchange = self.exchange(self.http.get(url)).await;
-        read_batch_status_exchange(exchange)
+        read_batch_status_exchange(exchange, &self.batch_status)
     }
 
     /// `POST` a dispatch (with `?accountcode=` when configured).
@@ -418,17 +427,28 @@ fn read_insert_answer(body: &[u8], batch_id: i32, sent: usize) -> InsertOutcome 
     }
 }
 
-fn read_batch_status_exchange(exchange: Exchange) -> BatchStatusAnswer {
+fn read_batch_status_exchange(
+    exchange: Exchange,
+    reading: &BatchStatusReading,
+) -> BatchStatusAnswer {
     let (status, body, retry_after) = match exchange.answer() {
         Ok(answer) => answer,
         Err(unanswered) => return BatchStatusAnswer::Unavailable(unanswered.into_retryable()),
     };
     if status == StatusCode::NOT_FOUND {
-        // The system does not know the batch: it holds none of its numbers.
-        return BatchStatusAnswer::Holds(Vec::new());
+        return match reading.not_found {
+            NotFoundMeaning::None => BatchStatusAnswer::Holds(Vec::new()),
+            // A system that indexes batches late answers 404 for one it holds: resending
+            // then dials every number twice.
+            NotFoundMeaning::Unknown => BatchStatusAnswer::Unreadable(format!(
+                "batch-status answered 404 ({}), which may mean the system has not indexed the batch yet; set {}=none only if the centralized system's operators confirm a 404 means it holds none of the batch's numbers",
+                error_message(&body),
+                callbridge_runtime::config::setting_name("submitter.batch_status_not_found")
+            )),
+        };
     }
     if status.is_success() {
-        return read_batch_status_answer(&body);
+        return read_batch_status_answer(&body, reading);
     }
     match classify_error_status(status, &body, retry_after) {
         ErrorClass::KeyRejected(rejected) => BatchStatusAnswer::KeyRejected(rejected),
@@ -441,38 +461,23 @@ fn read_batch_status_exchange(exchange: Exchange) -> BatchStatusAnswer {
     }
 }
 
-/// `phone_numbers` (top level or under `data`) must be a list of strings, as long as
-/// `total` when that is given.
-fn read_batch_status_answer(body: &[u8]) -> BatchStatusAnswer {
+/// The numbers at the configured path (see [`NumbersPath::held_numbers`]).
+///
+/// [`NumbersPath::held_numbers`]: callbridge_types::centralized_api::NumbersPath::held_numbers
+fn read_batch_status_answer(body: &[u8], reading: &BatchStatusReading) -> BatchStatusAnswer {
     let Some(answer) = Answer::parse(body) else {
         return BatchStatusAnswer::Unreadable(format!(
             "the batch-status answer is not a JSON object: {}",
             quote_body(body)
         ));
     };
-    let Some(list) = answer.field("phone_numbers").and_then(Value::as_array) else {
-        return BatchStatusAnswer::Unreadable(
-            "the batch-status answer has no phone_numbers list".to_owned(),
-        );
-    };
-    let numbers: Option<Vec<String>> = list
-        .iter()
-        .map(|number| number.as_str().map(|number| number.trim().to_owned()))
-        .collect();
-    let Some(numbers) = numbers else {
-        return BatchStatusAnswer::Unreadable(
-            "the batch-status answer's phone_numbers holds something other than strings".to_owned(),
-        );
-    };
-    if let Some(total) = answer.field("total").and_then(Value::as_u64)
-        && total != numbers.len() as u64
-    {
-        return BatchStatusAnswer::Unreadable(format!(
-            "the batch-status answer lists {} numbers but says total {total}",
-            numbers.len()
-        ));
+    match reading.numbers_path.held_numbers(&answer) {
+        Ok(numbers) => BatchStatusAnswer::Holds(numbers),
+        Err(why) => BatchStatusAnswer::Unreadable(format!(
+            "{why}; if the system lists them elsewhere, set {} (see callbridge doctor)",
+            callbridge_runtime::config::setting_name("submitter.batch_status_numbers_path")
+        )),
     }
-    BatchStatusAnswer::Holds(numbers)
 }
 
 fn read_dispatch_exchange(exchange: Exchange) -> DispatchOutcome {
@@ -742,17 +747,22 @@ mod tests {
     #[test]
     fn batch_status_lists_numbers_or_is_unreadable() {
         let view = json!({"status": "success", "batch_id": 7, "total": 2, "phone_numbers": ["111", " 222 "]});
+        let none = BatchStatusReading {
+            not_found: NotFoundMeaning::None,
+            ..BatchStatusReading::default()
+        };
+        let read = |exchange| read_batch_status_exchange(exchange, &none);
         assert_eq!(
-            read_batch_status_exchange(answered(200, view)),
+            read(answered(200, view)),
             BatchStatusAnswer::Holds(vec!["111".into(), "222".into()])
         );
         let nested = json!({"status": "success", "data": {"phone_numbers": ["111"]}});
         assert_eq!(
-            read_batch_status_exchange(answered(200, nested)),
+            read(answered(200, nested)),
             BatchStatusAnswer::Holds(vec!["111".into()])
         );
         assert_eq!(
-            read_batch_status_exchange(answered(404, json!({"message": "Batch not found"}))),
+            read(answered(404, json!({"message": "Batch not found"}))),
             BatchStatusAnswer::Holds(Vec::new())
         );
         for unreadable in [
@@ -762,16 +772,52 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    read_batch_status_exchange(answered(200, unreadable.clone())),
+                    read(answered(200, unreadable.clone())),
                     BatchStatusAnswer::Unreadable(_)
                 ),
                 "{unreadable}"
             );
         }
         assert!(matches!(
-            read_batch_status_exchange(answered(503, json!({}))),
+            read(answered(503, json!({}))),
             BatchStatusAnswer::Unavailable(_)
         ));
+    }
+
+    #[test]
+    fn by_default_a_404_is_unknown_and_names_the_setting() {
+        let answer = read_batch_status_exchange(
+            answered(404, json!({"message": "Batch not found"})),
+            &BatchStatusReading::default(),
+        );
+        assert!(
+            matches!(answer, BatchStatusAnswer::Unreadable(ref why)
+                if why.contains("CALLBRIDGE__SUBMITTER__BATCH_STATUS_NOT_FOUND")),
+            "{answer:?}"
+        );
+    }
+
+    #[test]
+    fn batch_status_is_read_at_the_configured_path() {
+        let reading = BatchStatusReading {
+            numbers_path: callbridge_types::centralized_api::NumbersPath::parse(
+                "/data/calls/*/phone_number",
+            )
+            .unwrap(),
+            ..BatchStatusReading::default()
+        };
+        let calls = json!({"data": {"calls": [{"phone_number": "111"}, {"phone_number": "222"}]}});
+        assert_eq!(
+            read_batch_status_exchange(answered(200, calls.clone()), &reading),
+            BatchStatusAnswer::Holds(vec!["111".into(), "222".into()])
+        );
+        let default =
+            read_batch_status_exchange(answered(200, calls), &BatchStatusReading::default());
+        assert!(
+            matches!(default, BatchStatusAnswer::Unreadable(ref why)
+                if why.contains("CALLBRIDGE__SUBMITTER__BATCH_STATUS_NUMBERS_PATH")),
+            "{default:?}"
+        );
     }
 
     #[test]

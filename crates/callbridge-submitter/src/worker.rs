@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::bail;
 use callbridge_runtime::config::{SubmitterConfig, setting_name};
 use callbridge_runtime::health::Readiness;
-use callbridge_types::centralized_api::MAX_ITEMS_PER_INSERT;
+use callbridge_types::centralized_api::{MAX_ITEMS_PER_INSERT, NumberMatch};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -58,6 +58,8 @@ pub struct WorkerSettings {
     pub accountcode: String,
     /// See [`SubmitterConfig::analyze_after_rows`].
     pub analyze_after_rows: u64,
+    /// How a number batch-status lists is compared with a row's.
+    pub number_match: NumberMatch,
 }
 
 impl WorkerSettings {
@@ -85,6 +87,7 @@ impl WorkerSettings {
             poll_interval: config.poll_interval,
             request_timeout: config.api.request_timeout,
             accountcode: config.api.account_code.clone().unwrap_or_default(),
+            number_match: config.batch_status.number_match,
         })
     }
 }
@@ -190,7 +193,8 @@ impl Submitter {
         readiness: Readiness,
     ) -> anyhow::Result<Submitter> {
         let settings = WorkerSettings::from_config(config)?;
-        let api = ApiClient::new(&config.api)?;
+        let api =
+            ApiClient::new(&config.api)?.with_batch_status_reading(config.batch_status.clone());
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "submitter".to_owned());
         let owner = format!(
             "{host}/{}/{}",
@@ -490,11 +494,19 @@ impl Submitter {
             }
             BatchStatusAnswer::Holds(numbers) => numbers,
         };
-        let settled = store::settled_numbers(&inner.pool, batch_id).await?;
-        let numbers: Vec<&str> = unknown
-            .iter()
-            .map(|row| row.phone_number.as_str())
-            .collect();
+        // Compared in one spelling, as the configured match says.
+        let key = |number: &str| inner.settings.number_match.key(number);
+        let held: Vec<String> = held.iter().map(|number| key(number)).collect();
+        let mut settled = store::settled_numbers(&inner.pool, batch_id).await?;
+        for number in settled
+            .submitted
+            .iter_mut()
+            .chain(&mut settled.under_review)
+        {
+            *number = key(number);
+        }
+        let numbers: Vec<String> = unknown.iter().map(|row| key(&row.phone_number)).collect();
+        let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
         match reconcile::judge(&held, &settled, &numbers) {
             Verdict::AllHeld => {
                 metrics::count_reconciliation("all_held");

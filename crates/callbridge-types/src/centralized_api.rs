@@ -263,6 +263,196 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// Where a batch-status answer lists the numbers the system holds: a JSON pointer
+/// (RFC 6901) in which a `*` segment stands for every element of an array or every
+/// member of an object, e.g. `/data/calls/*/phone_number`; a path ending at a list means
+/// its items. Like every field of this API,
+/// it is looked up at the top level of the answer, then under `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumbersPath {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Any,
+}
+
+impl NumbersPath {
+    /// The simulator's layout: `{"phone_numbers": ["…", …]}`.
+    pub const DEFAULT: &'static str = "/phone_numbers";
+
+    pub fn parse(text: &str) -> Result<NumbersPath, String> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(format!(
+                "must be a JSON pointer starting with '/', e.g. /data/calls/*/phone_number; got {text:?}"
+            ));
+        };
+        let segments = rest
+            .split('/')
+            .map(|segment| match segment {
+                "*" => Segment::Any,
+                key => Segment::Key(key.replace("~1", "/").replace("~0", "~")),
+            })
+            .collect();
+        Ok(NumbersPath {
+            text: text.to_owned(),
+            segments,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Every value the path reaches in `value`, or `None` when a segment is missing
+    /// (a member absent, an index out of range, a `*` over something not a container).
+    fn find<'a>(&self, value: &'a Value) -> Option<Vec<&'a Value>> {
+        let mut reached = vec![value];
+        for segment in &self.segments {
+            let mut next = Vec::new();
+            for value in reached {
+                match (segment, value) {
+                    (Segment::Any, Value::Array(items)) => next.extend(items),
+                    (Segment::Any, Value::Object(members)) => next.extend(members.values()),
+                    (Segment::Key(key), Value::Object(members)) => next.push(members.get(key)?),
+                    (Segment::Key(key), Value::Array(items)) => {
+                        next.push(items.get(key.parse::<usize>().ok()?)?);
+                    }
+                    _ => return None,
+                }
+            }
+            reached = next;
+        }
+        Some(reached)
+    }
+
+    /// The numbers a batch-status answer holds, once per accepted item; an answer the path
+    /// does not fit, whose numbers are not all strings, or whose `total`
+    /// disagrees with the count is an error saying which (never quoting a number).
+    pub fn held_numbers(&self, answer: &Answer) -> Result<Vec<String>, String> {
+        let top = Value::Object(answer.as_object().clone());
+        let found = self
+            .find(&top)
+            .or_else(|| answer.data().and_then(|data| self.find(data)))
+            .ok_or_else(|| {
+                format!(
+                    "the batch-status answer has nothing at {} (top level or under data)",
+                    self.text
+                )
+            })?;
+        // A path ending at a list means its items: `/phone_numbers` as `/phone_numbers/*`.
+        let numbers = found
+            .into_iter()
+            .flat_map(|found| match found {
+                Value::Array(items) => items.iter().collect(),
+                other => vec![other],
+            })
+            .map(|number| match number {
+                Value::String(text) => Some(text.trim().to_owned()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                format!(
+                    "the batch-status answer holds something other than phone numbers at {}",
+                    self.text
+                )
+            })?;
+        if let Some(total) = answer.field("total").and_then(Value::as_u64)
+            && total != numbers.len() as u64
+        {
+            return Err(format!(
+                "the batch-status answer lists {} numbers at {} but says total {total}",
+                numbers.len(),
+                self.text
+            ));
+        }
+        Ok(numbers)
+    }
+}
+
+impl Default for NumbersPath {
+    fn default() -> Self {
+        NumbersPath::parse(NumbersPath::DEFAULT).expect("the default path parses")
+    }
+}
+
+/// How a number in a batch-status answer is compared with the number callbridge sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NumberMatch {
+    /// Only the digits count: `+91 98765-43210` and `919876543210` are one number.
+    #[default]
+    Digits,
+}
+
+impl NumberMatch {
+    pub fn parse(text: &str) -> Result<NumberMatch, String> {
+        match text.trim() {
+            "digits" => Ok(NumberMatch::Digits),
+            other => Err(format!("must be digits, got {other:?}")),
+        }
+    }
+
+    /// The form two numbers are compared in.
+    pub fn key(self, number: &str) -> String {
+        match self {
+            NumberMatch::Digits => number.chars().filter(char::is_ascii_digit).collect(),
+        }
+    }
+}
+
+/// What a 404 from batch-status means. No guide says; the simulator answers 404 for a
+/// batch it never stored, but a real system may answer it for a batch it has not indexed
+/// yet, and reading that as "none held" sends the numbers a second time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NotFoundMeaning {
+    /// Nothing is known: the rows go to review.
+    #[default]
+    Unknown,
+    /// The system holds none of the batch's numbers: they may be sent again. Only when
+    /// the real system's operators confirmed it.
+    None,
+}
+
+impl NotFoundMeaning {
+    pub fn parse(text: &str) -> Result<NotFoundMeaning, String> {
+        match text.trim() {
+            "unknown" => Ok(NotFoundMeaning::Unknown),
+            "none" => Ok(NotFoundMeaning::None),
+            other => Err(format!("must be unknown or none, got {other:?}")),
+        }
+    }
+}
+
+/// How the submitter reads batch-status: where the numbers are, how they are compared,
+/// what a 404 means.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchStatusReading {
+    pub numbers_path: NumbersPath,
+    pub number_match: NumberMatch,
+    pub not_found: NotFoundMeaning,
+}
+
+/// A number with every digit but the last `shown` replaced by `*`.
+pub fn mask_number(number: &str, shown: usize) -> String {
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    let mut seen = 0;
+    number
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                seen += 1;
+                if seen + shown > digits { c } else { '*' }
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,5 +616,116 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    fn held(path: &str, answer: Value) -> Result<Vec<String>, String> {
+        NumbersPath::parse(path)
+            .unwrap()
+            .held_numbers(&Answer::parse(&body(answer)).unwrap())
+    }
+
+    #[test]
+    fn numbers_path_reads_a_list_top_level_or_under_data() {
+        assert_eq!(
+            held(
+                "/phone_numbers",
+                json!({"total": 2, "phone_numbers": ["111", " 222 "]})
+            ),
+            Ok(vec!["111".to_owned(), "222".to_owned()])
+        );
+        assert_eq!(
+            held(
+                "/phone_numbers",
+                json!({"data": {"phone_numbers": ["111"]}})
+            ),
+            Ok(vec!["111".to_owned()])
+        );
+        assert_eq!(
+            held("/phone_numbers", json!({"phone_numbers": []})),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn numbers_path_wildcards_walk_every_item() {
+        let calls = json!({"data": {"calls": [
+            {"phone_number": "111", "status": "queued"},
+            {"phone_number": "222", "status": "completed"},
+        ]}});
+        assert_eq!(
+            held("/data/calls/*/phone_number", calls.clone()),
+            Ok(vec!["111".to_owned(), "222".to_owned()])
+        );
+        // Relative to data, as every field.
+        assert_eq!(
+            held("/calls/*/phone_number", calls),
+            Ok(vec!["111".to_owned(), "222".to_owned()])
+        );
+        let deep = json!({"queue": [{"destination": {"number": "111"}}], "a/b": {"c~d": ["9"]}});
+        assert_eq!(
+            held("/queue/*/destination/number", deep.clone()),
+            Ok(vec!["111".to_owned()])
+        );
+        assert_eq!(held("/a~1b/c~0d/0", deep), Ok(vec!["9".to_owned()]));
+        assert_eq!(
+            held("/m/*", json!({"m": {"x": "1"}})),
+            Ok(vec!["1".to_owned()])
+        );
+    }
+
+    #[test]
+    fn a_path_that_does_not_fit_the_answer_is_an_error_without_numbers() {
+        let calls = json!({"data": {"calls": [{"phone_number": "98765"}, {"number": "12345"}]}});
+        for (path, answer) in [
+            ("/phone_numbers", calls.clone()),
+            ("/data/calls/*/phone_number", calls),
+            (
+                "/phone_numbers",
+                json!({"phone_numbers": {"first": "98765"}}),
+            ),
+            (
+                "/phone_numbers",
+                json!({"phone_numbers": [1.5, {"n": "98765"}]}),
+            ),
+            (
+                "/phone_numbers",
+                json!({"total": 3, "phone_numbers": ["98765"]}),
+            ),
+        ] {
+            let error = held(path, answer.clone()).expect_err(&answer.to_string());
+            assert!(
+                !error.contains("98765") && !error.contains("12345") && error.contains(path),
+                "{error}"
+            );
+        }
+        assert!(NumbersPath::parse("data/calls").is_err());
+        assert_eq!(NumbersPath::default().as_str(), "/phone_numbers");
+    }
+
+    #[test]
+    fn digits_match_ignores_spelling() {
+        let key = |number| NumberMatch::Digits.key(number);
+        assert_eq!(key("+91 98765-43210"), "919876543210");
+        assert_eq!(key(" (0)98 765 "), "098765");
+        assert_eq!(NumberMatch::parse("digits"), Ok(NumberMatch::Digits));
+        assert!(NumberMatch::parse("exact").is_err());
+    }
+
+    #[test]
+    fn not_found_is_unknown_unless_none_is_configured() {
+        assert_eq!(NotFoundMeaning::default(), NotFoundMeaning::Unknown);
+        assert_eq!(NotFoundMeaning::parse("none"), Ok(NotFoundMeaning::None));
+        assert_eq!(
+            NotFoundMeaning::parse("unknown"),
+            Ok(NotFoundMeaning::Unknown)
+        );
+        assert!(NotFoundMeaning::parse("empty").is_err());
+    }
+
+    #[test]
+    fn masked_numbers_keep_only_their_last_digits() {
+        assert_eq!(mask_number("+91 98765-43210", 2), "+** *****-***10");
+        assert_eq!(mask_number("12", 4), "12");
+        assert_eq!(mask_number("98765", 0), "*****");
     }
 }

@@ -47,6 +47,11 @@ pub struct DoctorArgs {
     /// "fix" (only when failed)}]}`. The exit code is the same.
     #[arg(long)]
     pub json: bool,
+    /// Also check how batch-status is read: ask the centralized API about BATCH_ID (the
+    /// newest batch with submitted rows when none is given), show the answer's shape with
+    /// every number masked, and say whether the configured path finds the batch's numbers.
+    #[arg(long, value_name = "BATCH_ID", num_args = 0..=1)]
+    pub batch_status: Option<Option<i32>>,
 }
 
 /// The result of one check.
@@ -61,7 +66,7 @@ pub enum Outcome {
     Skipped(String),
 }
 
-fn fail(problem: impl Into<String>, fix: impl Into<String>) -> Outcome {
+pub(crate) fn fail(problem: impl Into<String>, fix: impl Into<String>) -> Outcome {
     Outcome::Fail {
         problem: problem.into(),
         fix: fix.into(),
@@ -111,6 +116,12 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let (reachable, signature) = check_callback(&settings).await;
     report("callback URL", reachable);
     report("signature self-test", signature);
+    if let Some(batch_id) = args.batch_status {
+        report(
+            "batch-status",
+            super::doctor_batch_status::check_batch_status(&settings, batch_id).await,
+        );
+    }
 
     print_json(args.json, all_passed, &checks)?;
     if all_passed {

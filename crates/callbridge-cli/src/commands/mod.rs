@@ -4,6 +4,7 @@ pub mod batches;
 pub mod campaign;
 pub mod dlq;
 pub mod doctor;
+pub mod doctor_batch_status;
 pub mod encrypt_key;
 pub mod enqueue;
 pub mod migrate;

@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use callbridge_types::centralized_api::{
+    BatchStatusReading, NotFoundMeaning, NumberMatch, NumbersPath,
+};
 use serde::Deserialize;
 
 use super::{
@@ -22,6 +25,9 @@ pub struct SubmitterSettings {
     #[serde(deserialize_with = "de::strict_bool")]
     pub migrate_on_start: bool,
     pub analyze_after_rows: u64,
+    pub batch_status_numbers_path: String,
+    pub batch_status_number_match: String,
+    pub batch_status_not_found: String,
 }
 
 impl Default for SubmitterSettings {
@@ -36,6 +42,9 @@ impl Default for SubmitterSettings {
             backoff_max_ms: 300_000,
             migrate_on_start: false,
             analyze_after_rows: 10_000,
+            batch_status_numbers_path: NumbersPath::DEFAULT.to_owned(),
+            batch_status_number_match: "digits".to_owned(),
+            batch_status_not_found: "unknown".to_owned(),
         }
     }
 }
@@ -55,9 +64,26 @@ pub struct SubmitterConfig {
     /// Once this many rows were claimed since the last time, the next idle round runs
     /// `ANALYZE local_call_queue` (0: never; autovacuum alone keeps the statistics).
     pub analyze_after_rows: u64,
+    /// How batch-status answers are read when an insert's outcome is unknown.
+    pub batch_status: BatchStatusReading,
 }
 
 impl Settings {
+    /// How batch-status answers are read (the submitter's settings; `doctor` checks them).
+    pub fn batch_status_reading(&self) -> Result<BatchStatusReading, ConfigError> {
+        let submitter = &self.submitter;
+        let invalid =
+            |name: &str, message: String| ConfigError::invalid(setting_name(name), message);
+        Ok(BatchStatusReading {
+            numbers_path: NumbersPath::parse(&submitter.batch_status_numbers_path)
+                .map_err(|message| invalid("submitter.batch_status_numbers_path", message))?,
+            number_match: NumberMatch::parse(&submitter.batch_status_number_match)
+                .map_err(|message| invalid("submitter.batch_status_number_match", message))?,
+            not_found: NotFoundMeaning::parse(&submitter.batch_status_not_found)
+                .map_err(|message| invalid("submitter.batch_status_not_found", message))?,
+        })
+    }
+
     /// The submitter: database and the centralized API.
     pub fn submitter(&self) -> Result<SubmitterConfig, ConfigError> {
         let submitter = &self.submitter;
@@ -92,6 +118,7 @@ impl Settings {
             backoff_max: Duration::from_millis(submitter.backoff_max_ms),
             migrate_on_start: submitter.migrate_on_start,
             analyze_after_rows: submitter.analyze_after_rows,
+            batch_status: self.batch_status_reading()?,
         })
     }
 }

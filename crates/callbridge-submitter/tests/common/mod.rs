@@ -45,7 +45,9 @@ pub async fn harness(knobs: Value) -> Harness {
 
 impl Harness {
     /// The environment a deployment would set, plus `extra` (`CALLBRIDGE__…` overrides).
-    /// Backoff is tiny and the lease short unless `extra` says otherwise.
+    /// Backoff is tiny and the lease short unless `extra` says otherwise. A 404 from
+    /// batch-status means "none held", as an operator would configure after confirming it:
+    /// the simulator answers 404 only for a batch it never stored (unless told to hide one).
     pub fn environment(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = [
             ("CENTRALIZED_CALLING_BASE_URL", self.sim.base_url()),
@@ -58,6 +60,10 @@ impl Harness {
             ("CALLBRIDGE__SUBMITTER__POLL_INTERVAL_MS", "200".to_owned()),
             ("CALLBRIDGE__SUBMITTER__LEASE_SECS", "30".to_owned()),
             ("CALLBRIDGE__API__REQUEST_TIMEOUT_MS", "10000".to_owned()),
+            (
+                "CALLBRIDGE__SUBMITTER__BATCH_STATUS_NOT_FOUND",
+                "none".to_owned(),
+            ),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
