@@ -22,7 +22,9 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
-# No database at build time: any compile-time-checked query uses the committed .sqlx data.
+# No database at build time. The code has no compile-time-checked queries (sqlx's `query!`
+# macros) and so no `.sqlx` data; SQLX_OFFLINE makes one added later fail here, asking for
+# that data, instead of trying to reach a database from the build.
 ENV SQLX_OFFLINE=true \
     CARGO_TERM_COLOR=never
 COPY --from=planner /src/recipe.json recipe.json

@@ -73,19 +73,37 @@ CREATE TABLE operator_actions (
 
 CREATE INDEX idx_operator_actions_campaign ON operator_actions(campaign_id, at);
 
--- Existing campaigns: every campaign_key `callbridge enqueue` wrote becomes a campaign of
--- that name (active, no rules, as it behaved until now), and its rows and batches point at
--- it. campaign_key stays: it is what makes enqueuing the same campaign twice add nothing.
+-- Existing campaigns: every campaign_key `callbridge enqueue` wrote becomes a campaign
+-- (active, no rules, as it behaved until now) named as enqueue names it: `campaign:NAME`
+-- (from --campaign NAME) becomes NAME; a campaign identified by its file's content takes
+-- the name its batches carry ("file.csv (sha256:…)"), else its key. Its rows and batches
+-- point at it. campaign_key stays: it is what makes enqueuing the same campaign twice add
+-- nothing.
+CREATE TEMPORARY TABLE campaign_key_names AS
+SELECT keys.campaign_key,
+       CASE WHEN keys.campaign_key LIKE 'campaign:%' THEN substr(keys.campaign_key, 10)
+            ELSE coalesce(nullif(btrim(b.batch_name), ''), keys.campaign_key)
+       END AS name
+  FROM (SELECT campaign_key, min(batch_id) AS batch_id
+          FROM local_call_queue
+         WHERE campaign_key IS NOT NULL
+         GROUP BY campaign_key) AS keys
+  LEFT JOIN call_batches b ON b.batch_id = keys.batch_id;
+
+-- Two keys reading as one name (only a hand-written key could) share the campaign.
 INSERT INTO campaigns (name)
-SELECT DISTINCT campaign_key
-  FROM local_call_queue
- WHERE campaign_key IS NOT NULL AND btrim(campaign_key) <> ''
- ORDER BY campaign_key;
+SELECT DISTINCT name
+  FROM campaign_key_names
+ WHERE btrim(name) <> ''
+ ORDER BY name;
 
 UPDATE local_call_queue q
    SET campaign_id = c.id
-  FROM campaigns c
- WHERE q.campaign_key = c.name;
+  FROM campaign_key_names k
+  JOIN campaigns c ON c.name = k.name
+ WHERE q.campaign_key = k.campaign_key;
+
+DROP TABLE campaign_key_names;
 
 -- A batch takes the campaign of its rows, when they all belong to one.
 UPDATE call_batches b

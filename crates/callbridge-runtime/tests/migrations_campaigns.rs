@@ -27,12 +27,15 @@ async fn insert_row(pool: &PgPool, phone: &str, batch_id: Option<i32>, campaign_
     .unwrap();
 }
 
-async fn create_batch(pool: &PgPool, batch_id: i32) {
-    sqlx::query("INSERT INTO call_batches (batch_id, accountcode) VALUES ($1, 'ACME')")
-        .bind(batch_id)
-        .execute(pool)
-        .await
-        .unwrap();
+async fn create_batch(pool: &PgPool, batch_id: i32, batch_name: &str) {
+    sqlx::query(
+        "INSERT INTO call_batches (batch_id, accountcode, batch_name) VALUES ($1, 'ACME', $2)",
+    )
+    .bind(batch_id)
+    .bind(batch_name)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 /// (phone_number, campaign name) of every queue row, by phone number.
@@ -50,14 +53,22 @@ async fn row_campaigns(pool: &PgPool) -> Vec<(String, Option<String>)> {
 #[tokio::test]
 async fn existing_campaign_keys_become_campaigns_their_rows_and_batches_point_at() {
     let (_db, pool) = at_version(CAMPAIGNS_VERSION - 1).await;
-    for batch_id in [1, 2, 3] {
-        create_batch(&pool, batch_id).await;
-    }
-    insert_row(&pool, "9000000001", Some(1), Some("spring")).await;
-    insert_row(&pool, "9000000002", Some(1), Some("spring")).await;
-    insert_row(&pool, "9000000003", Some(2), Some("autumn")).await;
+    // As `callbridge enqueue` wrote them: `--campaign spring`, and a file without a name.
+    create_batch(&pool, 1, "spring").await;
+    create_batch(&pool, 2, "spring").await;
+    create_batch(&pool, 3, "leads.csv (sha256:0123456789ab)").await;
+    create_batch(&pool, 4, "by hand").await;
+    insert_row(&pool, "9000000001", Some(1), Some("campaign:spring")).await;
+    insert_row(&pool, "9000000002", Some(2), Some("campaign:spring")).await;
+    insert_row(
+        &pool,
+        "9000000003",
+        Some(3),
+        Some("sha256:0123456789abcdef"),
+    )
+    .await;
     // An application's own row, without a campaign.
-    insert_row(&pool, "9000000004", Some(3), None).await;
+    insert_row(&pool, "9000000004", Some(4), None).await;
 
     db::migrate_up(&pool).await.unwrap();
 
@@ -72,17 +83,26 @@ async fn existing_campaign_keys_become_campaigns_their_rows_and_batches_point_at
     assert_eq!(
         campaigns,
         vec![
-            ("autumn".into(), "active".into(), 127, "UTC".into(), true),
+            (
+                "leads.csv (sha256:0123456789ab)".into(),
+                "active".into(),
+                127,
+                "UTC".into(),
+                true
+            ),
             ("spring".into(), "active".into(), 127, "UTC".into(), true),
         ],
-        "one active campaign without rules per key"
+        "one active campaign without rules per key, named as enqueue names it"
     );
     assert_eq!(
         row_campaigns(&pool).await,
         vec![
             ("9000000001".into(), Some("spring".into())),
             ("9000000002".into(), Some("spring".into())),
-            ("9000000003".into(), Some("autumn".into())),
+            (
+                "9000000003".into(),
+                Some("leads.csv (sha256:0123456789ab)".into())
+            ),
             ("9000000004".into(), None),
         ]
     );
@@ -98,8 +118,9 @@ async fn existing_campaign_keys_become_campaigns_their_rows_and_batches_point_at
         batches,
         vec![
             (1, Some("spring".into())),
-            (2, Some("autumn".into())),
-            (3, None)
+            (2, Some("spring".into())),
+            (3, Some("leads.csv (sha256:0123456789ab)".into())),
+            (4, None)
         ]
     );
     let deferred: i64 =
