@@ -428,6 +428,9 @@ mod tests {
             retry_count: 0,
             last_error: None,
             previous_attempt_started_at: None,
+            campaign_id: None,
+            time_zone: None,
+            paced_slot_at: None,
         }
     }
 

@@ -135,6 +135,16 @@ async fn wait_for(what: &str, patience: Duration, mut done: impl AsyncFnMut() ->
     }
 }
 
+#[derive(Debug, sqlx::FromRow)]
+struct BatchCounts {
+    batch_id: i32,
+    total_calls: Option<i32>,
+    completed_calls: Option<i32>,
+    failed_calls: Option<i32>,
+    batch_status: Option<String>,
+    logged: i64,
+}
+
 /// Every number the simulator accepted, with how often.
 fn accepted(h: &Harness) -> BTreeMap<String, u32> {
     let mut counts = BTreeMap::new();
@@ -281,22 +291,23 @@ async fn cancel_with_two_replicas_leaves_waiting_rows_cancelled_and_never_sent()
         accepted.len(),
         submitted_per_batch.values().sum::<i32>() as usize
     );
-    let batches: Vec<(
-        i32,
-        Option<i32>,
-        Option<i32>,
-        Option<i32>,
-        Option<String>,
-        i64,
-    )> = sqlx::query_as(
+    let batches: Vec<BatchCounts> = sqlx::query_as(
         "SELECT b.batch_id, b.total_calls, b.completed_calls, b.failed_calls, b.batch_status,
-                    (SELECT count(*) FROM call_logs l WHERE l.batch_id = b.batch_id)
-               FROM call_batches b ORDER BY b.batch_id",
+                (SELECT count(*) FROM call_logs l WHERE l.batch_id = b.batch_id) AS logged
+           FROM call_batches b ORDER BY b.batch_id",
     )
     .fetch_all(&h.pool)
     .await
     .unwrap();
-    for (batch_id, total, completed, failed, status, logged) in batches {
+    for BatchCounts {
+        batch_id,
+        total_calls: total,
+        completed_calls: completed,
+        failed_calls: failed,
+        batch_status: status,
+        logged,
+    } in batches
+    {
         let submitted = submitted_per_batch.get(&batch_id).copied().unwrap_or(0);
         assert_eq!(
             total.unwrap_or(0),
