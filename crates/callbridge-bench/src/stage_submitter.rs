@@ -479,76 +479,6 @@ async fn naive_submit(
     Ok(elapsed)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latency_summary_is_the_nearest_rank_median_and_the_slowest() {
-        let ms = |v: u64| Duration::from_millis(v);
-        let (p50, max) = latency_summary(&[ms(30), ms(10), ms(90), ms(20)]);
-        assert_eq!((p50, max), (20.0, 90.0));
-        let (p50, max) = latency_summary(&[]);
-        assert!(p50.is_nan() && max.is_nan());
-    }
-
-    /// The naive contrast sends every row once, alone, and the ground-truth read the
-    /// latency probes use sees each number accepted.
-    #[tokio::test]
-    async fn the_naive_submitter_sends_each_row_once_in_a_request_of_its_own() {
-        let sim = callbridge_sim::Simulator::spawn(
-            callbridge_sim::SimConfig::for_tests("http://127.0.0.1:9/callback").unwrap(),
-        )
-        .await
-        .unwrap();
-        sim.set_api_key(SIM_API_KEY);
-        let env = RunEnv::new(2, None).await.unwrap();
-        let rows = 30;
-        let lines = campaign::copy_lines(rows, NAIVE_FIRST_BATCH, "t");
-        queue_copy_limit(&env.pool, campaign::QUEUE_COPY_COLUMNS, &lines, rows)
-            .await
-            .unwrap();
-        let http = reqwest::Client::new();
-
-        naive_submit(&env.pool, &http, &sim.base_url(), rows)
-            .await
-            .unwrap();
-
-        let truth = ground_truth(&http, &sim.base_url(), NAIVE_FIRST_BATCH)
-            .await
-            .unwrap();
-        let batch = &truth.batches[&NAIVE_FIRST_BATCH];
-        assert_eq!(batch.accepted.len(), rows);
-        assert!(batch.accepted.values().all(|&times| times == 1));
-        assert_eq!(batch.inserts, rows as u32, "one request per row");
-        assert_eq!(truth.accepted_count(NAIVE_FIRST_BATCH, "9700000029"), 1);
-        let submitted: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM local_call_queue WHERE queue_status = 'submitted'",
-        )
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-        assert_eq!(submitted, rows as i64);
-        sim.stop().await;
-    }
-
-    #[test]
-    fn a_naive_request_carries_one_row_as_the_api_reads_it() {
-        let custom = serde_json::json!({ "segment": "gold" });
-        assert_eq!(
-            single_insert_body(7, "9700000001", Some(&custom)),
-            serde_json::json!({
-                "batch_id": 7,
-                "data": [{ "phone_number": "9700000001", "custom_data": { "segment": "gold" } }]
-            })
-        );
-        assert_eq!(
-            single_insert_body(7, "9700000001", None),
-            serde_json::json!({ "batch_id": 7, "data": [{ "phone_number": "9700000001" }] })
-        );
-    }
-}
-
 /// Rows of the closed-window campaign of [`claim_cost`].
 const CLOSED_WINDOW_ROWS: i64 = 1_000_000;
 /// Claims timed per figure.
@@ -653,4 +583,74 @@ async fn time_claims(pool: &PgPool) -> anyhow::Result<f64> {
         ensure!(claimed.is_empty(), "{} rows were due", claimed.len());
     }
     Ok(started.elapsed().as_secs_f64() * 1000.0 / f64::from(CLAIM_ROUNDS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_summary_is_the_nearest_rank_median_and_the_slowest() {
+        let ms = |v: u64| Duration::from_millis(v);
+        let (p50, max) = latency_summary(&[ms(30), ms(10), ms(90), ms(20)]);
+        assert_eq!((p50, max), (20.0, 90.0));
+        let (p50, max) = latency_summary(&[]);
+        assert!(p50.is_nan() && max.is_nan());
+    }
+
+    /// The naive contrast sends every row once, alone, and the ground-truth read the
+    /// latency probes use sees each number accepted.
+    #[tokio::test]
+    async fn the_naive_submitter_sends_each_row_once_in_a_request_of_its_own() {
+        let sim = callbridge_sim::Simulator::spawn(
+            callbridge_sim::SimConfig::for_tests("http://127.0.0.1:9/callback").unwrap(),
+        )
+        .await
+        .unwrap();
+        sim.set_api_key(SIM_API_KEY);
+        let env = RunEnv::new(2, None).await.unwrap();
+        let rows = 30;
+        let lines = campaign::copy_lines(rows, NAIVE_FIRST_BATCH, "t");
+        queue_copy_limit(&env.pool, campaign::QUEUE_COPY_COLUMNS, &lines, rows)
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+
+        naive_submit(&env.pool, &http, &sim.base_url(), rows)
+            .await
+            .unwrap();
+
+        let truth = ground_truth(&http, &sim.base_url(), NAIVE_FIRST_BATCH)
+            .await
+            .unwrap();
+        let batch = &truth.batches[&NAIVE_FIRST_BATCH];
+        assert_eq!(batch.accepted.len(), rows);
+        assert!(batch.accepted.values().all(|&times| times == 1));
+        assert_eq!(batch.inserts, rows as u32, "one request per row");
+        assert_eq!(truth.accepted_count(NAIVE_FIRST_BATCH, "9700000029"), 1);
+        let submitted: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM local_call_queue WHERE queue_status = 'submitted'",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(submitted, rows as i64);
+        sim.stop().await;
+    }
+
+    #[test]
+    fn a_naive_request_carries_one_row_as_the_api_reads_it() {
+        let custom = serde_json::json!({ "segment": "gold" });
+        assert_eq!(
+            single_insert_body(7, "9700000001", Some(&custom)),
+            serde_json::json!({
+                "batch_id": 7,
+                "data": [{ "phone_number": "9700000001", "custom_data": { "segment": "gold" } }]
+            })
+        );
+        assert_eq!(
+            single_insert_body(7, "9700000001", None),
+            serde_json::json!({ "batch_id": 7, "data": [{ "phone_number": "9700000001" }] })
+        );
+    }
 }
