@@ -134,6 +134,17 @@ pub const NAIVE_SUBMIT_RATE: FigureSpec = spec(
     Unit::PerSecond,
 );
 pub const SUBMITTER_VS_NAIVE: FigureSpec = spec("5h", "submitter: 5a / 5g", Unit::Ratio);
+pub const CLAIM_EMPTY: FigureSpec = spec("5i", "claim, one round: empty queue", Unit::Milliseconds);
+pub const CLAIM_CLOSED_WINDOW: FigureSpec = spec(
+    "5j",
+    "claim, one round: 1,000,000 campaign rows waiting for their calling window",
+    Unit::Milliseconds,
+);
+pub const CLOSED_WINDOW_DEFERRAL: FigureSpec = spec(
+    "5k",
+    "deferring 1,000,000 rows to their window's opening, once (the submitter's bulk deferral)",
+    Unit::Milliseconds,
+);
 
 pub const INGRESS_RSS: FigureSpec = spec("6a", "peak RSS: ingress", Unit::Mebibytes);
 pub const PERSISTER_RSS: FigureSpec = spec("6b", "peak RSS: persister", Unit::Mebibytes);
@@ -175,6 +186,9 @@ pub const ALL: &[FigureSpec] = &[
     SUBMIT_LATENCY_MAX,
     NAIVE_SUBMIT_RATE,
     SUBMITTER_VS_NAIVE,
+    CLAIM_EMPTY,
+    CLAIM_CLOSED_WINDOW,
+    CLOSED_WINDOW_DEFERRAL,
     INGRESS_RSS,
     PERSISTER_RSS,
     SUBMITTER_RSS,

@@ -71,6 +71,8 @@ pub enum Stage {
     Persister,
     E2e,
     Submitter,
+    /// Stage 5's claim-cost figures alone (5i-5k), which need no service.
+    ClaimCost,
 }
 
 /// What to run and how big.
@@ -388,6 +390,9 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         }
         if has(&bench, Stage::Submitter) {
             stage_submitter::run(&mut bench, &limits).await?;
+        }
+        if has(&bench, Stage::Submitter) || has(&bench, Stage::ClaimCost) {
+            stage_submitter::claim_cost(&mut bench).await?;
         }
     }
     let (figures, sweep) = bench.collector.finish(figures::ALL);

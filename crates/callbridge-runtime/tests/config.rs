@@ -1,4 +1,4 @@
-//! SPEC §2: the seed's variables verbatim, layering, strict booleans, URL forms, secrets,
+//! Configuration: the seed's variables verbatim, layering, strict booleans, URL forms, secrets,
 //! the Fernet-encrypted API key, and one clear line per missing or malformed setting.
 //! Every test passes its own environment to `Settings::load_from`; none touches the
 //! process environment (tests run in parallel).

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use callbridge_types::centralized_api::BatchStatusView;
 
 use crate::config::Outcome;
 use crate::ground_truth::{
@@ -44,25 +44,6 @@ pub struct Store {
     requests: Vec<RequestTruth>,
 }
 
-/// The answer of `GET /api/v1/queues/batch-status/{batch_id}` (see ASSUMPTIONS.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BatchStatusView {
-    pub status: &'static str,
-    pub batch_id: i32,
-    pub accountcode: String,
-    /// `queued`, `in_progress` or `completed` (every call over).
-    pub batch_status: &'static str,
-    pub total: usize,
-    pub queued: usize,
-    pub dispatched: usize,
-    pub in_progress: usize,
-    pub completed: usize,
-    pub failed: usize,
-    /// One entry per call held for the batch, in acceptance order (a number accepted twice
-    /// appears twice).
-    pub phone_numbers: Vec<String>,
-}
-
 impl Store {
     pub fn new(run_tag: String) -> Self {
         Self {
@@ -92,6 +73,7 @@ impl Store {
             ..Batch::default()
         });
         batch.inserts += 1;
+        let accepted_at = chrono::Utc::now();
         for item in items {
             *batch.accepted.entry(item.phone_number.clone()).or_insert(0) += 1;
             let index = self.calls.len();
@@ -101,6 +83,7 @@ impl Store {
                 batch_id,
                 phone_number: item.phone_number.clone(),
                 custom_data: item.custom_data.clone(),
+                accepted_at,
                 state: CallState::Queued,
                 outcome: None,
                 reordered: false,

@@ -1,4 +1,4 @@
-//! `POST /callback` (SPEC §4): size → signature over the raw bytes → JSON and schema →
+//! `POST /callback`: size → signature over the raw bytes → JSON and schema →
 //! confirmed publish → 200.
 
 use std::time::{Duration, Instant};
@@ -76,7 +76,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The checks of SPEC §4 in its order; `event_type` is filled in once known, for metrics.
+/// The checks in their order (size, signature, JSON and schema); `event_type` is filled in
+/// once known, for metrics.
 async fn accept_callback(
     request: &HttpRequest,
     payload: web::Payload,
