@@ -8,10 +8,11 @@ use callbridge_runtime::config::PersisterSettings;
 use sqlx::PgPool;
 
 use crate::figures::{
-    ONE_PER_TX_DRAIN, PERSISTER_DRAIN, PERSISTER_RATIO, PERSISTER_RSS, PERSISTER_VS_ONE_PER_TX,
+    ONE_PER_TX_CPU, ONE_PER_TX_DRAIN, PERSISTER_CPU, PERSISTER_DRAIN, PERSISTER_RATIO,
+    PERSISTER_RSS, PERSISTER_VS_ONE_PER_TX,
 };
 use crate::limits::{PublishShape, publish_confirm_limit};
-use crate::procs::{CpuMeter, Group, Selector};
+use crate::procs::{CpuMeter, Group, Selector, cpu_time, micros_per_item};
 use crate::services::{Service, ServiceSpec, free_port};
 use crate::workload::callbacks;
 use crate::{Bench, RunEnv, RunLimits, service_env};
@@ -87,6 +88,18 @@ pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
         placement.clone(),
         "3a divided by 3c of the same run.",
     );
+    let cpu_note = |drain: &str| {
+        format!(
+            "the persister's CPU time (utime + stime from /proc/<pid>/stat) from its start to \
+             the end of {drain}'s drain, divided by the events drained."
+        )
+    };
+    bench
+        .collector
+        .describe(PERSISTER_CPU, placement.clone(), cpu_note("3a"));
+    bench
+        .collector
+        .describe(ONE_PER_TX_CPU, placement.clone(), cpu_note("3c"));
     bench.collector.describe(
         PERSISTER_RSS,
         placement,
@@ -141,9 +154,18 @@ async fn drain(bench: &mut Bench, mode: Mode, messages: usize) -> anyhow::Result
     ]);
     let service = service.wait_ready(&spec.ready_url).await?;
     let drained = wait_for_rows(&env.pool, messages).await?;
+    // From its start, so connecting and declaring count too: a few milliseconds against
+    // the drain's seconds.
+    let micros_per_event =
+        cpu_time(service.pid()).map_or(f64::NAN, |used| micros_per_item(used, messages));
     let cpu = meter.stop();
     let rate = drained.per_second();
-    tracing::info!(mode = ?mode, per_second = rate as u64, "persister drain");
+    tracing::info!(
+        mode = ?mode,
+        per_second = rate as u64,
+        cpu_us_per_event = format!("{micros_per_event:.1}"),
+        "persister drain"
+    );
 
     let calls: i64 =
         sqlx::query_scalar("SELECT count(*) FROM call_logs WHERE call_status = 'completed'")
@@ -159,11 +181,19 @@ async fn drain(bench: &mut Bench, mode: Mode, messages: usize) -> anyhow::Result
     match mode {
         Mode::Batched => {
             bench.collector.record(PERSISTER_DRAIN, rate, &cpu);
+            bench
+                .collector
+                .record(PERSISTER_CPU, micros_per_event, &cpu);
             if let Some(rss) = service.peak_rss_mib() {
                 bench.collector.record(PERSISTER_RSS, rss, &[]);
             }
         }
-        Mode::OnePerTransaction => bench.collector.record(ONE_PER_TX_DRAIN, rate, &cpu),
+        Mode::OnePerTransaction => {
+            bench.collector.record(ONE_PER_TX_DRAIN, rate, &cpu);
+            bench
+                .collector
+                .record(ONE_PER_TX_CPU, micros_per_event, &cpu);
+        }
     }
     service.stop().await?;
     Ok(rate)
