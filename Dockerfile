@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# One image holding every callbridge binary (SPEC §11); a container picks its binary with
+# One image holding every callbridge binary; a container picks its binary with
 # its command, e.g. `docker run --rm callbridge:local callbridge-ingress`.
 #
 #   docker build -t callbridge:local .
@@ -22,13 +22,16 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
-# No database at build time: any compile-time-checked query uses the committed .sqlx data.
+# No database at build time. The code has no compile-time-checked queries (sqlx's `query!`
+# macros) and so no `.sqlx` data; SQLX_OFFLINE makes one added later fail here, asking for
+# that data, instead of trying to reach a database from the build.
 ENV SQLX_OFFLINE=true \
     CARGO_TERM_COLOR=never
 COPY --from=planner /src/recipe.json recipe.json
-# The product binaries (SPEC §1), named in each step alike so the cooked dependencies are
-# the ones the final build needs; the local benchmark harness (callbridge-bench) stays out.
-# This layer is rebuilt only when recipe.json changes (a manifest or Cargo.lock changed).
+# The product binaries (the five the README lists), named in each step alike so the cooked
+# dependencies are the ones the final build needs; the local benchmark harness
+# (callbridge-bench) stays out. This layer is rebuilt only when recipe.json changes (a
+# manifest or Cargo.lock changed).
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
       --bin callbridge --bin callbridge-ingress --bin callbridge-persister \
       --bin callbridge-submitter --bin callbridge-sim

@@ -6,7 +6,9 @@
 # submitter on local ports with their logs under run/<timestamp>/, enqueues
 # examples/demo-campaign.csv, shows the batches filling up until they are complete,
 # prints the final table, and keeps everything running until Ctrl-C, which stops
-# exactly the processes it started.
+# exactly the processes it started. The demo's settings stay in run/<timestamp>/
+# callbridge.env (run/latest.env links to the newest), so the CLI can be pointed at it:
+#   set -a; . run/latest.env; set +a; target/debug/callbridge batches
 #
 #   scripts/run-local.sh                     # interactive demo
 #   scripts/run-local.sh --exit-when-done    # stop once the batches are complete (CI)
@@ -14,7 +16,8 @@
 #
 # Ports (override with the variables): INGRESS_PORT 8080, SIM_PORT 8090,
 # PERSISTER_PORT 9101, SUBMITTER_PORT 9102. Database: CLIENT_CALLING_DB_URL, default
-# postgres://postgres@127.0.0.1:5432/callbridge_demo.
+# postgres://postgres@127.0.0.1:5432/callbridge_demo. RUN_LOCAL_DIR (default run) holds
+# the runs' directories and latest.env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +26,7 @@ csv=examples/demo-campaign.csv
 for arg in "$@"; do
   case "$arg" in
     --exit-when-done) exit_when_done=1 ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run-local: unknown option $arg (try --help)" >&2; exit 2 ;;
     *) csv=$arg ;;
   esac
@@ -52,7 +55,8 @@ cargo build --quiet -p callbridge-cli -p callbridge-ingress -p callbridge-persis
   -p callbridge-submitter -p callbridge-sim --bins
 bin=${CARGO_TARGET_DIR:-target}/debug
 
-run_dir=run/$(date +%Y%m%d-%H%M%S)
+runs=${RUN_LOCAL_DIR:-run}
+run_dir=$runs/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$run_dir"
 
 # One configuration for every process: the guide's variables, pointed at the simulator.
@@ -80,6 +84,22 @@ export SIM_REORDER_RATE=${SIM_REORDER_RATE:-0.05}
 export CALLBRIDGE__SUBMITTER__POLL_INTERVAL_MS=500
 export CALLBRIDGE__TELEMETRY__LOG_FORMAT=pretty
 export RUST_LOG=${RUST_LOG:-info}
+
+# What the CLI needs to reach this demo, for a shell that sources it after (or during) the
+# run. Single-quoted, so a password with shell characters in the database URL survives.
+env_file=$run_dir/callbridge.env
+quote() { printf "'%s'" "$(printf %s "$1" | sed "s/'/'\\\\''/g")"; }
+{
+  echo "# callbridge demo started $(date -u +%FT%TZ) by scripts/run-local.sh"
+  for name in CLIENT_CALLING_DB_URL RABBITMQ_URL CENTRALIZED_CALLING_BASE_URL \
+    CENTRALIZED_CALLING_API_KEY CENTRALIZED_CALLING_CALLBACK_URL \
+    CENTRALIZED_CALLING_ACCOUNT_CODE CALLBACK_SECRET_KEY; do
+    echo "$name=$(quote "${!name}")"
+  done
+} > "$env_file"
+chmod 600 "$env_file"
+ln -sfn "$(basename "$run_dir")/callbridge.env" "$runs/latest.env"
+use_env="set -a; . $runs/latest.env; set +a; $bin/callbridge batches"
 
 say "migrating $(printf %s "$CLIENT_CALLING_DB_URL" | sed -E 's#//([^:@/]*):[^@]*@#//\1:***@#')"
 "$bin/callbridge" migrate up > "$run_dir/migrate.log" 2>&1 || { cat "$run_dir/migrate.log" >&2; die "migrate failed"; }
@@ -148,10 +168,12 @@ done
 if [ -t 1 ]; then clear; fi
 say "every batch is complete after $((SECONDS - started)) s"
 table | tee "$run_dir/final.txt"
+say "the CLI with this demo's settings ($env_file):"
+say "  $use_env"
 
 if [ "$exit_when_done" = 1 ]; then
   exit 0
 fi
 say "the stack keeps running: ingress http://127.0.0.1:$INGRESS_PORT, simulator http://127.0.0.1:$SIM_PORT"
-say "try: $bin/callbridge doctor   (with the variables of this script) — Ctrl-C stops everything"
+say "Ctrl-C stops everything"
 wait

@@ -1,4 +1,4 @@
-//! The CSV importer of `callbridge enqueue` (SPEC §8) on arbitrary files, and its phone
+//! The CSV importer of `callbridge enqueue` on arbitrary files, and its phone
 //! number normalisation on arbitrary cells.
 //!
 //! Beyond "never panics": every line is accounted for (kept, invalid or a repeat),

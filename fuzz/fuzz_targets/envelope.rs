@@ -1,4 +1,4 @@
-//! The AMQP message envelope (SPEC §5): decoding arbitrary message bodies, the
+//! The AMQP message envelope: decoding arbitrary message bodies, the
 //! encode → decode round trip for every callback the ingress accepts, and event ids
 //! made from arbitrary `webhook-id` headers.
 #![no_main]

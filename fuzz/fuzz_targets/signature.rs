@@ -3,7 +3,8 @@
 //!
 //! Beyond "never panics": whatever the headers hold, a request is accepted only when
 //! a configured, non-empty secret produced its signature, and a genuine signature is
-//! accepted in every spelling the SPEC allows.
+//! accepted in every spelling `verify_x_signature` allows (upper- or lower-case hex, a
+//! `sha256=` prefix, surrounding whitespace).
 #![no_main]
 
 use arbitrary::Arbitrary;

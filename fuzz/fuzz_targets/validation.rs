@@ -1,4 +1,4 @@
-//! Callback validation and normalisation (SPEC §4) on arbitrary bytes.
+//! Callback validation and normalisation on arbitrary bytes.
 //!
 //! Beyond "never panics": an accepted callback is storable as is (column widths, no
 //! NUL, timestamp range and precision, normalised vocabularies), and validation is a

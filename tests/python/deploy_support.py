@@ -237,7 +237,7 @@ def _default_literals(source: str, struct: str) -> dict[str, str]:
 class ConfigModel:
     """callbridge-runtime's configuration as its source declares it."""
 
-    # Verbatim variable (seed/SPEC name) -> `section.field` it sets.
+    # Verbatim variable (the seed's or callbridge's name) -> `section.field` it sets.
     verbatim: dict[str, str]
     # `section` -> its fields, each settable as CALLBRIDGE__SECTION__FIELD.
     sections: dict[str, set[str]]

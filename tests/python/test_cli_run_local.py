@@ -1,9 +1,13 @@
 """`make run`'s script, non-interactively: it brings the whole stack up, the demo
-campaign completes, the final table says so, and it stops every process it started."""
+campaign completes, the final table says so, it stops every process it started, and the
+line it prints points the CLI at the demo through the env file it leaves."""
 
+import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -24,6 +28,8 @@ def test_run_local_completes_the_demo_campaign_and_stops_what_it_started():
         "SIM_PORT": "18090",
         "PERSISTER_PORT": "19101",
         "SUBMITTER_PORT": "19102",
+        # Not the developer's run/: its latest.env must keep pointing at their own demo.
+        "RUN_LOCAL_DIR": tempfile.mkdtemp(prefix="callbridge-run-local-"),
     }
     try:
         result = subprocess.run(
@@ -36,7 +42,7 @@ def test_run_local_completes_the_demo_campaign_and_stops_what_it_started():
             check=False,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        run_dir = REPO_ROOT / re.search(r"logs are in (run/\S+)", result.stderr).group(1)
+        run_dir = Path(re.search(r"logs are in (\S+)", result.stderr).group(1))
         final = (run_dir / "final.txt").read_text().splitlines()
         assert final[0].startswith("BATCH")
         assert len(final) == 3, final
@@ -51,6 +57,37 @@ def test_run_local_completes_the_demo_campaign_and_stops_what_it_started():
             (calls,) = conn.execute("SELECT count(*) FROM call_logs").fetchone()
             (numbers,) = conn.execute("SELECT count(DISTINCT phone_number) FROM local_call_queue").fetchone()
         assert calls == numbers == 1000
+
+        # The env file it leaves, linked as latest.env, and the one line it prints:
+        # in a shell that has none of the demo's settings, the CLI finds its batches.
+        env_file = run_dir / "callbridge.env"
+        assert (Path(env["RUN_LOCAL_DIR"]) / "latest.env").resolve() == env_file.resolve()
+        assert env_file.stat().st_mode & 0o077 == 0, "the env file holds the API key"
+        printed = re.search(
+            r"(set -a; \. \S+/latest\.env; set \+a; \S+/callbridge batches)$",
+            result.stderr,
+            re.MULTILINE,
+        )
+        assert printed, result.stderr[-3000:]
+        bare = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("CLIENT_CALLING_", "CENTRALIZED_CALLING_", "CALLBACK_", "RABBITMQ_"))
+        }
+        listed = subprocess.run(
+            ["bash", "-c", printed.group(1) + " --local --json"],
+            cwd=REPO_ROOT,
+            env=bare,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        batches = json.loads(listed.stdout)
+        assert len(batches) == len(final) - 1, batches
+        assert all(batch["batch_status"] == "completed" for batch in batches), batches
     finally:
+        shutil.rmtree(env["RUN_LOCAL_DIR"], ignore_errors=True)
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

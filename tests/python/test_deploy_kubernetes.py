@@ -195,7 +195,7 @@ def test_every_binary_gets_the_settings_it_requires_and_only_known_ones(overlay)
 def test_config_values_are_ones_the_binaries_accept(overlay):
     (config,) = objects(overlay, "ConfigMap")
     data = config["data"]
-    # SPEC §2: booleans are true or false, nothing else.
+    # Booleans are true or false (any case), nothing else.
     assert data["CALLBACK_VERIFICATION_ENABLED"].lower() in ("true", "false")
     assert data.get("CALLBRIDGE__TELEMETRY__LOG_FORMAT", "auto") in ("auto", "json", "pretty")
     for variable in ("CENTRALIZED_CALLING_BASE_URL", "CENTRALIZED_CALLING_CALLBACK_URL"):

@@ -427,7 +427,7 @@ async fn naive_submit(
     sim_url: &str,
     expected: usize,
 ) -> anyhow::Result<Duration> {
-    let url = format!("{sim_url}{}", callbridge_sim::INSERT_PATH);
+    let url = format!("{sim_url}/{}", callbridge_sim::INSERT_PATH);
     let mut conn = pool
         .acquire()
         .await

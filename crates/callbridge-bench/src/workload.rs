@@ -62,8 +62,8 @@ pub fn callbacks(count: usize, run_tag: &str, secret: &[u8]) -> Vec<Callback> {
 /// The `index`-th callback of the sequence [`callbacks`] makes.
 pub fn callback(index: usize, run_tag: &str, secret: &[u8]) -> Callback {
     let body = raw_body(index, run_tag);
-    let validated = parse_callback(&body, ACCOUNTCODE)
-        .expect("the synthetic payload is a valid callback (SPEC §4)");
+    let validated =
+        parse_callback(&body, ACCOUNTCODE).expect("the synthetic payload is a valid callback");
     Callback {
         signature: sign_hex(secret, &body),
         body,

@@ -1,22 +1,20 @@
 //! The centralized system's read-only view, as the operator commands show it:
-//! `GET /api/v1/queues/batch-status/{batch_id}` with `X-API-KEY`.
+//! `GET` batch-status of a batch, with the API key header.
 //!
 //! The submitter has its own client (it only needs which numbers a batch holds); the CLI
 //! shows the counts and the status, and needs the HTTP status to explain a failure
-//! (`doctor`). The answer's shape is the simulator's `ASSUMPTIONS.md` (undocumented by
-//! the real system): fields at the top level or under `data`.
+//! (`doctor`). Paths and shapes are `callbridge_types::centralized_api`'s.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use callbridge_runtime::config::ApiConfig;
+pub use callbridge_types::centralized_api::error_message as api_message;
+use callbridge_types::centralized_api::{API_KEY_HEADER, Answer, batch_status_path};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
 
-/// `X-API-KEY` in the guide (header names are case-insensitive).
-const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
-const BATCH_STATUS_PATH: &str = "api/v1/queues/batch-status/";
 /// An operator waits at most this long for one answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,7 +63,8 @@ impl RemoteView {
 
 pub struct CentralApi {
     http: reqwest::Client,
-    batch_status_url: reqwest::Url,
+    /// The API root, ending in `/` so paths join under any prefix it has.
+    base: reqwest::Url,
     api_key: HeaderValue,
     base_url: String,
 }
@@ -90,9 +89,7 @@ impl CentralApi {
             .context("while building the HTTP client")?;
         Ok(CentralApi {
             http,
-            batch_status_url: base
-                .join(BATCH_STATUS_PATH)
-                .context("while building the batch-status URL")?,
+            base,
             api_key,
             base_url: config.base_url.to_string(),
         })
@@ -102,18 +99,21 @@ impl CentralApi {
         &self.base_url
     }
 
-    /// `GET …/batch-status/{batch_id}`: the raw HTTP status and body, or the transport
+    /// `GET` batch-status of `batch_id`: the raw HTTP status and body, or the transport
     /// error (refused, TLS, timeout) with its causes.
     #[tracing::instrument(skip_all, fields(batch_id))]
     pub async fn batch_status_raw(&self, batch_id: i64) -> Result<(u16, Vec<u8>), String> {
         let url = self
-            .batch_status_url
-            .join(&batch_id.to_string())
+            .base
+            .join(&batch_status_path(batch_id))
             .map_err(|error| error.to_string())?;
         let response = self
             .http
             .get(url)
-            .header(API_KEY_HEADER, self.api_key.clone())
+            .header(
+                HeaderName::from_static(API_KEY_HEADER),
+                self.api_key.clone(),
+            )
             .send()
             .await
             .map_err(|error| crate::error_chain(&error))?;
@@ -148,52 +148,21 @@ impl CentralApi {
 }
 
 fn read_batch(body: &[u8]) -> Option<RemoteBatch> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    let object = value.as_object()?;
-    let fields = object
-        .get("data")
-        .and_then(Value::as_object)
-        .unwrap_or(object);
-    let int = |name: &str| fields.get(name).and_then(Value::as_i64);
+    let answer = Answer::parse(body)?;
+    let counts = answer.batch_counts();
     Some(RemoteBatch {
-        batch_status: fields
-            .get("batch_status")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        total: int("total"),
-        queued: int("queued"),
-        dispatched: int("dispatched"),
-        in_progress: int("in_progress"),
-        completed: int("completed"),
-        failed: int("failed"),
-        numbers_held: fields
-            .get("phone_numbers")
+        batch_status: counts.batch_status,
+        total: counts.total,
+        queued: counts.queued,
+        dispatched: counts.dispatched,
+        in_progress: counts.in_progress,
+        completed: counts.completed,
+        failed: counts.failed,
+        numbers_held: answer
+            .field("phone_numbers")
             .and_then(Value::as_array)
             .map(Vec::len),
     })
-}
-
-/// The API's own words from an error body (`message` or `detail`), short, on one line.
-pub fn api_message(body: &[u8]) -> String {
-    let text = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|value| {
-            ["message", "detail", "error"].iter().find_map(|key| {
-                value.get(*key).map(|found| match found {
-                    Value::String(text) => text.clone(),
-                    other => other.to_string(),
-                })
-            })
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() > 200 {
-        format!("{}…", line.chars().take(200).collect::<String>())
-    } else if line.is_empty() {
-        "(empty body)".into()
-    } else {
-        line
-    }
 }
 
 #[cfg(test)]

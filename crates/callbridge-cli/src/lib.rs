@@ -1,9 +1,10 @@
-//! The `callbridge` operator CLI (SPEC §8). One module per subcommand under [`commands`];
-//! this file only declares them and dispatches.
+//! The `callbridge` operator CLI (README "Operations"). One module per subcommand under
+//! [`commands`]; this file only declares them and dispatches.
 
 pub mod centralized;
 pub mod commands;
 pub mod database;
+pub mod operator;
 pub mod output;
 
 // The error formatters every callbridge binary shares, as `crate::one_line` in commands.
@@ -29,8 +30,12 @@ pub struct Cli {
 pub enum Command {
     /// Apply, revert or list the database migrations.
     Migrate(commands::migrate::MigrateArgs),
-    /// Put a CSV of phone numbers into local_call_queue, in batches.
+    /// Put a CSV of phone numbers into local_call_queue, in batches, as a campaign.
     Enqueue(commands::enqueue::EnqueueArgs),
+    /// List campaigns; show, pause, resume, cancel one, or change its rules.
+    Campaign(commands::campaign::CampaignArgs),
+    /// Repair queue rows: retry failed ones, resolve needs_review ones.
+    Queue(commands::queue::QueueArgs),
     /// List batches: local counts and status beside the centralized system's view.
     Batches(commands::batches::BatchesArgs),
     /// Show one batch in detail.
@@ -50,6 +55,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => commands::migrate::run(args).await,
         Command::Enqueue(args) => commands::enqueue::run(args).await,
+        Command::Campaign(args) => commands::campaign::run(args).await,
+        Command::Queue(args) => commands::queue::run(args).await,
         Command::Batches(args) => commands::batches::run_list(args).await,
         Command::Batch(args) => commands::batches::run_one(args).await,
         Command::Dlq(args) => commands::dlq::run(args).await,

@@ -65,13 +65,40 @@ impl Setup {
     }
 
     async fn doctor(&self) -> Output {
+        self.doctor_with(&[]).await
+    }
+
+    async fn doctor_with(&self, flags: &[&str]) -> Output {
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        callbridge(&["doctor"], &env, None).await
+        let args: Vec<&str> = std::iter::once("doctor")
+            .chain(flags.iter().copied())
+            .collect();
+        callbridge(&args, &env, None).await
     }
+}
+
+/// `doctor --json`'s stdout as the one JSON document it must be.
+fn json_report(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "stdout is not one JSON document ({error}):\n{}",
+            stdout(output)
+        )
+    })
+}
+
+/// The check called `name` in a `doctor --json` report.
+fn json_check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .expect("checks is an array")
+        .iter()
+        .find(|check| check["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {report:#}"))
 }
 
 /// The line of check `name`, asserting it failed (✗) or passed (✓).
@@ -356,4 +383,61 @@ async fn missing_settings_are_all_named_and_the_dependent_checks_skipped() {
         "{}",
         stdout(&output)
     );
+}
+
+#[tokio::test]
+async fn json_reports_every_check_of_a_healthy_setup_as_passed() {
+    let setup = Setup::healthy().await;
+
+    let output = setup.doctor_with(&["--json"]).await;
+
+    assert_success(&output);
+    let report = json_report(&output);
+    assert_eq!(report["ok"], true, "{report:#}");
+    let checks = report["checks"].as_array().unwrap();
+    assert!(
+        checks.iter().all(|check| check["status"] == "pass"
+            && check["detail"]
+                .as_str()
+                .is_some_and(|detail| !detail.is_empty())
+            && check.get("fix").is_none()),
+        "{report:#}"
+    );
+    for name in [
+        "configuration",
+        "database",
+        "broker",
+        "API key",
+        "callback URL",
+        "signature self-test",
+    ] {
+        json_check(&report, name);
+    }
+    setup.sim.stop().await;
+}
+
+#[tokio::test]
+async fn json_reports_a_failed_check_with_its_fix_and_the_skipped_ones_and_exits_1() {
+    let output = callbridge(&["doctor", "--json"], &[], None).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    let report = json_report(&output);
+    assert_eq!(report["ok"], false, "{report:#}");
+    let configuration = json_check(&report, "configuration");
+    assert_eq!(configuration["status"], "fail", "{report:#}");
+    assert!(
+        configuration["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("CALLBACK_SECRET_KEY")),
+        "{report:#}"
+    );
+    assert!(
+        configuration["fix"]
+            .as_str()
+            .is_some_and(|fix| !fix.is_empty()),
+        "{report:#}"
+    );
+    let api_key = json_check(&report, "API key");
+    assert_eq!(api_key["status"], "skipped", "{report:#}");
+    assert!(api_key.get("fix").is_none(), "{report:#}");
 }

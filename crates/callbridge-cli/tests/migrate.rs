@@ -100,6 +100,32 @@ async fn status_lists_each_migration_as_applied_or_pending() {
 }
 
 #[tokio::test]
+async fn status_json_gives_each_migration_its_state_and_when_it_was_applied() {
+    let db = TestDb::new().await.unwrap();
+    callbridge(&db, &["migrate", "up"]).await;
+    callbridge(&db, &["migrate", "down", "--steps", "1"]).await;
+
+    let output = callbridge(&db, &["migrate", "status", "--json"]).await;
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("not a JSON array ({error}): {}", stdout(&output)));
+    assert_eq!(rows.len(), migration_count(), "{rows:#?}");
+    let (applied, pending) = rows.split_at(migration_count() - 1);
+    assert_eq!(applied[0]["version"], 1, "{rows:#?}");
+    assert_eq!(applied[0]["description"], "seed tables", "{rows:#?}");
+    for row in applied {
+        assert_eq!(row["state"], "applied", "{rows:#?}");
+        let installed_on = row["installed_on"]
+            .as_str()
+            .expect("installed_on is a string");
+        chrono::DateTime::parse_from_rfc3339(installed_on).expect("installed_on is RFC 3339");
+    }
+    assert_eq!(pending[0]["state"], "pending", "{rows:#?}");
+    assert!(pending[0].get("installed_on").is_none(), "{rows:#?}");
+}
+
+#[tokio::test]
 async fn down_refuses_rows_without_force_in_one_line_and_fails() {
     let db = TestDb::new().await.unwrap();
     assert!(callbridge(&db, &["migrate", "up"]).await.status.success());

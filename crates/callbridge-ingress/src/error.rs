@@ -1,4 +1,4 @@
-//! The one error type of `POST /callback` and its mapping to HTTP (SPEC §4).
+//! The one error type of `POST /callback` and its mapping to HTTP.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};

@@ -1,8 +1,8 @@
 //! callbridge-ingress: receives signed callbacks over HTTP (`POST /callback`) and
-//! publishes each one, confirmed, to RabbitMQ before answering 200 (SPEC §4, §5).
+//! publishes each one, confirmed, to RabbitMQ before answering 200.
 //!
 //! - [`startup::Application`] builds the server (tests bind port 0);
-//! - [`routes::callback`] holds the checks, in the SPEC's order;
+//! - [`routes::callback`] holds the checks: size, signature, then JSON and schema;
 //! - [`publisher`] and [`supervisor`] own the confirm-mode channel pool and keep it
 //!   connected;
 //! - [`error::CallbackError`] is the one mapping from failures to HTTP answers.

@@ -7,9 +7,21 @@ use callbridge_ingress::Application;
 use callbridge_runtime::config::Settings;
 use callbridge_runtime::shutdown::shutdown_token;
 use callbridge_runtime::telemetry::init_telemetry;
+use clap::Parser;
+
+/// Receives the centralized system's signed callbacks (`POST /callback` on INGRESS_BIND)
+/// and answers 200 once RabbitMQ has confirmed each one. Settings come from the
+/// environment (CALLBACK_SECRET_KEY, RABBITMQ_URL, …) and the optional CALLBRIDGE_CONFIG
+/// file; there are no other arguments.
+#[derive(Debug, Parser)]
+#[command(name = "callbridge-ingress", version)]
+struct Args {}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before any setting is read: `--help` and `--version` answer and exit, and an
+    // unknown argument is refused instead of being ignored while the server starts.
+    let Args {} = Args::parse();
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => return fail(&error),
@@ -42,7 +54,7 @@ async fn run(config: callbridge_runtime::config::IngressConfig) -> anyhow::Resul
         .await
 }
 
-/// One line on stderr and a non-zero exit (SPEC §2).
+/// One line on stderr naming what is wrong, and a non-zero exit.
 fn fail(error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("callbridge-ingress: {error}");
     ExitCode::FAILURE

@@ -1,4 +1,4 @@
-//! The AMQP message one accepted callback becomes (SPEC §5).
+//! The AMQP message one accepted callback becomes.
 
 use callbridge_types::envelope::{CURRENT_SCHEMA_VERSION, Envelope, event_id_for};
 use callbridge_types::event::CallbackEvent;
@@ -59,7 +59,8 @@ impl CallbackMessage {
         CALLBACKS_EXCHANGE
     }
 
-    /// Properties and headers of SPEC §5, except the trace context, which the publisher
+    /// Properties and headers (persistent, JSON, event id as `message_id`, received-at
+    /// timestamp, schema version), except the trace context, which the publisher
     /// adds inside its own span.
     pub fn properties(&self) -> BasicProperties {
         self.properties_without_headers()

@@ -1,4 +1,4 @@
-//! The ingress's metrics (SPEC §10), recorded through the `metrics` facade and served
+//! The ingress's metrics, recorded through the `metrics` facade and served
 //! by `callbridge_runtime::health` on `/metrics`.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The optional rustls listener (SPEC §4: TLS is usually terminated at the Kubernetes
+//! The optional rustls listener (TLS is usually terminated at the Kubernetes
 //! Ingress, but the seed asks the callback URL to be served over TLS).
 
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! `POST /callback` against a real RabbitMQ: every row of SPEC §4.
+//! `POST /callback` against a real RabbitMQ: every check and answer of the
+//! endpoint (size, signature, JSON and schema, confirmed publish).
 
 mod common;
 
@@ -382,7 +383,7 @@ async fn unknown_event_types_are_accepted_and_routed_by_name() {
     assert_eq!(message.body["event"]["event_type"], "call_transferred");
 }
 
-/// SPEC §4: an unknown event type is kept even when it carries no status (the seed's
+/// An unknown event type is kept even when it carries no status (the seed's
 /// `call_status_update` too); the envelope then has no `call_status` at all.
 #[tokio::test]
 async fn events_without_any_status_are_accepted_and_published_without_one() {

@@ -1,6 +1,9 @@
 //! `openapi/ingress.yaml` stays true: every answer `POST /callback` can give is
-//! documented (and nothing else is), and every documented example request gets the
-//! documented answer from a running ingress.
+//! documented (and nothing else is), every documented example request gets the
+//! documented answer from a running ingress, and a method the document does not declare
+//! for a path is answered 405 with the declared ones in `Allow`. (Generated requests,
+//! valid and invalid, are checked against the document by schemathesis in
+//! `tests/python/test_ingress_openapi.py`.)
 
 mod common;
 
@@ -215,6 +218,41 @@ async fn every_documented_example_request_gets_the_documented_answer() {
                 documented_examples(documented).contains(&answer),
                 "example {name}: answer {answer} is not a documented example"
             );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_method_the_document_does_not_declare_answers_405_with_the_declared_ones_in_allow() {
+    let document = document();
+    let (_vhost, config) = vhost_and_config().await;
+    let app = TestApp::spawn(config).await;
+    let all = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"];
+
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        let declared: Vec<String> = operations
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|method| method.to_ascii_uppercase())
+            .collect();
+        for method in all.iter().filter(|m| !declared.iter().any(|d| d == *m)) {
+            let response = app
+                .client
+                .request(method.parse().unwrap(), format!("{}{path}", app.address))
+                .send()
+                .await
+                .unwrap();
+
+            assert_eq!(response.status().as_u16(), 405, "{method} {path}");
+            let allow = response
+                .headers()
+                .get("allow")
+                .unwrap_or_else(|| panic!("{method} {path}: no Allow header"))
+                .to_str()
+                .unwrap();
+            let allowed: Vec<String> = allow.split(',').map(|m| m.trim().to_owned()).collect();
+            assert_eq!(allowed, declared, "{method} {path}: Allow {allow}");
         }
     }
 }

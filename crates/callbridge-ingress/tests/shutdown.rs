@@ -117,7 +117,7 @@ async fn sigterm_mid_burst_keeps_every_acknowledged_callback() {
     );
     let reader = BrokerReader::connect(&vhost.amqp_url()).await;
     let messages = reader.drain().await;
-    // The binary runs without an OTLP endpoint: trace context must still travel (SPEC §5).
+    // The binary runs without an OTLP endpoint: trace context must still travel.
     let without_traceparent = messages
         .iter()
         .filter(|m| !m.headers().contains_key("traceparent"))

@@ -1,4 +1,4 @@
-//! A call's `call_logs` row as a pure function of the set of its stored events (SPEC §6).
+//! A call's `call_logs` row as a pure function of the set of its stored events.
 //!
 //! Why a fold over the whole set rather than an update from the previous row: the row
 //! does not record which event each field came from, so "each field from the
@@ -12,7 +12,7 @@
 //! standing that disagree about a field still give one answer whatever their order.
 //!
 //! An event without a status (an unknown event type or `call_status_update` that
-//! carries no `call_status`) takes no part in the fold: SPEC §4 keeps it in
+//! carries no `call_status`) takes no part in the fold: it is kept in
 //! `call_events` but lets it change `call_logs` only through a status, and it has none.
 //! So a call whose only events are status-less has no `call_logs` row at all
 //! (`call_logs.call_status` is `NOT NULL`); its first event with a status creates it.

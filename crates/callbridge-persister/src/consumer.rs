@@ -2,7 +2,7 @@
 //! linger), up to `concurrency` batches stored at once, each in one transaction, poison
 //! messages isolated and dead-lettered, and deliveries acknowledged once settled.
 //!
-//! Acknowledgement rule (SPEC §6): a delivery is acknowledged only once its effect is
+//! Acknowledgement rule: a delivery is acknowledged only once its effect is
 //! committed or it is confirmed in `callbridge.dead`. A crash anywhere before the ack
 //! redelivers the batch; redelivered events are duplicates and change nothing. With
 //! several batches in flight a later batch can commit before an earlier one, so a

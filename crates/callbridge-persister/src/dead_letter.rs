@@ -1,4 +1,4 @@
-//! Moving a poison message to `callbridge.dead` (SPEC §5): published with confirms,
+//! Moving a poison message to `callbridge.dead`: published with confirms,
 //! with the error as a header, before the original is acknowledged.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! callbridge-persister: consumes validated callbacks from `callbridge.persist` and
-//! stores them in Postgres (SPEC §6).
+//! stores them in Postgres.
 //!
 //! - [`Persister`] is the application: health server, database pool, the batch
 //!   consumer and the outbox relay; tests build it on port 0 with their own database

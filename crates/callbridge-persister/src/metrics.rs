@@ -1,4 +1,4 @@
-//! The persister's metrics (SPEC §10), named once. Recorded through the `metrics` facade
+//! The persister's metrics, named once. Recorded through the `metrics` facade
 //! and served on `/metrics` by `callbridge_runtime::health`.
 
 use std::time::Duration;

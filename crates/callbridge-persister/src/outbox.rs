@@ -3,7 +3,7 @@
 //!
 //! A crash between the batch commit and the publish loses nothing (the row waits), and a
 //! crash between the publish and marking it sends it again: delivery is at least once,
-//! and subscribers deduplicate on `message_id`, the deciding event's id (SPEC §6).
+//! and subscribers deduplicate on `message_id`, the deciding event's id.
 
 use std::sync::Arc;
 use std::time::Duration;

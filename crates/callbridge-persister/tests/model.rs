@@ -1,13 +1,14 @@
 //! Property: whatever the events, duplicates, order and batch boundaries, the stored
-//! `call_logs` and `call_batches` equal what a simple model of SPEC §6 computes from the
+//! `call_logs` and `call_batches` equal what a simple model of the rules computes from the
 //! set of distinct events; every distinct event is in `call_events`; and every terminal
 //! call's deciding event is in the outbox.
 //!
 //! Some events carry no status (an unknown event type or `call_status_update` without
-//! `call_status`): SPEC §4 keeps them in `call_events` and lets them change `call_logs`
+//! `call_status`): they are kept in `call_events` and change `call_logs`
 //! only through a status, so the model leaves them out of the rows entirely.
 //!
-//! The model is written from the SPEC's words, independently of `call_log::fold_call`.
+//! The model is written from the rules as the `call_log` module states them, independently
+//! of its code (`call_log::fold_call`).
 
 mod common;
 
@@ -156,7 +157,7 @@ struct ModelEvent {
     fields: CallLogRow,
 }
 
-/// SPEC §6 order: unknown < started = ringing < answered < terminal.
+/// Status order: unknown < started = ringing < answered < terminal.
 fn rank(status: &str) -> u8 {
     match status {
         "started" | "ringing" => 1,
@@ -269,7 +270,7 @@ async fn check_case(
         {
             continue;
         }
-        // SPEC §4: an event without a status changes no call_logs row.
+        // An event without a status changes no call_logs row.
         let Some(call_status) = status else {
             continue;
         };

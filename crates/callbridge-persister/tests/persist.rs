@@ -1,4 +1,4 @@
-//! SPEC §6 through the whole pipeline: envelopes published to `callbridge.callbacks`, a
+//! Persisting through the whole pipeline: envelopes published to `callbridge.callbacks`, a
 //! persister running in-process against its own database and vhost, and the tables and
 //! queues read back.
 

@@ -1,4 +1,4 @@
-//! The RabbitMQ connection (with retry) and the messaging topology of SPEC §5, declared
+//! The RabbitMQ connection (with retry) and the messaging topology, declared
 //! idempotently by every service that uses it. Names come from
 //! `callbridge_types::topology`; the options each is declared with live here.
 
@@ -24,7 +24,7 @@ pub use publish::{Outgoing, PendingConfirm, PublishError, publish_confirmed, pub
 pub use reconnect::{Reconnect, run_reconnecting};
 
 /// Deliveries of one message to persister consumers before RabbitMQ dead-letters it
-/// itself. Only a backstop (SPEC §5, ≥ 50): the persister dead-letters poison messages
+/// itself. Only a high backstop (at least 50): the persister dead-letters poison messages
 /// on its own, and a killed consumer's unacked prefetch counts toward this limit too.
 pub const PERSIST_DELIVERY_LIMIT: i64 = 100;
 
@@ -100,7 +100,7 @@ pub async fn connect_with_retry(
 }
 
 /// A channel in publisher-confirm mode: each publish yields a confirm the caller awaits
-/// before it reports success (SPEC §4: 200 only after the broker confirmed).
+/// before it reports success (the ingress answers 200 only after the broker confirmed).
 pub async fn open_confirmed_channel(connection: &Connection) -> anyhow::Result<Channel> {
     let channel = connection
         .create_channel()
@@ -221,7 +221,7 @@ pub fn dead_queue_arguments() -> FieldTable {
     arguments
 }
 
-/// Declares SPEC §5's exchanges, queues and bindings. Idempotent: every service calls it
+/// Declares the exchanges, queues and bindings. Idempotent: every service calls it
 /// at start (and after reconnecting), in any order, any number of times.
 #[tracing::instrument(skip_all)]
 pub async fn declare_topology(channel: &Channel) -> anyhow::Result<()> {

@@ -123,6 +123,10 @@ impl Readiness {
 }
 
 /// Mounts `/healthz`, `/readyz` and `/metrics` on an actix `App`.
+///
+/// Each is a resource with one GET route, so another method answers 405 with
+/// `Allow: GET` (`ServiceConfig::route` would make the method part of the path's match,
+/// and any other method a 404).
 pub fn configure_health_routes(
     config: &mut web::ServiceConfig,
     readiness: Readiness,
@@ -131,9 +135,9 @@ pub fn configure_health_routes(
     config
         .app_data(web::Data::new(readiness))
         .app_data(web::Data::new(metrics))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(render_metrics));
+        .service(web::resource("/healthz").route(web::get().to(healthz)))
+        .service(web::resource("/readyz").route(web::get().to(readyz)))
+        .service(web::resource("/metrics").route(web::get().to(render_metrics)));
 }
 
 async fn healthz() -> HttpResponse {

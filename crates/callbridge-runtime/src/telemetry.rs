@@ -1,4 +1,4 @@
-//! Logs and traces (SPEC §10), initialised once per binary: structured logs on stdout
+//! Logs and traces, initialised once per binary: structured logs on stdout
 //! (JSON or human-readable), an optional size-rotated log file, OTLP trace export only
 //! when an endpoint is configured, and W3C trace context carried in AMQP headers so one
 //! trace runs from the ingress request to the persister's database write.
@@ -124,7 +124,7 @@ pub fn init_telemetry(
 
     let service_name = settings.service_name.as_deref().unwrap_or(service_name);
     // The OpenTelemetry layer is always installed, so every span has W3C ids and
-    // `traceparent` crosses the broker (SPEC §5) even where nothing collects traces;
+    // `traceparent` crosses the broker in every message even where nothing collects traces;
     // spans leave the process only when an OTLP endpoint is configured.
     let tracer_provider = tracer_provider(
         service_name,

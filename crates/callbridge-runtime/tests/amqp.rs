@@ -1,5 +1,6 @@
-//! SPEC §5 against the real broker, each test in its own vhost: the topology is declared
-//! idempotently with the SPEC's arguments and routes as designed, and the connection
+//! The messaging topology against the real broker, each test in its own vhost: it is
+//! declared idempotently with the arguments `declare_topology` documents and routes as
+//! designed, and the connection
 //! retries through an outage.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! SPEC §2: the seed's variables verbatim, layering, strict booleans, URL forms, secrets,
+//! Configuration: the seed's variables verbatim, layering, strict booleans, URL forms, secrets,
 //! the Fernet-encrypted API key, and one clear line per missing or malformed setting.
 //! Every test passes its own environment to `Settings::load_from`; none touches the
 //! process environment (tests run in parallel).
@@ -140,7 +140,6 @@ fn spec_added_variables_work_verbatim() {
         ("INGRESS_BIND", "127.0.0.1:18080"),
         ("PERSISTER_BIND", "127.0.0.1:19101"),
         ("SUBMITTER_BIND", "127.0.0.1:19102"),
-        ("SIM_BIND", "127.0.0.1:18090"),
         ("RUST_LOG", "callbridge=debug,info"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger:4317"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
@@ -160,10 +159,6 @@ fn spec_added_variables_work_verbatim() {
         "127.0.0.1:19101".parse().unwrap()
     );
     assert_eq!(settings.submitter.bind, "127.0.0.1:19102");
-    assert_eq!(
-        settings.sim_bind().unwrap(),
-        "127.0.0.1:18090".parse().unwrap()
-    );
     assert_eq!(settings.telemetry.log_filter, "callbridge=debug,info");
     assert_eq!(
         settings.telemetry.otlp_endpoint.as_deref(),
@@ -174,6 +169,20 @@ fn spec_added_variables_work_verbatim() {
         settings.telemetry.service_name.as_deref(),
         Some("callbridge-eu")
     );
+}
+
+/// The simulator reads its `SIM_*` variables itself; they sit in the same environment as
+/// the settings every binary loads (the simulator loads them too, for telemetry), so they
+/// must neither fail the load nor set anything here.
+#[test]
+fn simulator_variables_are_left_to_the_simulator() {
+    let env = [
+        ("SIM_BIND", "not an address"),
+        ("SIM_API_KEY", "simapikey"),
+        ("SIM_CALLBACK_URL", "http://127.0.0.1:8080/callback"),
+        ("SIM_CALLBACK_SECRET", "simsecret"),
+    ];
+    assert_eq!(load(&env).unwrap(), Settings::default());
 }
 
 #[test]
@@ -193,7 +202,6 @@ fn defaults_follow_the_spec() {
     assert!(settings.callback.verification_enabled);
     assert_eq!(settings.ingress.bind, "0.0.0.0:8080");
     assert_eq!(settings.submitter.bind, "0.0.0.0:9102");
-    assert_eq!(settings.sim.bind, "0.0.0.0:8090");
     assert_eq!(settings.telemetry.log_filter, "info");
     assert_eq!(settings.telemetry.log_file_max_bytes, 10 * 1024 * 1024);
     assert_eq!(settings.telemetry.log_file_backups, 5);

@@ -72,6 +72,38 @@ async fn serves_health_readiness_and_metrics_and_readiness_follows_its_condition
 }
 
 #[tokio::test]
+async fn another_method_on_a_health_path_answers_405_allowing_get() {
+    let metrics = install_metrics_recorder();
+    let server = HealthServer::start("127.0.0.1:0".parse().unwrap(), Readiness::new(), metrics)
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        for method in [
+            reqwest::Method::POST,
+            reqwest::Method::DELETE,
+            reqwest::Method::TRACE,
+        ] {
+            let response = client
+                .request(method.clone(), format!("http://{}{path}", server.addr()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 405, "{method} {path}");
+            assert_eq!(
+                response.headers().get("allow").map(|v| v.to_str().unwrap()),
+                Some("GET"),
+                "{method} {path}"
+            );
+        }
+    }
+    assert_eq!(get(&server, "/nowhere").await.0, 404);
+
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn metrics_recorder_installs_once() {
     let first = install_metrics_recorder();
     let second = install_metrics_recorder();

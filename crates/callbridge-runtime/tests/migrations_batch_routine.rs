@@ -1,5 +1,6 @@
 //! `callbridge_refresh_batch`, the one SQL routine that decides a batch's counts and status
-//! (SPEC §6), shared by the persister and the submitter.
+//! (`migrations/0007_incremental_batch_refresh.up.sql`), shared by the persister and the
+//! submitter.
 
 use callbridge_runtime::db;
 use callbridge_testkit::db::TestDb;
@@ -481,4 +482,59 @@ async fn migration_0007_recounts_the_stored_counts() {
     assert_eq!((row.completed_calls, row.failed_calls), (Some(1), Some(1)));
     let row = batch(&pool, 41).await;
     assert_eq!((row.completed_calls, row.failed_calls), (Some(0), Some(0)));
+}
+
+#[tokio::test]
+async fn a_batch_all_of_whose_rows_are_cancelled_ends_cancelled() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 60, 0).await;
+    queue_row(&pool, 60, "9876543210", "cancelled").await;
+    queue_row(&pool, 60, "9876543211", "pending").await;
+    // One number still waiting: not decided yet.
+    assert_eq!(refresh(&pool, 60).await, Some(BatchStatus::Pending));
+
+    set_queue_status(&pool, 60, "cancelled").await;
+    assert_eq!(refresh(&pool, 60).await, Some(BatchStatus::Cancelled));
+    let row = batch(&pool, 60).await;
+    assert!(row.completed && !row.submitted);
+
+    // Final: rows that change afterwards do not move it.
+    set_queue_status(&pool, 60, "pending").await;
+    assert_eq!(refresh(&pool, 60).await, Some(BatchStatus::Cancelled));
+}
+
+#[tokio::test]
+async fn a_batch_of_failed_and_cancelled_rows_ends_failed() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 61, 0).await;
+    queue_row(&pool, 61, "9876543210", "cancelled").await;
+    queue_row(&pool, 61, "9876543211", "failed").await;
+
+    assert_eq!(refresh(&pool, 61).await, Some(BatchStatus::Failed));
+}
+
+#[tokio::test]
+async fn cancelled_rows_do_not_keep_a_batch_whose_calls_ended_from_completing() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 62, 1).await;
+    queue_row(&pool, 62, "9876543210", "submitted").await;
+    queue_row(&pool, 62, "9876543211", "cancelled").await;
+    log_call(&pool, 62, "call-62", "answered").await;
+    assert_eq!(refresh(&pool, 62).await, Some(BatchStatus::InProgress));
+
+    log_call(&pool, 62, "call-62", "completed").await;
+    assert_eq!(refresh(&pool, 62).await, Some(BatchStatus::Completed));
+    let row = batch(&pool, 62).await;
+    assert_eq!((row.completed_calls, row.failed_calls), (Some(1), Some(0)));
+}
+
+#[tokio::test]
+async fn a_batch_with_an_accepted_number_is_never_cancelled() {
+    let (_db, pool) = migrated().await;
+    // The centralized system accepted one number (total_calls = 1) whose call is not
+    // reported yet; the rest of the batch was cancelled.
+    create_batch(&pool, 63, 1).await;
+    queue_row(&pool, 63, "9876543210", "cancelled").await;
+
+    assert_eq!(refresh(&pool, 63).await, Some(BatchStatus::Submitted));
 }

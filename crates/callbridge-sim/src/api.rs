@@ -1,6 +1,6 @@
 //! The centralized system's three API endpoints, answered the way the seed's Python
 //! `CentralizedCallingClient` reads them, with the documented limits and messages
-//! (SPEC §7) and the faults the knobs ask for. ASSUMPTIONS.md describes every shape.
+//! and the faults the knobs ask for. ASSUMPTIONS.md describes every shape.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,25 +12,30 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{AcceptThenFailMode, Endpoint, MAX_ITEMS_PER_INSERT, ResponseLayout};
+use callbridge_types::centralized_api::{
+    API_KEY_HEADER, AnswerLayout, BATCH_STATUS_PATH, DISPATCH_PATH, INSERT_PATH,
+    MAX_ITEMS_PER_INSERT, insert_answer,
+};
+
+use crate::config::{AcceptThenFailMode, Endpoint, ResponseLayout};
 use crate::ground_truth::RequestTruth;
 use crate::state::SimState;
 use crate::store::QueueItem;
-
-pub const INSERT_PATH: &str = "/api/v1/queues/insertdataincallqueue/";
-pub const BATCH_STATUS_PATH: &str = "/api/v1/queues/batch-status/{batch_id}";
-pub const DISPATCH_PATH: &str = "/api/v1/controls/dispatch-calls";
 
 /// The length of `call_logs.phone_number` / `local_call_queue.phone_number` (VARCHAR(20)).
 const MAX_PHONE_NUMBER_CHARS: usize = 20;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    let insert_path = format!("/{INSERT_PATH}");
     config
-        .route(INSERT_PATH, web::post().to(insert))
+        .route(&insert_path, web::post().to(insert))
         // FastAPI redirects the slash-less path; answering it directly is kinder to clients.
-        .route(INSERT_PATH.trim_end_matches('/'), web::post().to(insert))
-        .route(BATCH_STATUS_PATH, web::get().to(batch_status))
-        .route(DISPATCH_PATH, web::post().to(dispatch));
+        .route(insert_path.trim_end_matches('/'), web::post().to(insert))
+        .route(
+            &format!("/{BATCH_STATUS_PATH}{{batch_id}}"),
+            web::get().to(batch_status),
+        )
+        .route(&format!("/{DISPATCH_PATH}"), web::post().to(dispatch));
 }
 
 /// Every error answer of the API, mapped to HTTP in one place.
@@ -161,7 +166,7 @@ async fn admit(
     let knobs = state.knobs();
     let presented = request
         .headers()
-        .get("X-API-KEY")
+        .get(API_KEY_HEADER)
         .map(HeaderValue::as_bytes);
     if knobs.reject_all_keys || !state.key_matches(presented) {
         return Err(ApiError::InvalidApiKey);
@@ -242,20 +247,14 @@ async fn handle_insert(
     } else {
         ("success", format!("{stored} items queued successfully"))
     };
-    let body = match knobs.response_layout {
-        ResponseLayout::Flat => json!({
-            "status": outcome,
-            "message": message,
-            "batch_id": batch_id,
-            "inserted_count": stored,
-        }),
-        ResponseLayout::Nested => json!({
-            "status": outcome,
-            "message": message,
-            "data": { "batch_id": batch_id, "inserted_count": stored },
-        }),
+    let layout = match knobs.response_layout {
+        ResponseLayout::Flat => AnswerLayout::Flat,
+        ResponseLayout::Nested => AnswerLayout::Nested,
     };
-    Ok(Reply::Json(status, body))
+    Ok(Reply::Json(
+        status,
+        insert_answer(layout, outcome, &message, batch_id, stored),
+    ))
 }
 
 /// Validates an insert body: `{"batch_id": <int32>, "data": [{"phone_number": <str>,

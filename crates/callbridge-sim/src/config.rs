@@ -12,8 +12,7 @@ use callbridge_types::status::CallStatus;
 use clap::{ArgAction, Args, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-/// The documented maximum number of items in one insert request (SPEC §7).
-pub const MAX_ITEMS_PER_INSERT: usize = 1000;
+pub use callbridge_types::centralized_api::MAX_ITEMS_PER_INSERT;
 
 /// Clap value parser for secrets: an empty API key or signing secret is a mistake.
 pub fn parse_secret(value: &str) -> Result<Secret, String> {
@@ -143,12 +142,12 @@ impl SimConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
-    /// `POST /api/v1/queues/insertdataincallqueue/`
+    /// `POST` [`callbridge_types::centralized_api::INSERT_PATH`]
     Insert,
-    /// `GET /api/v1/queues/batch-status/{batch_id}`
+    /// `GET` [`callbridge_types::centralized_api::BATCH_STATUS_PATH`] + the batch id
     #[value(name = "batch_status")]
     BatchStatus,
-    /// `POST /api/v1/controls/dispatch-calls`
+    /// `POST` [`callbridge_types::centralized_api::DISPATCH_PATH`]
     Dispatch,
 }
 
@@ -187,7 +186,7 @@ pub enum AcceptThenFailMode {
 }
 
 /// Where the insert response puts `batch_id` and `inserted_count` (both layouts are seen in
-/// the centralized system's guides, SPEC §7).
+/// the centralized system's guides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseLayout {

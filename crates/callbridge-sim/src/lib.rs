@@ -1,5 +1,5 @@
-//! `callbridge-sim` plays the Centralized Calling System for tests, demos and benchmarks
-//! (SPEC §9): its three API endpoints with `X-API-KEY` auth and the documented limits,
+//! `callbridge-sim` plays the Centralized Calling System for tests, demos and benchmarks:
+//! its three API endpoints with `X-API-KEY` auth and the documented limits,
 //! signed callbacks for every placed call, fault injection on both sides, and a ground
 //! truth of everything it accepted and sent.
 //!
@@ -35,7 +35,6 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
-pub use crate::api::{BATCH_STATUS_PATH, DISPATCH_PATH, INSERT_PATH};
 pub use crate::calls::CallbackPayload;
 pub use crate::config::{
     AcceptThenFailMode, Endpoint, InvalidKnobs, Knobs, MAX_ITEMS_PER_INSERT, Outcome, OutcomeMix,
@@ -46,6 +45,7 @@ pub use crate::ground_truth::{
 };
 use crate::state::SimState;
 pub use callbridge_runtime::config::Secret;
+pub use callbridge_types::centralized_api::{DISPATCH_PATH, INSERT_PATH};
 
 /// Insert bodies of 1000 items with custom data are far above actix's 256 KiB default.
 const MAX_REQUEST_BODY_BYTES: usize = 16 * 1024 * 1024;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use callbridge_types::centralized_api::BatchStatusView;
 
 use crate::config::Outcome;
 use crate::ground_truth::{
@@ -42,25 +42,6 @@ pub struct Store {
     batches: BTreeMap<i32, Batch>,
     calls: Vec<CallTruth>,
     requests: Vec<RequestTruth>,
-}
-
-/// The answer of `GET /api/v1/queues/batch-status/{batch_id}` (see ASSUMPTIONS.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BatchStatusView {
-    pub status: &'static str,
-    pub batch_id: i32,
-    pub accountcode: String,
-    /// `queued`, `in_progress` or `completed` (every call over).
-    pub batch_status: &'static str,
-    pub total: usize,
-    pub queued: usize,
-    pub dispatched: usize,
-    pub in_progress: usize,
-    pub completed: usize,
-    pub failed: usize,
-    /// One entry per call held for the batch, in acceptance order (a number accepted twice
-    /// appears twice).
-    pub phone_numbers: Vec<String>,
 }
 
 impl Store {

@@ -61,15 +61,19 @@ async fn wrong_or_missing_api_key_is_401_and_stores_nothing() {
         json!({"message": "Invalid API key", "status": "error"})
     );
     let missing = client()
-        .post(format!("{}{}", sim.base_url(), callbridge_sim::INSERT_PATH))
+        .post(format!(
+            "{}/{}",
+            sim.base_url(),
+            callbridge_sim::INSERT_PATH
+        ))
         .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 401);
     for path in [
-        "/api/v1/queues/batch-status/1",
-        callbridge_sim::DISPATCH_PATH,
+        "/api/v1/queues/batch-status/1".to_owned(),
+        format!("/{}", callbridge_sim::DISPATCH_PATH),
     ] {
         let request = if path.contains("batch-status") {
             client().get(format!("{}{path}", sim.base_url()))
@@ -373,7 +377,11 @@ async fn accept_then_fail_hang_stores_and_outlasts_the_client_timeout() {
     .await;
     let batch = numbers(22, 1);
     let outcome = client()
-        .post(format!("{}{}", sim.base_url(), callbridge_sim::INSERT_PATH))
+        .post(format!(
+            "{}/{}",
+            sim.base_url(),
+            callbridge_sim::INSERT_PATH
+        ))
         .header("X-API-KEY", API_KEY)
         .timeout(Duration::from_millis(200))
         .json(&insert_body(22, &batch))
@@ -430,7 +438,7 @@ async fn held_request_is_stored_only_after_release() {
     let body = insert_body(40, &batch);
     let pending = tokio::spawn(async move {
         client()
-            .post(format!("{base_url}{}", callbridge_sim::INSERT_PATH))
+            .post(format!("{base_url}/{}", callbridge_sim::INSERT_PATH))
             .header("X-API-KEY", API_KEY)
             .json(&body)
             .send()

@@ -3,49 +3,25 @@
 //! outcome enum that says what is known about the effect, so the worker never has to
 //! look at a status code.
 //!
-//! What the public guides document (SPEC §7) and this module relies on: success is 200 or
-//! 201 with `status`, `message`, `batch_id`, `inserted_count` at the top level or nested
-//! under `data`; a `status` of `"warning"` is not a success; errors are
-//! `{"message":…, "status":…}` or FastAPI's `{"detail":…}`; 429 may carry `Retry-After`
-//! (60 s when absent). What no guide documents (the batch-status answer, a 404 for a batch
-//! the system never saw) follows the simulator's `ASSUMPTIONS.md`.
+//! The wire contract (paths, shapes, how answers and errors are read) lives in
+//! `callbridge_types::centralized_api`; this module decides what each answer means for the
+//! numbers sent.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use callbridge_runtime::config::ApiConfig;
+use callbridge_runtime::errors::error_chain;
+pub use callbridge_types::centralized_api::QueueItem;
+use callbridge_types::centralized_api::{
+    ACCOUNT_CODE_PARAM, API_KEY_HEADER, Answer, BATCH_STATUS_PATH, DEFAULT_RATE_LIMIT_WAIT,
+    DISPATCH_PATH, INSERT_PATH, InsertRequest, MAX_ITEMS_PER_INSERT, error_message,
+    parse_retry_after, quote_body,
+};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-/// The documented maximum number of items in one insert request.
-pub const MAX_ITEMS_PER_REQUEST: usize = 1000;
-/// How long to wait after a 429 that names no `Retry-After` (SPEC §7).
-pub const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
-
-const INSERT_PATH: &str = "api/v1/queues/insertdataincallqueue/";
-const BATCH_STATUS_PATH: &str = "api/v1/queues/batch-status/";
-const DISPATCH_PATH: &str = "api/v1/controls/dispatch-calls";
-/// Sent on every request; `X-API-KEY` in the guide (header names are case-insensitive).
-const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
-/// Error bodies are quoted in `last_error` and logs only up to this many characters.
-const MAX_QUOTED_CHARS: usize = 300;
-
-/// One number of an insert request, as the API reads it.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueItem<'a> {
-    pub phone_number: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub custom_data: Option<&'a Value>,
-}
-
-#[derive(Serialize)]
-struct InsertBody<'a> {
-    batch_id: i32,
-    data: &'a [QueueItem<'a>],
-}
 
 /// Why an attempt is retried; the `reason` label of the retry metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +189,7 @@ impl ApiClient {
         if let Some(account_code) = config.account_code.as_deref() {
             dispatch_url
                 .query_pairs_mut()
-                .append_pair("accountcode", account_code);
+                .append_pair(ACCOUNT_CODE_PARAM, account_code);
         }
         let mut api_key = HeaderValue::from_str(config.api_key.expose()).map_err(|_| {
             anyhow::anyhow!(
@@ -237,12 +213,11 @@ impl ApiClient {
         })
     }
 
-    /// `POST /api/v1/queues/insertdataincallqueue/` with at most
-    /// [`MAX_ITEMS_PER_REQUEST`] items.
+    /// `POST` an insert of at most [`MAX_ITEMS_PER_INSERT`] items.
     #[tracing::instrument(name = "api_insert", skip_all, fields(batch_id = batch_id, items = items.len(), http.status_code))]
     pub async fn insert(&self, batch_id: i32, items: &[QueueItem<'_>]) -> InsertOutcome {
-        debug_assert!(items.len() <= MAX_ITEMS_PER_REQUEST);
-        let body = match serde_json::to_vec(&InsertBody {
+        debug_assert!(items.len() <= MAX_ITEMS_PER_INSERT);
+        let body = match serde_json::to_vec(&InsertRequest {
             batch_id,
             data: items,
         }) {
@@ -263,7 +238,7 @@ impl ApiClient {
         read_insert_exchange(exchange, batch_id, items.len())
     }
 
-    /// `GET /api/v1/queues/batch-status/{batch_id}`.
+    /// `GET` batch-status of `batch_id`: which numbers the system holds for it.
     #[tracing::instrument(name = "api_batch_status", skip_all, fields(batch_id = batch_id, http.status_code))]
     pub async fn batch_status(&self, batch_id: i32) -> BatchStatusAnswer {
         let url = match self.batch_status_url.join(&batch_id.to_string()) {
@@ -274,7 +249,7 @@ impl ApiClient {
         read_batch_status_exchange(exchange)
     }
 
-    /// `POST /api/v1/controls/dispatch-calls` (with `?accountcode=` when configured).
+    /// `POST` a dispatch (with `?accountcode=` when configured).
     #[tracing::instrument(name = "api_dispatch", skip_all, fields(http.status_code))]
     pub async fn dispatch(&self) -> DispatchOutcome {
         let exchange = self
@@ -287,7 +262,10 @@ impl ApiClient {
     /// whole answer.
     async fn exchange(&self, request: reqwest::RequestBuilder) -> Exchange {
         let mut headers = HeaderMap::new();
-        headers.insert(API_KEY_HEADER, self.api_key.clone());
+        headers.insert(
+            HeaderName::from_static(API_KEY_HEADER),
+            self.api_key.clone(),
+        );
         inject_trace_context(&mut headers);
         let response = match request.headers(headers).send().await {
             Ok(response) => response,
@@ -299,7 +277,7 @@ impl ApiClient {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| parse_retry_after(value, chrono::Utc::now()));
+            .and_then(|value| parse_retry_after(value, SystemTime::now()));
         match response.bytes().await {
             Ok(body) => Exchange::Answered {
                 status,
@@ -346,31 +324,6 @@ fn transport_failure(error: &reqwest::Error) -> Exchange {
     }
 }
 
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.dedup();
-    parts.join(": ")
-}
-
-/// Reads `Retry-After`: delay seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        (date.with_timezone(&chrono::Utc) - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
 /// A request that never reached the centralized API: safe to retry without reconciling.
 fn not_sent(message: String) -> Retryable {
     Retryable {
@@ -406,10 +359,13 @@ fn read_insert_answer(body: &[u8], batch_id: i32, sent: usize) -> InsertOutcome 
             retry_after: None,
         })
     };
-    let Some(answer) = JsonAnswer::parse(body) else {
+    let Some(answer) = Answer::parse(body) else {
         return unknown(
             RetryReason::UnreadableAnswer,
-            format!("the insert answer is not a JSON object: {}", quote(body)),
+            format!(
+                "the insert answer is not a JSON object: {}",
+                quote_body(body)
+            ),
         );
     };
     if let Some(answered_batch) = answer.field("batch_id").and_then(Value::as_i64)
@@ -478,10 +434,10 @@ fn read_batch_status_exchange(exchange: Exchange) -> BatchStatusAnswer {
 /// `phone_numbers` (top level or under `data`) must be a list of strings, as long as
 /// `total` when that is given.
 fn read_batch_status_answer(body: &[u8]) -> BatchStatusAnswer {
-    let Some(answer) = JsonAnswer::parse(body) else {
+    let Some(answer) = Answer::parse(body) else {
         return BatchStatusAnswer::Unreadable(format!(
             "the batch-status answer is not a JSON object: {}",
-            quote(body)
+            quote_body(body)
         ));
     };
     let Some(list) = answer.field("phone_numbers").and_then(Value::as_array) else {
@@ -515,7 +471,7 @@ fn read_dispatch_exchange(exchange: Exchange) -> DispatchOutcome {
         Err(unanswered) => return DispatchOutcome::Failed(unanswered.into_retryable()),
     };
     if status.is_success() {
-        let answer = JsonAnswer::parse(&body);
+        let answer = Answer::parse(&body);
         let answered = answer
             .as_ref()
             .and_then(|answer| answer.field("status"))
@@ -528,7 +484,7 @@ fn read_dispatch_exchange(exchange: Exchange) -> DispatchOutcome {
                     "dispatch answered status {other:?}: {}",
                     answer
                         .as_ref()
-                        .and_then(JsonAnswer::message)
+                        .and_then(Answer::message)
                         .unwrap_or_default()
                 ),
                 retry_after: None,
@@ -610,97 +566,6 @@ fn classify_error_status(
             message: format!("HTTP {code}: {message}"),
             retry_after,
         }),
-    }
-}
-
-/// The API's own words from an error body: `message`, else `detail` (a string, or
-/// FastAPI's list of `{loc, msg}`), else the body itself, shortened.
-pub fn error_message(body: &[u8]) -> String {
-    let Some(answer) = JsonAnswer::parse(body) else {
-        return quote(body);
-    };
-    if let Some(message) = answer.message() {
-        return message;
-    }
-    match answer.field("detail") {
-        Some(Value::String(detail)) => shorten(detail),
-        Some(Value::Array(items)) => shorten(
-            &items
-                .iter()
-                .map(|item| match item {
-                    Value::Object(fields) => {
-                        let location = fields.get("loc").and_then(Value::as_array).map(|parts| {
-                            parts
-                                .iter()
-                                .map(|part| match part {
-                                    Value::String(text) => text.clone(),
-                                    other => other.to_string(),
-                                })
-                                .collect::<Vec<_>>()
-                                .join(".")
-                        });
-                        let text = fields
-                            .get("msg")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| item.to_string());
-                        match location {
-                            Some(location) => format!("{location}: {text}"),
-                            None => text,
-                        }
-                    }
-                    other => other.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-        Some(other) => shorten(&other.to_string()),
-        None => quote(body),
-    }
-}
-
-/// A JSON object answer whose fields may sit at the top level or under `data`.
-struct JsonAnswer {
-    top: Map<String, Value>,
-}
-
-impl JsonAnswer {
-    fn parse(body: &[u8]) -> Option<JsonAnswer> {
-        match serde_json::from_slice(body) {
-            Ok(Value::Object(top)) => Some(JsonAnswer { top }),
-            _ => None,
-        }
-    }
-
-    fn field(&self, name: &str) -> Option<&Value> {
-        self.top.get(name).or_else(|| {
-            self.top
-                .get("data")
-                .and_then(Value::as_object)
-                .and_then(|data| data.get(name))
-        })
-    }
-
-    fn message(&self) -> Option<String> {
-        self.field("message").and_then(Value::as_str).map(shorten)
-    }
-}
-
-fn quote(body: &[u8]) -> String {
-    if body.is_empty() {
-        return "(empty body)".to_owned();
-    }
-    shorten(&String::from_utf8_lossy(body))
-}
-
-fn shorten(text: &str) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() <= MAX_QUOTED_CHARS {
-        line
-    } else {
-        let mut short: String = line.chars().take(MAX_QUOTED_CHARS).collect();
-        short.push('…');
-        short
     }
 }
 
@@ -900,26 +765,6 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let now = chrono::DateTime::parse_from_rfc3339("2024-01-01T10:00:00Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
-        assert_eq!(
-            parse_retry_after(" 120 ", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Mon, 01 Jan 2024 10:01:30 GMT", now),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            parse_retry_after("Mon, 01 Jan 2024 09:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[test]
     fn requests_carry_the_current_spans_w3c_trace_context() {
         use opentelemetry::trace::TracerProvider as _;
         use tracing_subscriber::layer::SubscriberExt;
@@ -947,13 +792,5 @@ mod tests {
             traceparent.starts_with(&format!("00-{trace_id}-")),
             "{traceparent}"
         );
-    }
-
-    #[test]
-    fn long_error_bodies_are_shortened_to_one_line() {
-        let long = "x ".repeat(1000);
-        let message = error_message(long.as_bytes());
-        assert!(message.chars().count() <= MAX_QUOTED_CHARS + 1);
-        assert!(!message.contains('\n'));
     }
 }

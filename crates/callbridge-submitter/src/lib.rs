@@ -1,6 +1,6 @@
-//! `callbridge-submitter` drains `local_call_queue` into the centralized calling API
-//! (SPEC §7): it claims due rows with a lease, sends each batch as one insert request
-//! (chunks of [`api::MAX_ITEMS_PER_REQUEST`] only for an oversized batch), dispatches the
+//! `callbridge-submitter` drains `local_call_queue` into the centralized calling API:
+//! it claims due rows with a lease, sends each batch as one insert request
+//! (chunks of [`callbridge_types::centralized_api::MAX_ITEMS_PER_INSERT`] only for an oversized batch), dispatches the
 //! queued calls, retries with backoff, and never dials a person twice because of its own
 //! retry or crash.
 //!

@@ -1,5 +1,5 @@
 //! `callbridge-submitter`: drains `local_call_queue` into the centralized calling API.
-//! Configuration comes from the environment (SPEC §2); `--migrate` applies the schema
+//! Configuration comes from the environment; `--migrate` applies the schema
 //! migrations first.
 
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! The submitter's metrics (SPEC §10), recorded through the `metrics` facade and served
+//! The submitter's metrics, recorded through the `metrics` facade and served
 //! by `callbridge_runtime::health` on `/metrics`. The names are the ones the dashboards
 //! and alert rules in `deploy/observability/` query.
 

@@ -1,5 +1,5 @@
 //! Deciding, from batch-status, whether the centralized system holds rows whose insert
-//! outcome is unknown (SPEC §7): none held → they may be sent again; all held → they
+//! outcome is unknown: none held → they may be sent again; all held → they
 //! are `submitted`; anything else → `needs_review`, never a resend.
 //!
 //! Pure: the caller fetches the system's list and the batch's settled rows.

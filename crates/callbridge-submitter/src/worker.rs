@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::bail;
 use callbridge_runtime::config::{SubmitterConfig, setting_name};
 use callbridge_runtime::health::Readiness;
+use callbridge_types::centralized_api::MAX_ITEMS_PER_INSERT;
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -16,8 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    ApiClient, BatchStatusAnswer, DispatchOutcome, InsertOutcome, KeyRejected,
-    MAX_ITEMS_PER_REQUEST, QueueItem, Retryable,
+    ApiClient, BatchStatusAnswer, DispatchOutcome, InsertOutcome, KeyRejected, QueueItem, Retryable,
 };
 use crate::backoff::Backoff;
 use crate::metrics;
@@ -358,7 +358,7 @@ impl Submitter {
     }
 
     /// Reconciles the batch's rows whose outcome is unknown, then sends what may be sent
-    /// in requests of at most [`MAX_ITEMS_PER_REQUEST`].
+    /// in requests of at most [`MAX_ITEMS_PER_INSERT`].
     #[tracing::instrument(name = "submit_batch", skip_all, fields(batch_id = batch_id, rows = rows.len()))]
     async fn process_batch(
         &self,
@@ -426,7 +426,7 @@ impl Submitter {
                 }
                 lease_deadline = renewed_at + inner.settings.lease;
             }
-            let chunk = &remaining[..remaining.len().min(MAX_ITEMS_PER_REQUEST)];
+            let chunk = &remaining[..remaining.len().min(MAX_ITEMS_PER_INSERT)];
             report.absorb(self.send_chunk(batch_id, chunk).await?);
             start += chunk.len();
         }

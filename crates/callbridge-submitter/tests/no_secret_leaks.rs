@@ -1,9 +1,10 @@
-//! Secrets never leak (SPEC §2, §10): a full run — campaign queued, submitted to the
-//! simulator (first with the key refused, then accepted), calls placed, signed callbacks
-//! received by the ingress and stored by the persister, plus refused callbacks and a
-//! poison message — logged at info level through the production telemetry stack, and
-//! then every log line, every metrics page, every readiness answer and every error
-//! body is searched for the API key, the callback secret and the full phone numbers.
+//! Secrets never leak into logs, metrics or error bodies: a full run — campaign queued,
+//! submitted to the simulator (first with the key refused, then accepted), calls placed,
+//! signed callbacks received by the ingress and stored by the persister, plus refused
+//! callbacks and a poison message — logged at info level through the production telemetry
+//! stack, and then every log line, every metrics page, every readiness answer and every
+//! error body is searched for the API key, the callback secret and the full phone
+//! numbers.
 
 mod common;
 

@@ -176,3 +176,62 @@ async fn shutdown_finishes_the_request_in_flight_and_releases_rows_not_sent() {
     assert_eq!(h.sim.ground_truth(Some(52)).totals.accepted_items, 1000);
     assert_eq!(h.batch(52).await.unwrap().total_calls, Some(1000));
 }
+
+/// `value` of the `call_submissions_total` series for `status` on the metrics page, 0 when
+/// the series is absent (nothing counted yet).
+fn submissions(metrics: &str, status: &str) -> u64 {
+    let prefix = format!("call_submissions_total{{status=\"{status}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |value| value.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_submissions_total_counts_every_row_by_its_outcome() {
+    // The first insert fails with 500 and takes no effect.
+    let h =
+        harness(json!({"error_rate": 1.0, "fault_budget": 1, "fault_endpoints": ["insert"]})).await;
+    let app = Application::build(&h.config(&[
+        ("CALLBRIDGE__SUBMITTER__BACKOFF_BASE_MS", "600000"),
+        ("CALLBRIDGE__SUBMITTER__BACKOFF_MAX_MS", "600000"),
+    ]))
+    .await
+    .unwrap();
+    let addr = app.health_addr();
+    let submitter = app.submitter();
+    let counted = |statuses: [&'static str; 4]| async move {
+        let (_, metrics) = get(addr, "/metrics").await;
+        statuses.map(|status| submissions(&metrics, status))
+    };
+    const STATUSES: [&str; 4] = ["submitted", "retried", "failed", "needs_review"];
+
+    h.enqueue(60, &numbers(60, 3)).await;
+    assert_eq!(submitter.drain_once().await.unwrap().retried, 3);
+    assert_eq!(counted(STATUSES).await, [0, 3, 0, 0]);
+
+    h.make_due().await;
+    assert_eq!(submitter.drain_once().await.unwrap().submitted, 3);
+    assert_eq!(counted(STATUSES).await, [3, 3, 0, 0]);
+
+    // custom_data must be an object: the API answers 400 and the row fails at once.
+    sqlx::query(
+        "INSERT INTO local_call_queue (phone_number, batch_id, custom_data) VALUES ('9006100001', 61, '[1, 2]')",
+    )
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(submitter.drain_once().await.unwrap().failed, 1);
+    assert_eq!(counted(STATUSES).await, [3, 3, 1, 0]);
+
+    // The system keeps the first item only and answers "warning": retried, then settled
+    // by batch-status as held in part.
+    h.sim
+        .patch_knobs(&json!({"error_rate": 0.0, "partial_accept_max": 1, "fault_budget": 1}))
+        .unwrap();
+    h.enqueue(62, &numbers(62, 3)).await;
+    assert_eq!(submitter.drain_once().await.unwrap().retried, 3);
+    h.make_due().await;
+    assert_eq!(submitter.drain_once().await.unwrap().needs_review, 3);
+    assert_eq!(counted(STATUSES).await, [3, 6, 1, 3]);
+}

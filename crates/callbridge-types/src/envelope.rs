@@ -1,4 +1,4 @@
-//! The AMQP message body (SPEC §5): a schema version, the event id, when the ingress
+//! The AMQP message body: a schema version, the event id, when the ingress
 //! received the callback, the validated and normalised event, and the original payload.
 //!
 //! Versioning: producers write [`CURRENT_SCHEMA_VERSION`]; [`Envelope::decode`] reads
@@ -15,9 +15,9 @@
 //! A change that every reader of the version already accepts needs no new version.
 //! Version 1 grew one such change: `event.call_status` is left out for a status-less
 //! event (a `call_status_update` or unknown event type without `call_status`, accepted
-//! since SPEC §4 says to keep it). Every message that has a status is written exactly as
-//! before, so old and new consumers read it alike. A consumer built before the change
-//! refuses a status-less message as malformed and dead-letters it — only that
+//! because an unknown event is kept, not refused). Every message that has a status is
+//! written exactly as before, so old and new consumers read it alike. A consumer built
+//! before the change refuses a status-less message as malformed and dead-letters it — only that
 //! message, which its own ingress would have refused with 400 — and `callbridge dlq
 //! replay` brings it back once the consumers are upgraded. Upgrade persisters before
 //! ingresses and nothing is dead-lettered at all.

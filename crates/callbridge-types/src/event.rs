@@ -1,5 +1,5 @@
 //! Callback events: their types, the validated and normalised event, and the
-//! validation rules of SPEC §4.
+//! validation rules of `POST /callback` (listed on [`parse_callback`]).
 
 use std::fmt;
 
@@ -157,7 +157,7 @@ pub struct CallbackEvent {
     pub phone_number: String,
     /// Given (normalised), or implied by `event_type`. `None` only for a
     /// `call_status_update` or an unknown event type that carries none: such an event is
-    /// kept in `call_events` but changes no `call_logs` row (SPEC §4). Left out of the
+    /// kept in `call_events` but changes no `call_logs` row. Left out of the
     /// JSON when `None`, so every event with a status serialises as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_status: Option<CallStatus>,
@@ -233,7 +233,7 @@ pub struct ValidatedCallback {
     pub payload: Value,
 }
 
-/// Validates and normalises a raw callback body (SPEC §4); see [`parse_callback`].
+/// Validates and normalises a raw callback body; see [`parse_callback`] for the rules.
 pub fn validate_callback(
     body: &[u8],
     default_accountcode: &str,
@@ -241,7 +241,7 @@ pub fn validate_callback(
     parse_callback(body, default_accountcode).map(|validated| validated.event)
 }
 
-/// Validates and normalises a raw callback body (SPEC §4), keeping the parsed payload.
+/// Validates and normalises a raw callback body, keeping the parsed payload.
 ///
 /// Rules, in the order they are checked (the first failure is reported):
 /// - the body is JSON (nesting deeper than serde_json's limit of 128 is an error, not a
@@ -256,7 +256,7 @@ pub fn validate_callback(
 /// - `call_status`: normalised (lower case, spaces and hyphens to `_`), at most 50
 ///   characters; absent or blank takes the status `event_type` implies. A
 ///   `call_status_update` or unknown event type implies none, so without one it has no
-///   status (`None`): it is still accepted (SPEC §4: kept in `call_events`, not
+///   status (`None`): it is still accepted (kept in `call_events`, not
 ///   rejected) and changes `call_logs` only through a status it carries;
 /// - `disposition` ≤ 50 and `server_code` ≤ 100 characters, `recording_url` and
 ///   `error_message` any length: strings, kept as sent;

@@ -1,7 +1,11 @@
 //! The shared vocabulary of callbridge: callback events, statuses and their order,
 //! validation and normalisation, signatures, the AMQP message envelope and topology
-//! names. Pure: no I/O.
+//! names, campaign rules (calling windows) and the clock time-dependent code reads, the
+//! centralized calling API's wire contract. Pure: no I/O.
 
+pub mod campaign;
+pub mod centralized_api;
+pub mod clock;
 pub mod envelope;
 pub mod event;
 pub mod signature;

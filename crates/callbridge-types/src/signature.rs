@@ -1,4 +1,4 @@
-//! Callback signatures (SPEC §4), both schemes, sign and verify, over the raw body.
+//! Callback signatures, both schemes, sign and verify, over the raw body.
 //!
 //! - `X-Signature`: hex HMAC-SHA256(secret, body), the seed's scheme. Upper- or
 //!   lower-case hex, an optional `sha256=` prefix and surrounding whitespace are accepted.

@@ -1,5 +1,5 @@
-//! The three status vocabularies, each defined once: call statuses and their order
-//! (SPEC §6), batch statuses and queue statuses (SPEC §7).
+//! The status vocabularies, each defined once: call statuses and their order
+//! (which status a call keeps), batch statuses, queue statuses and campaign statuses.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -86,7 +86,8 @@ impl CallStatus {
         }
     }
 
-    /// SPEC §6 order: unknown (0) < started = ringing (1) < answered (2) < terminal (3).
+    /// The order a call's status only moves up in: unknown (0) < started = ringing (1) <
+    /// answered (2) < terminal (3).
     pub fn rank(&self) -> u8 {
         match self {
             CallStatus::Other(_) => 0,
@@ -145,7 +146,7 @@ impl<'de> Deserialize<'de> for CallStatus {
     }
 }
 
-/// Where one event stands when deciding which event's status a call keeps (SPEC §6).
+/// Where one event stands when deciding which event's status a call keeps.
 ///
 /// Ordered: a greater key wins. Compared by rank first; between two terminal events
 /// by `end_time` (a missing `end_time` counts as earliest), then by
@@ -256,27 +257,33 @@ macro_rules! closed_vocabulary {
 }
 
 closed_vocabulary!(
-    /// `call_batches.batch_status` (SPEC §6): moves only forward,
+    /// `call_batches.batch_status`: moves only forward,
     /// `pending → submitted → in_progress → completed`, or to `failed` when the
-    /// centralized system accepted none of the batch's numbers.
+    /// centralized system accepted none of the batch's numbers, or to `cancelled` when
+    /// an operator cancelled every one of them before it was sent.
     BatchStatus, "batch", {
         Pending => "pending",
         Submitted => "submitted",
         InProgress => "in_progress",
         Completed => "completed",
         Failed => "failed",
+        Cancelled => "cancelled",
     }
 );
 
 impl BatchStatus {
-    /// `completed` and `failed` are final: nothing moves a batch out of them.
+    /// `completed`, `failed` and `cancelled` are final: nothing moves a batch out of them
+    /// on its own (an operator's repair may reopen one).
     pub fn is_final(self) -> bool {
-        matches!(self, BatchStatus::Completed | BatchStatus::Failed)
+        matches!(
+            self,
+            BatchStatus::Completed | BatchStatus::Failed | BatchStatus::Cancelled
+        )
     }
 }
 
 closed_vocabulary!(
-    /// `local_call_queue.queue_status` (SPEC §7).
+    /// `local_call_queue.queue_status`, the state of one row the submitter sends.
     QueueStatus, "queue", {
         /// Waiting to be sent (possibly after a backoff).
         Pending => "pending",
@@ -288,6 +295,31 @@ closed_vocabulary!(
         Failed => "failed",
         /// Outcome could not be established: never resent automatically.
         NeedsReview => "needs_review",
+        /// Its campaign was cancelled before it was sent: never sent.
+        Cancelled => "cancelled",
+        /// Held back by a do-not-call rule: never sent.
+        Suppressed => "suppressed",
+    }
+);
+
+impl QueueStatus {
+    /// Still to be sent: `pending`, or `submitting` (leased by a submitter sending it).
+    pub const WAITING: [QueueStatus; 2] = [QueueStatus::Pending, QueueStatus::Submitting];
+
+    /// Whether the row still waits to be sent.
+    pub fn is_waiting(self) -> bool {
+        Self::WAITING.contains(&self)
+    }
+}
+
+closed_vocabulary!(
+    /// `campaigns.status`: only an `active` campaign's rows are sent. `paused` holds them
+    /// until it is resumed, `cancelled` ends them unsent, `completed` says nothing is left.
+    CampaignStatus, "campaign", {
+        Active => "active",
+        Paused => "paused",
+        Cancelled => "cancelled",
+        Completed => "completed",
     }
 );
 
@@ -485,6 +517,9 @@ mod tests {
         let err = QueueStatus::parse("done").unwrap_err();
         assert_eq!(err.to_string(), "unknown queue status \"done\"");
         assert!(BatchStatus::Failed.is_final() && !BatchStatus::InProgress.is_final());
+        assert!(BatchStatus::Cancelled.is_final());
+        assert_eq!(QueueStatus::Cancelled.as_str(), "cancelled");
+        assert!(QueueStatus::Submitting.is_waiting() && !QueueStatus::Cancelled.is_waiting());
         assert_eq!(
             serde_json::to_string(&QueueStatus::Submitting).unwrap(),
             "\"submitting\""

@@ -1,5 +1,5 @@
-//! AMQP names (SPEC §5, §6), declared once. The options each is declared with live in
-//! `callbridge-runtime::amqp::declare_topology`.
+//! AMQP names (callbacks, the persist and dead-letter queues, outcomes), declared once.
+//! The options each is declared with live in `callbridge-runtime::amqp::declare_topology`.
 
 use crate::event::EventType;
 use crate::status::CallStatus;

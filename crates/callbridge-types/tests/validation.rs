@@ -1,4 +1,4 @@
-//! Table tests of the SPEC §4 validation and normalisation rules.
+//! Table tests of the callback validation and normalisation rules (`parse_callback`).
 
 use callbridge_types::event::{
     CallbackEvent, EventType, ValidationError, mask_phone, parse_callback, validate_callback,
@@ -145,7 +145,7 @@ fn unknown_event_type_is_kept_by_name() {
     assert_eq!(event.call_status, Some(CallStatus::Completed));
 }
 
-/// SPEC §4: an unknown event type is kept, not rejected, and changes `call_logs` only
+/// An unknown event type is kept, not rejected, and changes `call_logs` only
 /// through a status it carries; the seed's `call_status_update` implies no status either.
 #[test]
 fn events_that_imply_no_status_are_accepted_without_one() {

@@ -1,10 +1,11 @@
 //! `callbridge doctor`: one line per check, green or red with what to do, covering the
 //! guide's "Common Issues" (callbacks not received, database connection, API
-//! authentication). Exit 0 only when every check passes.
+//! authentication), or with `--json` one document a script or monitor reads. Exit 0 only
+//! when every check passes.
 //!
 //! Nothing is stored anywhere: the API check reads batch-status, and the signature
 //! self-test sends a correctly signed body that fails schema validation, which the
-//! ingress refuses before it publishes anything (SPEC §4 checks the signature first).
+//! ingress refuses before it publishes anything (it checks the signature before the schema).
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use clap::Args;
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ExchangeKind};
+use serde::Serialize;
 
 use crate::centralized::{CentralApi, api_message};
 
@@ -39,7 +41,13 @@ const TABLE_PRIVILEGES: &[(&str, &str)] = &[
 ];
 
 #[derive(Debug, Args)]
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    /// Print one JSON document once every check has run instead of a line per check:
+    /// `{"ok": bool, "checks": [{"name", "status": "pass"|"fail"|"skipped", "detail",
+    /// "fix" (only when failed)}]}`. The exit code is the same.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,11 +68,17 @@ fn fail(problem: impl Into<String>, fix: impl Into<String>) -> Outcome {
     }
 }
 
-pub async fn run(_args: DoctorArgs) -> anyhow::Result<()> {
+pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let mut all_passed = true;
+    let mut checks = Vec::new();
     let mut report = |name: &str, outcome: Outcome| {
         all_passed &= matches!(outcome, Outcome::Pass(_));
-        println!("{}", line(name, &outcome));
+        if args.json {
+            checks.push(CheckReport::new(name, outcome));
+        } else {
+            // Printed as each check ends: the slow ones wait for a server up to CHECK_TIMEOUT.
+            println!("{}", line(name, &outcome));
+        }
     };
 
     let settings = match Settings::load() {
@@ -86,6 +100,7 @@ pub async fn run(_args: DoctorArgs) -> anyhow::Result<()> {
                     Outcome::Skipped("the configuration does not load".into()),
                 );
             }
+            print_json(args.json, false, &checks)?;
             std::process::exit(1);
         }
     };
@@ -97,12 +112,49 @@ pub async fn run(_args: DoctorArgs) -> anyhow::Result<()> {
     report("callback URL", reachable);
     report("signature self-test", signature);
 
+    print_json(args.json, all_passed, &checks)?;
     if all_passed {
         Ok(())
     } else {
         // The lines above already say what is wrong; exit non-zero without another one.
         std::process::exit(1)
     }
+}
+
+/// One check in `doctor --json`.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub status: &'static str,
+    /// What passed, what is wrong, or why the check did not run.
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl CheckReport {
+    fn new(name: &str, outcome: Outcome) -> CheckReport {
+        let (status, detail, fix) = match outcome {
+            Outcome::Pass(detail) => ("pass", detail, None),
+            Outcome::Fail { problem, fix } => ("fail", problem, Some(fix)),
+            Outcome::Skipped(reason) => ("skipped", reason, None),
+        };
+        CheckReport {
+            name: name.to_owned(),
+            status,
+            detail,
+            fix,
+        }
+    }
+}
+
+/// With `--json`, the whole report as one document on stdout.
+fn print_json(json: bool, ok: bool, checks: &[CheckReport]) -> anyhow::Result<()> {
+    if json {
+        let document = serde_json::json!({ "ok": ok, "checks": checks });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    }
+    Ok(())
 }
 
 fn line(name: &str, outcome: &Outcome) -> String {
@@ -288,8 +340,8 @@ async fn check_broker(settings: &Settings) -> Outcome {
     }
 }
 
-/// Exchanges and queues of SPEC §5 that do not exist. Passive declarations only look;
-/// a missing one closes its channel, so each gets a channel of its own.
+/// Exchanges and queues of the messaging topology that do not exist. Passive declarations
+/// only look; a missing one closes its channel, so each gets a channel of its own.
 async fn missing_topology(connection: &Connection) -> anyhow::Result<Vec<String>> {
     let mut missing = Vec::new();
     let passive_exchange = ExchangeDeclareOptions {

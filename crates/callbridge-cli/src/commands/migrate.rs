@@ -1,9 +1,11 @@
 //! `callbridge migrate up|down|status`: the only way the schema changes unless a service
-//! is started with `--migrate`, so a Kubernetes Job can own it (SPEC §3).
+//! is started with `--migrate`, so a Kubernetes Job can own it.
 
 use callbridge_runtime::config::{DatabaseUrl, Settings};
-use callbridge_runtime::db::{self, DownTarget, MigrationState, MigrationSummary};
+use callbridge_runtime::db::{self, DownTarget, MigrationState, MigrationStatus, MigrationSummary};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::database::DatabaseArgs;
@@ -24,7 +26,15 @@ pub enum MigrateAction {
     /// Revert the newest migration (or --steps N, or --all).
     Down(DownArgs),
     /// List every migration and whether it is applied.
-    Status,
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print a JSON array, one object per migration (`version`, `description`, `state`:
+    /// applied, pending, modified, failed or unknown, and `installed_on` when applied).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -49,7 +59,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     match args.action {
         MigrateAction::Up => up(&database).await,
         MigrateAction::Down(down_args) => down(&database, &down_args).await,
-        MigrateAction::Status => status(&database).await,
+        MigrateAction::Status(status_args) => status(&database, &status_args).await,
     }
 }
 
@@ -85,9 +95,15 @@ async fn down(database: &DatabaseUrl, args: &DownArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(database: &DatabaseUrl) -> anyhow::Result<()> {
+async fn status(database: &DatabaseUrl, args: &StatusArgs) -> anyhow::Result<()> {
     let pool = connect(database).await?;
-    for migration in db::migration_status(&pool).await? {
+    let migrations = db::migration_status(&pool).await?;
+    if args.json {
+        let rows: Vec<StatusRow> = migrations.iter().map(StatusRow::from).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for migration in migrations {
         let state = match migration.state {
             MigrationState::Applied { installed_on } => format!("applied {installed_on}"),
             MigrationState::Pending => "pending".to_owned(),
@@ -110,6 +126,35 @@ async fn status(database: &DatabaseUrl) -> anyhow::Result<()> {
 async fn connect(database: &DatabaseUrl) -> anyhow::Result<PgPool> {
     // One connection is all a migration run uses.
     crate::database::connect_pool(database, 1).await
+}
+
+/// One migration in `migrate status --json`: the state as one word a script can match,
+/// and when it was applied (absent when it is pending or failed).
+#[derive(Debug, Serialize)]
+struct StatusRow<'a> {
+    version: i64,
+    description: &'a str,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    installed_on: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a MigrationStatus> for StatusRow<'a> {
+    fn from(migration: &'a MigrationStatus) -> StatusRow<'a> {
+        let (state, installed_on) = match migration.state {
+            MigrationState::Applied { installed_on } => ("applied", Some(installed_on)),
+            MigrationState::Pending => ("pending", None),
+            MigrationState::Modified { installed_on } => ("modified", Some(installed_on)),
+            MigrationState::Failed => ("failed", None),
+            MigrationState::Unknown { installed_on } => ("unknown", Some(installed_on)),
+        };
+        StatusRow {
+            version: migration.version,
+            description: &migration.description,
+            state,
+            installed_on,
+        }
+    }
 }
 
 fn line(migration: &MigrationSummary) -> String {

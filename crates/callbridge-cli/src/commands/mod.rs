@@ -1,9 +1,11 @@
 //! One module per `callbridge` subcommand.
 
 pub mod batches;
+pub mod campaign;
 pub mod dlq;
 pub mod doctor;
 pub mod encrypt_key;
 pub mod enqueue;
 pub mod migrate;
+pub mod queue;
 pub mod sign;

@@ -1,4 +1,4 @@
-//! `POST /callback` (SPEC §4): size → signature over the raw bytes → JSON and schema →
+//! `POST /callback`: size → signature over the raw bytes → JSON and schema →
 //! confirmed publish → 200.
 
 use std::time::{Duration, Instant};
@@ -66,7 +66,8 @@ pub async fn receive_callback(
     Ok(HttpResponse::Ok().json(Accepted { status: "success" }))
 }
 
-/// The checks of SPEC §4 in its order; `event_type` is filled in once known, for metrics.
+/// The checks in their order (size, signature, JSON and schema); `event_type` is filled in
+/// once known, for metrics.
 async fn accept_callback(
     request: &HttpRequest,
     payload: web::Payload,

@@ -1,4 +1,4 @@
-//! The server span of each callback request (SPEC §10): route, status, event type and
+//! The server span of each callback request: route, status, event type and
 //! call id; the publish is its child, so the trace continues into the message.
 
 use actix_web::body::MessageBody;

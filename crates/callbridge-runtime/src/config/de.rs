@@ -8,7 +8,7 @@ use serde::de::{self, SeqAccess, Visitor};
 
 use super::Secret;
 
-/// `true`/`false` in any case, and nothing else (SPEC §2): the seed's `== 'true'` test
+/// `true`/`false` in any case, and nothing else: the seed's `== 'true'` test
 /// silently turned verification off for `1` or `yes`; here they stop the binary.
 pub fn parse_strict_bool(raw: &str) -> Result<bool, String> {
     if raw.trim().eq_ignore_ascii_case("true") {

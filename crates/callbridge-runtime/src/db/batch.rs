@@ -1,8 +1,12 @@
 //! The Rust face of `callbridge_refresh_batch` (migrations 0005 and 0007), the one
-//! routine that decides a batch's counts and status; persister and submitter both call it.
-//! The persister calls its other form, `callbridge_refresh_batch(batch_id,
-//! completed_delta, failed_delta)`, with what its transaction changed, so it recounts
-//! only a batch row it has just created.
+//! routine that decides a batch's counts and status. The services call the routine from
+//! their own SQL, in their own transactions: the submitter its one-argument form after
+//! adding to `total_calls`; the persister its other form,
+//! `callbridge_refresh_batch(batch_id, completed_delta, failed_delta)`, for every batch a
+//! transaction touched in one statement, with what that transaction changed (it passes
+//! `NULL` deltas, and so has the routine recount, only for a batch row it has just
+//! created). This wrapper is the one-argument form for a caller with nothing else to do in
+//! the same statement: tests, and a tool recounting a batch.
 
 use anyhow::Context;
 use callbridge_types::status::BatchStatus;

@@ -1,4 +1,5 @@
-//! Database pool, database creation and the schema migrations (SPEC §3).
+//! Database pool, database creation and the schema migrations (`migrations/`, each
+//! reversible; the services apply them only when told to).
 //!
 //! URLs may be in any form the configuration accepts (`postgres://…`, or the guide's
 //! SQLAlchemy `postgresql+asyncpg://…`); messages name the database by its

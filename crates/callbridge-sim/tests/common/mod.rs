@@ -205,7 +205,11 @@ pub async fn insert_with_key(
     body: &Value,
 ) -> Result<reqwest::Response, reqwest::Error> {
     client()
-        .post(format!("{}{}", sim.base_url(), callbridge_sim::INSERT_PATH))
+        .post(format!(
+            "{}/{}",
+            sim.base_url(),
+            callbridge_sim::INSERT_PATH
+        ))
         .header("X-API-KEY", key)
         .json(body)
         .send()
@@ -233,7 +237,7 @@ pub async fn batch_status(sim: &Simulator, batch_id: i32) -> reqwest::Response {
 pub async fn dispatch(sim: &Simulator, query: &str) -> reqwest::Response {
     client()
         .post(format!(
-            "{}{}{query}",
+            "{}/{}{query}",
             sim.base_url(),
             callbridge_sim::DISPATCH_PATH
         ))

@@ -1,5 +1,6 @@
 //! Reading a campaign CSV: header `phone_number` (any position, any case), every other
-//! column becomes a key of `custom_data`. Numbers are normalised, invalid ones and
+//! column becomes a key of `custom_data`. An optional `timezone` column gives a row its
+//! own IANA zone for the campaign's calling window (it stays in `custom_data` too). Numbers are normalised, invalid ones and
 //! repeats are collected with their line numbers, and what remains is hashed so a
 //! campaign can be identified by its content.
 //!
@@ -14,12 +15,15 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use callbridge_types::campaign::parse_time_zone;
 use sha2::{Digest, Sha256};
 
 use super::phone::{PhoneError, normalise_phone_into, phone_key};
 
 /// The column that holds the numbers.
 pub const PHONE_COLUMN: &str = "phone_number";
+/// The optional column that holds a row's own time zone.
+pub const TIME_ZONE_COLUMN: &str = "timezone";
 /// How many records pass between two progress updates.
 const PROGRESS_EVERY: u64 = 16_384;
 /// Postgres refuses U+0000 in `jsonb` (custom_data): caught here, with the line, rather
@@ -34,6 +38,8 @@ pub struct CampaignRow {
     pub phone_number: String,
     /// `custom_data` as JSON text, or `None` when the row's other cells are all empty.
     pub custom_data: Option<String>,
+    /// The row's own IANA zone (its `timezone` cell), or `None`: the campaign's.
+    pub time_zone: Option<String>,
 }
 
 /// A [`CampaignRow`] borrowed from the reader's buffers, valid while it is handed on.
@@ -42,6 +48,8 @@ pub struct KeptRow<'a> {
     pub line: u64,
     pub phone_number: &'a str,
     pub custom_data: Option<&'a str>,
+    /// The zone's canonical name.
+    pub time_zone: Option<&'a str>,
 }
 
 impl KeptRow<'_> {
@@ -50,6 +58,7 @@ impl KeptRow<'_> {
             line: self.line,
             phone_number: self.phone_number.to_owned(),
             custom_data: self.custom_data.map(str::to_owned),
+            time_zone: self.time_zone.map(str::to_owned),
         }
     }
 }
@@ -57,7 +66,33 @@ impl KeptRow<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidRow {
     pub line: u64,
-    pub problem: PhoneError,
+    pub problem: RowProblem,
+}
+
+/// Why a row cannot be enqueued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowProblem {
+    Phone(PhoneError),
+    /// Its `timezone` cell is not an IANA zone name (the cell, which is no personal data).
+    TimeZone(String),
+}
+
+impl RowProblem {
+    pub fn is_phone(&self) -> bool {
+        matches!(self, RowProblem::Phone(_))
+    }
+}
+
+impl std::fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowProblem::Phone(problem) => write!(f, "invalid phone_number: {problem}"),
+            RowProblem::TimeZone(cell) => write!(
+                f,
+                "invalid {TIME_ZONE_COLUMN} {cell:?}: not an IANA zone name (for example America/New_York or Asia/Kolkata)"
+            ),
+        }
+    }
 }
 
 /// A repeat of a number already seen earlier in the file.
@@ -125,6 +160,7 @@ pub struct CampaignReader {
     reader: csv::Reader<BufReader<File>>,
     header_columns: usize,
     phone_index: usize,
+    time_zone_index: Option<usize>,
     custom_columns: CustomColumns,
 }
 
@@ -149,11 +185,17 @@ impl CampaignReader {
             bail!("{NUL_IN_CSV}: the header of {}", path.display());
         }
         let phone_index = phone_column(&headers)?;
+        // The last `timezone` column, as custom_data keeps the last non-empty cell of
+        // columns that share a name.
+        let time_zone_index = headers
+            .iter()
+            .rposition(|name| name.eq_ignore_ascii_case(TIME_ZONE_COLUMN));
         Ok(CampaignReader {
             path: path.to_owned(),
             reader,
             header_columns: headers.len(),
             phone_index,
+            time_zone_index,
             custom_columns: CustomColumns::new(&headers, phone_index),
         })
     }
@@ -204,9 +246,30 @@ impl CampaignReader {
 
             let raw = record.get(self.phone_index).unwrap_or_default();
             if let Err(problem) = normalise_phone_into(raw, &mut phone_number) {
-                scan.invalid.push(InvalidRow { line, problem });
+                scan.invalid.push(InvalidRow {
+                    line,
+                    problem: RowProblem::Phone(problem),
+                });
                 continue;
             }
+            let time_zone = match self
+                .time_zone_index
+                .and_then(|index| record.get(index))
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+            {
+                None => None,
+                Some(cell) => match parse_time_zone(cell) {
+                    Ok(zone) => Some(zone.name()),
+                    Err(_) => {
+                        scan.invalid.push(InvalidRow {
+                            line,
+                            problem: RowProblem::TimeZone(cell.to_owned()),
+                        });
+                        continue;
+                    }
+                },
+            };
             match first_seen.entry(phone_key(&phone_number)) {
                 Entry::Occupied(first) => {
                     scan.duplicates.push(DuplicateRow {
@@ -232,6 +295,7 @@ impl CampaignReader {
                 line,
                 phone_number: &phone_number,
                 custom_data,
+                time_zone,
             })?;
         }
         progress(self.reader.position().byte());
@@ -400,6 +464,47 @@ mod tests {
     }
 
     #[test]
+    fn a_timezone_column_gives_a_row_its_own_zone_and_an_unknown_zone_is_invalid() {
+        let campaign = read(concat!(
+            "phone_number,TimeZone\n",
+            "9876543210,America/New_York\n",
+            "9876543211,\n",
+            "9876543212,Mars/Olympus\n",
+            "9876543213, Asia/Kolkata \n",
+        ))
+        .unwrap();
+        let zones: Vec<(u64, Option<&str>)> = campaign
+            .rows
+            .iter()
+            .map(|row| (row.line, row.time_zone.as_deref()))
+            .collect();
+        assert_eq!(
+            zones,
+            [
+                (2, Some("America/New_York")),
+                (3, None),
+                (5, Some("Asia/Kolkata"))
+            ]
+        );
+        assert_eq!(
+            campaign.invalid,
+            [InvalidRow {
+                line: 4,
+                problem: RowProblem::TimeZone("Mars/Olympus".into())
+            }]
+        );
+        assert_eq!(
+            campaign.invalid[0].problem.to_string(),
+            "invalid timezone \"Mars/Olympus\": not an IANA zone name (for example America/New_York or Asia/Kolkata)"
+        );
+        // The cell stays in custom_data, as any other column.
+        assert_eq!(
+            campaign.rows[0].custom_data.as_deref(),
+            Some(r#"{"TimeZone":"America/New_York"}"#)
+        );
+    }
+
+    #[test]
     fn invalid_and_repeated_numbers_are_reported_with_their_lines() {
         let campaign =
             read("phone_number\n9876543210\n12\n(987) 654 3210\nabc\n\n9876543211\n").unwrap();
@@ -410,11 +515,11 @@ mod tests {
             [
                 InvalidRow {
                     line: 3,
-                    problem: PhoneError::TooFewDigits(2)
+                    problem: RowProblem::Phone(PhoneError::TooFewDigits(2))
                 },
                 InvalidRow {
                     line: 5,
-                    problem: PhoneError::UnexpectedCharacter
+                    problem: RowProblem::Phone(PhoneError::UnexpectedCharacter)
                 },
             ]
         );

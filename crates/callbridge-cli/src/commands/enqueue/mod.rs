@@ -1,12 +1,15 @@
 //! `callbridge enqueue <file.csv>`: a campaign of phone numbers into `local_call_queue`,
-//! split into new `call_batches` of at most `--batch-size` numbers (SPEC §8), in one
+//! split into new `call_batches` of at most `--batch-size` numbers, in one
 //! transaction.
 //!
 //! Campaign identity: `--campaign <name>` names it; without it the campaign *is* the
 //! file's normalised content (SHA-256 of its numbers and custom data), so enqueuing the
-//! same file twice, even renamed, adds nothing, while an edited file is a new campaign.
-//! Name a campaign to grow it: a second run with more numbers adds only the new ones,
-//! in new batches (a batch already sent is never appended to).
+//! same file twice, even renamed, adds nothing, while an edited file is a new campaign
+//! (named after the file and its hash). Name a campaign to grow it: a second run with more
+//! numbers adds only the new ones, in new batches (a batch already sent is never appended
+//! to). The first run creates the campaign in `campaigns` with the rule options given
+//! (start time, calling window, time zone, pacing); later runs add to it under its own
+//! rules, which `callbridge campaign set` changes.
 //!
 //! The file is read twice, streaming: first to check it (nothing touches the database
 //! when a number is invalid) and to hash it, then while its rows are COPYed into the
@@ -25,17 +28,20 @@ use clap::Args;
 use sqlx::{Connection, PgConnection};
 
 use crate::database::DatabaseArgs;
+use crate::operator::{ActorArgs, RuleArgs};
 use crate::output::{Progress, count_lines};
-pub use input::{CampaignFile, read_campaign};
+pub use input::{CampaignFile, RowProblem, read_campaign};
 use input::{CampaignReader, CampaignScan};
 pub use phone::{PhoneError, normalise_phone};
+pub use store::StopEnqueue;
 use store::{
     COPY_CHUNKS_IN_FLIGHT, CampaignIdentity, Stored, begin_enqueue, refresh_planner_statistics,
 };
 
-/// SPEC §8: 500 numbers per batch by default (inside the API's 100–500 recommendation).
+/// 500 numbers per batch by default (inside the API's 100–500 recommendation).
 pub const DEFAULT_BATCH_SIZE: u32 = 500;
-/// The API refuses more than 1000 items per insert (SPEC §7).
+/// The API refuses more than 1000 items per insert, so no batch needs
+/// repeated inserts under one `batch_id`.
 pub const MAX_BATCH_SIZE: u32 = 1000;
 /// `call_batches.batch_name` is `VARCHAR(255)`.
 const BATCH_NAME_CHARS: usize = 255;
@@ -70,12 +76,19 @@ pub struct EnqueueArgs {
     pub json: bool,
 
     #[command(flatten)]
+    pub rules: RuleArgs,
+
+    #[command(flatten)]
+    pub actor: ActorArgs,
+
+    #[command(flatten)]
     pub database: DatabaseArgs,
 }
 
 #[derive(Debug, serde::Serialize)]
 struct Report<'a> {
     campaign: &'a str,
+    campaign_created: bool,
     rows_read: u64,
     invalid: usize,
     duplicates: usize,
@@ -108,6 +121,8 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
             callbridge_types::event::limits::ACCOUNTCODE_CHARS
         );
     }
+    let rules = args.rules.change()?;
+    let actor = args.actor.actor()?;
     let database = args.database.resolve(&settings)?;
 
     let size = regular_file_size(&args.file)?;
@@ -117,8 +132,13 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
     report_problems(&checked);
     if !checked.invalid.is_empty() && !args.skip_invalid {
         let lines: Vec<u64> = checked.invalid.iter().map(|row| row.line).collect();
+        let what = if checked.invalid.iter().all(|row| row.problem.is_phone()) {
+            "phone number"
+        } else {
+            "row"
+        };
         bail!(
-            "{} invalid phone number{} ({}); nothing was enqueued: fix them, or rerun with --skip-invalid",
+            "{} invalid {what}{} ({}); nothing was enqueued: fix them, or rerun with --skip-invalid",
             lines.len(),
             if lines.len() == 1 { "" } else { "s" },
             count_lines(&lines, 10)
@@ -135,6 +155,8 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
             accountcode: &accountcode,
             checked: &checked,
             size,
+            rules: &rules,
+            actor: &actor,
         },
     )
     .await?;
@@ -150,7 +172,8 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
     conn.close().await.ok();
 
     let report = Report {
-        campaign: &identity.batch_name,
+        campaign: &stored.campaign,
+        campaign_created: stored.campaign_created,
         rows_read: checked.records,
         invalid: checked.invalid.len(),
         duplicates: checked.duplicates.len(),
@@ -204,6 +227,9 @@ struct Campaign<'a> {
     /// What the first reading found.
     checked: &'a CampaignScan,
     size: u64,
+    /// The rules of a campaign this enqueue creates (or restates).
+    rules: &'a callbridge_ops::RulesChange,
+    actor: &'a callbridge_ops::Actor,
 }
 
 /// The second reading, inside the enqueue's transaction: each kept row is COPYed into the
@@ -216,9 +242,16 @@ async fn copy_campaign(
     campaign: &Campaign<'_>,
 ) -> anyhow::Result<Stored> {
     let in_database = || format!("while enqueuing into {database}");
-    let mut enqueue = begin_enqueue(conn, campaign.identity)
+    let now = crate::operator::now();
+    let mut enqueue = begin_enqueue(conn, campaign.identity, campaign.rules, now)
         .await
-        .with_context(in_database)?;
+        .map_err(|error| {
+            if error.is::<StopEnqueue>() {
+                error
+            } else {
+                error.context(in_database())
+            }
+        })?;
     let (chunks, received) = tokio::sync::mpsc::channel(COPY_CHUNKS_IN_FLIGHT);
     let mut lines = enqueue.queue_lines(campaign.identity, args.batch_size, chunks);
     let reader = CampaignReader::open(&args.file)?;
@@ -246,6 +279,7 @@ async fn copy_campaign(
             campaign.accountcode,
             args.batch_size,
             counts,
+            (now, campaign.actor),
         )
         .await
         .with_context(in_database)
@@ -287,7 +321,7 @@ fn identity(args: &EnqueueArgs, file: &CampaignScan) -> anyhow::Result<CampaignI
 /// repeated (the operator has the file, and logs should not collect phone numbers).
 fn report_problems(file: &CampaignScan) {
     for row in file.invalid.iter().take(LISTED_PROBLEMS) {
-        eprintln!("line {}: invalid phone_number: {}", row.line, row.problem);
+        eprintln!("line {}: {}", row.line, row.problem);
     }
     if file.invalid.len() > LISTED_PROBLEMS {
         eprintln!(
@@ -310,7 +344,15 @@ fn report_problems(file: &CampaignScan) {
 }
 
 fn print_report(report: &Report<'_>) {
-    println!("campaign          {}", report.campaign);
+    println!(
+        "campaign          {}{}",
+        report.campaign,
+        if report.campaign_created {
+            " (created)"
+        } else {
+            ""
+        }
+    );
     println!("rows read         {}", report.rows_read);
     if report.invalid > 0 {
         println!("invalid, skipped  {}", report.invalid);

@@ -12,6 +12,11 @@ use std::collections::HashSet;
 use std::io::Write as _;
 
 use anyhow::Context;
+use callbridge_ops::audit::{self, Action, Actor};
+use callbridge_ops::campaign::{EnqueueCampaign, for_enqueue};
+use callbridge_ops::{OpsError, RulesChange};
+use callbridge_types::status::{BatchStatus, QueueStatus};
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::mpsc;
@@ -36,12 +41,17 @@ const STALE_AFTER_SHARE: f64 = 0.1;
 pub struct CampaignIdentity {
     /// `local_call_queue.campaign_key`: one row per number per key.
     pub key: String,
-    /// `call_batches.batch_name` of the batches it creates (at most 255 characters).
+    /// `campaigns.name`, and `call_batches.batch_name` of the batches it creates (at
+    /// most 255 characters).
     pub batch_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stored {
+    /// `campaigns.name`.
+    pub campaign: String,
+    /// Whether this enqueue created the campaign (else it added to it).
+    pub campaign_created: bool,
     /// Numbers an earlier run of the same campaign already enqueued (left as they are).
     pub already_enqueued: u64,
     /// Rows inserted into `local_call_queue`.
@@ -54,6 +64,9 @@ pub struct Stored {
 /// [`Enqueue::commit`], it rolls back: nothing stays.
 pub struct Enqueue<'c> {
     tx: Transaction<'c, Postgres>,
+    /// The campaign in `campaigns`, found or created under the enqueue lock.
+    campaign: EnqueueCampaign,
+    campaign_name: String,
     /// One above the highest batch id in `call_batches`; checked against the API's
     /// 32-bit limit once the number of batches is known.
     first_batch_id: i64,
@@ -63,10 +76,16 @@ pub struct Enqueue<'c> {
 
 /// Begins the enqueue's transaction: takes the enqueue lock, reads which numbers the
 /// campaign already holds and where the new batch ids start.
+///
+/// The campaign is found by name, or created with `rules`; adding to it with other rules
+/// than its own, or to a cancelled campaign, is refused (see
+/// [`callbridge_ops::campaign::for_enqueue`]).
 #[tracing::instrument(skip_all)]
 pub async fn begin_enqueue<'c>(
     conn: &'c mut PgConnection,
     campaign: &CampaignIdentity,
+    rules: &RulesChange,
+    now: DateTime<Utc>,
 ) -> anyhow::Result<Enqueue<'c>> {
     let mut tx = conn
         .begin()
@@ -81,6 +100,27 @@ pub async fn begin_enqueue<'c>(
         .execute(&mut *tx)
         .await
         .context("while waiting for other enqueues to finish")?;
+
+    // The campaign that holds this key's rows already, whatever it was named after (a
+    // file enqueued again under another file name is the same campaign); else a new one
+    // named `batch_name`.
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT c.name FROM local_call_queue q JOIN campaigns c ON c.id = q.campaign_id
+          WHERE q.campaign_key = $1
+          LIMIT 1",
+    )
+    .bind(&campaign.key)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("while looking for the campaign of an earlier run")?;
+    let name = existing.unwrap_or_else(|| campaign.batch_name.clone());
+    let found = for_enqueue(&mut tx, &name, rules, now)
+        .await
+        .map_err(|error| match error {
+            // The operator's mistake: its own line, not "while enqueuing into …".
+            OpsError::Database(error) => error.context("while finding the campaign"),
+            refused => anyhow::Error::new(StopEnqueue(refused.to_string())),
+        })?;
 
     // A stored number that is not in normalised form was not put there by enqueue, and
     // no number from the file can equal it.
@@ -107,10 +147,17 @@ pub async fn begin_enqueue<'c>(
     let first_batch_id = highest + 1;
     Ok(Enqueue {
         tx,
+        campaign_name: name,
+        campaign: found,
         first_batch_id,
         enqueued_before,
     })
 }
+
+/// An enqueue the operator must change before running it again (the message says how).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StopEnqueue(pub String);
 
 impl Enqueue<'_> {
     /// Turns the rows of the second reading into COPY lines (see [`QueueLines`]); the
@@ -123,6 +170,7 @@ impl Enqueue<'_> {
     ) -> QueueLines {
         let mut campaign_key = Vec::new();
         append_copy_text(&mut campaign_key, &campaign.key);
+        write!(campaign_key, "\t{}", self.campaign.id).expect("writing into a Vec cannot fail");
         QueueLines {
             chunk: empty_chunk(),
             chunks,
@@ -142,7 +190,8 @@ impl Enqueue<'_> {
             .tx
             .copy_in_raw(
                 "COPY local_call_queue
-                     (phone_number, batch_id, custom_data, queue_status, retry_count, campaign_key)
+                     (phone_number, batch_id, custom_data, queue_status, retry_count,
+                      campaign_key, campaign_id, time_zone)
                  FROM STDIN",
             )
             .await
@@ -153,7 +202,8 @@ impl Enqueue<'_> {
         copy.finish().await.context("while finishing COPY")
     }
 
-    /// Creates the batches the copied rows went to and commits.
+    /// Creates the batches the copied rows went to, records the enqueue in
+    /// `operator_actions` and commits.
     #[tracing::instrument(skip_all, fields(enqueued = counts.enqueued))]
     pub async fn commit(
         mut self,
@@ -161,25 +211,53 @@ impl Enqueue<'_> {
         accountcode: &str,
         batch_size: u32,
         counts: QueueCounts,
+        (now, actor): (DateTime<Utc>, &Actor),
     ) -> anyhow::Result<Stored> {
         let batches = batch_sizes(self.first_batch_id, counts.enqueued, batch_size)?;
         // A row another writer adds with one of these ids before we commit makes this
         // INSERT fail (unique batch_id), and the whole enqueue with it: nothing is shared.
         sqlx::query(
             "INSERT INTO call_batches
-                    (batch_id, accountcode, batch_name, total_calls, completed_calls, failed_calls, batch_status)
-             SELECT $1 + n, $2, $3, 0, 0, 0, 'pending'
+                    (batch_id, accountcode, batch_name, total_calls, completed_calls, failed_calls,
+                     batch_status, campaign_id)
+             SELECT $1 + n, $2, $3, 0, 0, 0, $5, $6
                FROM generate_series(0, $4 - 1) AS n",
         )
         .bind(self.first_batch_id)
         .bind(accountcode)
         .bind(&campaign.batch_name)
         .bind(batches.len() as i32)
+        .bind(BatchStatus::Pending.as_str())
+        .bind(self.campaign.id)
         .execute(&mut *self.tx)
         .await
         .context("while creating the batches")?;
+        let batch_ids: Vec<i32> = batches.iter().map(|batch| batch.0).collect();
+        audit::record(
+            &mut self.tx,
+            now,
+            actor,
+            &Action {
+                action: "campaign.enqueue",
+                campaign_id: Some(self.campaign.id),
+                target: serde_json::json!({
+                    "campaign": self.campaign_name,
+                    "batches": batch_ids,
+                }),
+                rows_affected: i64::try_from(counts.enqueued).unwrap_or(i64::MAX),
+                detail: Some(serde_json::json!({
+                    "created": self.campaign.created,
+                    "already_enqueued": counts.already_enqueued,
+                    "rules": self.campaign.rules.view(),
+                })),
+            },
+        )
+        .await
+        .context("while recording the enqueue")?;
         self.tx.commit().await.context("while committing")?;
         Ok(Stored {
+            campaign: self.campaign_name,
+            campaign_created: self.campaign.created,
             already_enqueued: counts.already_enqueued,
             enqueued: counts.enqueued,
             batches,
@@ -203,7 +281,8 @@ pub struct QueueLines {
     chunk: Vec<u8>,
     chunks: mpsc::Sender<Vec<u8>>,
     enqueued_before: HashSet<u64>,
-    /// The campaign key, escaped for COPY once for all rows.
+    /// The campaign key, escaped for COPY once for all rows, and the campaign id after
+    /// it (the two columns that are the same on every row).
     campaign_key: Vec<u8>,
     first_batch_id: i64,
     batch_size: u64,
@@ -225,8 +304,16 @@ impl QueueLines {
             Some(json) => append_copy_text(out, json),
             None => out.extend_from_slice(b"\\N"),
         }
-        out.extend_from_slice(b"\tpending\t0\t");
+        out.push(b'\t');
+        out.extend_from_slice(QueueStatus::Pending.as_str().as_bytes());
+        out.extend_from_slice(b"\t0\t");
         out.extend_from_slice(&self.campaign_key);
+        out.push(b'\t');
+        match row.time_zone {
+            // An IANA name (letters, digits, '/', '_', '-', '+'): nothing to escape.
+            Some(zone) => out.extend_from_slice(zone.as_bytes()),
+            None => out.extend_from_slice(b"\\N"),
+        }
         out.push(b'\n');
         if self.chunk.len() >= COPY_CHUNK_BYTES {
             let full = std::mem::replace(&mut self.chunk, empty_chunk());
@@ -358,6 +445,7 @@ mod tests {
         let campaign_key = "campaign:tab\there\\";
         let mut key = Vec::new();
         append_copy_text(&mut key, campaign_key);
+        key.extend_from_slice(b"\t7");
         let mut lines = QueueLines {
             chunk: empty_chunk(),
             chunks: sender,
@@ -368,17 +456,18 @@ mod tests {
             counts: QueueCounts::default(),
         };
         let rows = [
-            ("+447700900123", Some(r#"{"a\\b":"x\"\n"}"#)),
-            ("9876543211", None),
-            ("9876543210", None),
-            ("9876543212", Some("{}")),
+            ("+447700900123", Some(r#"{"a\\b":"x\"\n"}"#), None),
+            ("9876543211", None, None),
+            ("9876543210", None, Some("Asia/Kolkata")),
+            ("9876543212", Some("{}"), None),
         ];
-        for (line, (phone_number, custom_data)) in rows.into_iter().enumerate() {
+        for (line, (phone_number, custom_data, time_zone)) in rows.into_iter().enumerate() {
             lines
                 .push(KeptRow {
                     line: line as u64 + 2,
                     phone_number,
                     custom_data,
+                    time_zone,
                 })
                 .unwrap();
         }
@@ -396,9 +485,9 @@ mod tests {
         assert_eq!(
             copied,
             concat!(
-                "+447700900123\t41\t{\"a\\\\\\\\b\":\"x\\\\\"\\\\n\"}\tpending\t0\tcampaign:tab\\there\\\\\n",
-                "9876543210\t41\t\\N\tpending\t0\tcampaign:tab\\there\\\\\n",
-                "9876543212\t42\t{}\tpending\t0\tcampaign:tab\\there\\\\\n",
+                "+447700900123\t41\t{\"a\\\\\\\\b\":\"x\\\\\"\\\\n\"}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
+                "9876543210\t41\t\\N\tpending\t0\tcampaign:tab\\there\\\\\t7\tAsia/Kolkata\n",
+                "9876543212\t42\t{}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
             )
         );
     }

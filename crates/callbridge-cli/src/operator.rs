@@ -1,0 +1,231 @@
+//! What the operator commands share: who acts (`--actor`), a campaign's rule options, and
+//! the clock their actions are stamped with.
+
+use anyhow::Context;
+use callbridge_ops::{Actor, RulesChange};
+use callbridge_types::campaign::{Days, parse_hours, parse_time_zone};
+use callbridge_types::clock::{Clock, SystemClock};
+use chrono::{DateTime, Utc};
+use clap::Args;
+
+/// Written into `operator_actions` as who did it.
+#[derive(Debug, Clone, Args)]
+pub struct ActorArgs {
+    /// Who is acting, for the audit in operator_actions (default: the OS user).
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+}
+
+impl ActorArgs {
+    /// `--actor`, else the OS user (`USER`, `LOGNAME` or `USERNAME`), else `unknown`.
+    pub fn actor(&self) -> anyhow::Result<Actor> {
+        let name = match self.actor.as_deref().map(str::trim) {
+            Some("") => anyhow::bail!("--actor must not be empty"),
+            Some(name) => name.to_owned(),
+            None => ["USER", "LOGNAME", "USERNAME"]
+                .iter()
+                .find_map(|variable| std::env::var(variable).ok())
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "unknown".to_owned()),
+        };
+        Ok(Actor::cli(name))
+    }
+}
+
+/// The instant an action is stamped with.
+pub fn now() -> DateTime<Utc> {
+    SystemClock.now()
+}
+
+/// A campaign's rules, on `enqueue` (creating it) and `campaign set` (changing it).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RuleArgs {
+    /// Send nothing before this instant (RFC 3339, e.g. 2026-03-02T09:00:00-05:00); `none`
+    /// removes it.
+    #[arg(long, value_name = "INSTANT")]
+    pub start_at: Option<String>,
+
+    /// Calling hours in each row's local time, HH:MM-HH:MM (end exclusive; 21:00-02:00
+    /// spans midnight; 00:00-24:00 is the whole day); `none` removes the window.
+    #[arg(long, value_name = "HH:MM-HH:MM")]
+    pub window: Option<String>,
+
+    /// Days the window opens: a range (mon-sat), a list (mon,wed,fri) or all.
+    #[arg(long, value_name = "DAYS")]
+    pub days: Option<String>,
+
+    /// IANA zone of rows without their own `timezone` column (default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub time_zone: Option<String>,
+
+    /// At most N numbers of the campaign sent in any 60 seconds, across all submitters;
+    /// `none` removes the limit.
+    #[arg(long, value_name = "N")]
+    pub max_per_minute: Option<String>,
+}
+
+fn is_none(raw: &str) -> bool {
+    raw.trim().eq_ignore_ascii_case("none")
+}
+
+impl RuleArgs {
+    /// The change these options describe; a malformed one is refused with what to write.
+    pub fn change(&self) -> anyhow::Result<RulesChange> {
+        let start_at = match self.start_at.as_deref() {
+            None => None,
+            Some(raw) if is_none(raw) => Some(None),
+            Some(raw) => Some(Some(
+                DateTime::parse_from_rfc3339(raw.trim())
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "--start-at {raw:?} is not an RFC 3339 instant (for example 2026-03-02T09:00:00-05:00, or none)"
+                        )
+                    })?
+                    .to_utc(),
+            )),
+        };
+        let hours = match self.window.as_deref() {
+            None => None,
+            Some(raw) if is_none(raw) => Some(None),
+            Some(raw) => Some(Some(
+                parse_hours(raw).map_err(|error| anyhow::anyhow!("--window: {error}"))?,
+            )),
+        };
+        let days = self
+            .days
+            .as_deref()
+            .map(Days::parse)
+            .transpose()
+            .map_err(|error| anyhow::anyhow!("--days: {error}"))?;
+        let time_zone = self
+            .time_zone
+            .as_deref()
+            .map(parse_time_zone)
+            .transpose()
+            .map_err(|error| anyhow::anyhow!("--time-zone: {error}"))?;
+        let max_per_minute = match self.max_per_minute.as_deref() {
+            None => None,
+            Some(raw) if is_none(raw) => Some(None),
+            Some(raw) => {
+                let limit: u32 = raw
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|limit| *limit > 0 && i32::try_from(*limit).is_ok())
+                    .with_context(|| {
+                        format!(
+                            "--max-per-minute {raw:?} is not a whole number of at least 1 (or none)"
+                        )
+                    })?;
+                Some(Some(limit))
+            }
+        };
+        Ok(RulesChange {
+            start_at,
+            hours,
+            days,
+            time_zone,
+            max_per_minute,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_options_read_as_a_change_and_none_removes_a_rule() {
+        let change = RuleArgs {
+            start_at: Some("2026-03-02T09:00:00-05:00".into()),
+            window: Some("08:00-21:00".into()),
+            days: Some("mon-sat".into()),
+            time_zone: Some("America/New_York".into()),
+            max_per_minute: Some("600".into()),
+        }
+        .change()
+        .unwrap();
+        assert_eq!(
+            change.start_at,
+            Some(Some("2026-03-02T14:00:00Z".parse().unwrap()))
+        );
+        assert_eq!(change.max_per_minute, Some(Some(600)));
+        assert_eq!(change.days.unwrap().to_string(), "mon-sat");
+
+        let removed = RuleArgs {
+            start_at: Some("none".into()),
+            window: Some("None".into()),
+            max_per_minute: Some("none".into()),
+            ..RuleArgs::default()
+        }
+        .change()
+        .unwrap();
+        assert_eq!(
+            (removed.start_at, removed.hours, removed.max_per_minute),
+            (Some(None), Some(None), Some(None))
+        );
+        assert!(RuleArgs::default().change().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_malformed_rule_says_what_to_write() {
+        for (args, expected) in [
+            (
+                RuleArgs {
+                    window: Some("8-21".into()),
+                    ..RuleArgs::default()
+                },
+                "--window: calling window \"8-21\" is not HH:MM-HH:MM",
+            ),
+            (
+                RuleArgs {
+                    start_at: Some("tomorrow".into()),
+                    ..RuleArgs::default()
+                },
+                "--start-at \"tomorrow\" is not an RFC 3339 instant",
+            ),
+            (
+                RuleArgs {
+                    time_zone: Some("EST5".into()),
+                    ..RuleArgs::default()
+                },
+                "--time-zone: time zone \"EST5\" is not an IANA zone name",
+            ),
+            (
+                RuleArgs {
+                    max_per_minute: Some("0".into()),
+                    ..RuleArgs::default()
+                },
+                "--max-per-minute \"0\" is not a whole number of at least 1",
+            ),
+            (
+                RuleArgs {
+                    days: Some("weekdays".into()),
+                    ..RuleArgs::default()
+                },
+                "--days: days \"weekdays\"",
+            ),
+        ] {
+            let message = args.change().unwrap_err().to_string();
+            assert!(message.starts_with(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_actor_is_the_option_when_given() {
+        let actor = ActorArgs {
+            actor: Some(" carol ".into()),
+        }
+        .actor()
+        .unwrap();
+        assert_eq!(actor, Actor::cli("carol"));
+        assert!(
+            ActorArgs {
+                actor: Some(" ".into())
+            }
+            .actor()
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,570 @@
+//! Campaigns: their figures, and the controls pause, resume, cancel and set.
+//!
+//! A control locks the campaign's row for its transaction, so two operators acting on one
+//! campaign at once take turns. It never touches a row a submitter has leased
+//! (`submitting`): that row may be inside an insert request already. The submitter checks
+//! the campaign's status before it sends a leased row, which is how a pause or cancel
+//! reaches rows claimed but not yet sent.
+
+use callbridge_types::campaign::CampaignStatus;
+use callbridge_types::status::QueueStatus;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::{Acquire, PgConnection, PgPool};
+
+use crate::audit::{self, Action, Actor};
+use crate::rules::{RuleColumns, Rules, RulesChange, RulesView};
+use crate::{OpsError, db_error};
+
+/// One campaign with its rules and figures, as `campaign list` and `show` print it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CampaignView {
+    pub id: i32,
+    pub name: String,
+    /// The stored status, except that an active campaign none of whose numbers waits any
+    /// more reads `completed`.
+    pub status: CampaignStatus,
+    #[serde(flatten)]
+    pub figures: Figures,
+    #[serde(flatten)]
+    pub rules: RulesView,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What happened to a campaign's numbers so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Figures {
+    /// Its rows in `local_call_queue`.
+    pub numbers: i64,
+    /// Still to be sent: `pending` (perhaps waiting for its window, start time or a
+    /// retry) or `submitting` (in a submitter's hands).
+    pub waiting: i64,
+    /// Accepted by the centralized system.
+    pub submitted: i64,
+    /// Calls that ended `completed` (call_logs).
+    pub reached: i64,
+    /// Calls that ended in another final status: failed, busy, no_answer, timeout.
+    pub not_reached: i64,
+    /// Rows the submitter gave up on (`queue retry` sends them again).
+    pub failed: i64,
+    /// Rows whose outcome is unknown (`queue resolve` settles them).
+    pub needs_review: i64,
+    pub cancelled: i64,
+    pub suppressed: i64,
+    /// Insert requests that carried its numbers: each failed attempt (retry_count) plus
+    /// each accepted or unsettled one.
+    pub attempts: i64,
+    /// Its batches in `call_batches`.
+    pub batches: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct CampaignRow {
+    id: i32,
+    name: String,
+    status: String,
+    #[sqlx(flatten)]
+    rules: RuleColumns,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    figures: Figures,
+}
+
+/// Campaigns with their figures; `$1` a name, or NULL for all. `$2` the waiting statuses.
+/// Each campaign's rows are read through idx_local_queue_campaign_status, its calls
+/// through its batches.
+const CAMPAIGNS_SQL: &str = "
+SELECT c.id, c.name, c.status, c.start_at, c.window_start, c.window_end, c.window_days,
+       c.time_zone, c.max_per_minute, c.created_at, c.updated_at,
+       q.numbers, q.waiting, q.submitted, q.failed, q.needs_review, q.cancelled,
+       q.suppressed, q.attempts, l.reached, l.not_reached, b.batches
+  FROM campaigns c
+ CROSS JOIN LATERAL (
+       SELECT count(*) AS numbers,
+              count(*) FILTER (WHERE queue_status = ANY($2)) AS waiting,
+              count(*) FILTER (WHERE queue_status = $3) AS submitted,
+              count(*) FILTER (WHERE queue_status = $4) AS failed,
+              count(*) FILTER (WHERE queue_status = $5) AS needs_review,
+              count(*) FILTER (WHERE queue_status = $6) AS cancelled,
+              count(*) FILTER (WHERE queue_status = $7) AS suppressed,
+              (coalesce(sum(retry_count), 0)
+               + count(*) FILTER (WHERE queue_status IN ($3, $5)))::BIGINT AS attempts
+         FROM local_call_queue
+        WHERE campaign_id = c.id) AS q
+ CROSS JOIN LATERAL (
+       SELECT count(*) AS batches
+         FROM call_batches
+        WHERE campaign_id = c.id) AS b
+ CROSS JOIN LATERAL (
+       SELECT count(*) FILTER (WHERE callbridge_call_count_kind(call_status) = 'completed') AS reached,
+              count(*) FILTER (WHERE callbridge_call_count_kind(call_status) = 'failed') AS not_reached
+         FROM call_logs
+        WHERE batch_id IN (SELECT batch_id FROM call_batches WHERE campaign_id = c.id)) AS l
+ WHERE $1::TEXT IS NULL OR c.name = $1
+ ORDER BY c.id";
+
+async fn load_views(pool: &PgPool, name: Option<&str>) -> Result<Vec<CampaignView>, OpsError> {
+    let waiting: Vec<&str> = QueueStatus::WAITING.iter().map(|s| s.as_str()).collect();
+    let rows: Vec<CampaignRow> = sqlx::query_as(CAMPAIGNS_SQL)
+        .bind(name)
+        .bind(&waiting)
+        .bind(QueueStatus::Submitted.as_str())
+        .bind(QueueStatus::Failed.as_str())
+        .bind(QueueStatus::NeedsReview.as_str())
+        .bind(QueueStatus::Cancelled.as_str())
+        .bind(QueueStatus::Suppressed.as_str())
+        .fetch_all(pool)
+        .await
+        .map_err(db_error("while reading the campaigns and their figures"))?;
+    rows.into_iter()
+        .map(|row| {
+            let stored = parse_status(&row.name, &row.status)?;
+            let status = if stored == CampaignStatus::Active
+                && row.figures.numbers > 0
+                && row.figures.waiting == 0
+            {
+                CampaignStatus::Completed
+            } else {
+                stored
+            };
+            Ok(CampaignView {
+                id: row.id,
+                status,
+                rules: row.rules.rules(&row.name)?.view(),
+                name: row.name,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                figures: row.figures,
+            })
+        })
+        .collect()
+}
+
+fn parse_status(name: &str, raw: &str) -> Result<CampaignStatus, OpsError> {
+    CampaignStatus::parse(raw)
+        .map_err(|error| OpsError::Database(anyhow::anyhow!("campaign {name:?} has {error}")))
+}
+
+/// Every campaign, oldest first.
+#[tracing::instrument(skip_all)]
+pub async fn list(pool: &PgPool) -> Result<Vec<CampaignView>, OpsError> {
+    load_views(pool, None).await
+}
+
+/// The campaign named `name`.
+#[tracing::instrument(skip_all, fields(campaign = name))]
+pub async fn show(pool: &PgPool, name: &str) -> Result<CampaignView, OpsError> {
+    load_views(pool, Some(name))
+        .await?
+        .pop()
+        .ok_or_else(|| OpsError::UnknownCampaign(name.to_owned()))
+}
+
+/// What a control or repair did, as the CLI prints it and `operator_actions` holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionOutcome {
+    /// `operator_actions.id` of its audit row.
+    pub action_id: i64,
+    pub action: &'static str,
+    pub campaign: Option<String>,
+    /// The campaign's stored status afterwards.
+    pub status: Option<CampaignStatus>,
+    /// How many rows it applied to (see each action).
+    pub rows_affected: i64,
+    pub target: Value,
+    pub detail: Value,
+}
+
+/// A campaign's row, locked for the rest of the transaction.
+#[derive(Debug)]
+pub(crate) struct LockedCampaign {
+    pub id: i32,
+    pub name: String,
+    pub status: CampaignStatus,
+    pub rules: Rules,
+}
+
+pub(crate) async fn lock_campaign(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<LockedCampaign, OpsError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: i32,
+        name: String,
+        status: String,
+        #[sqlx(flatten)]
+        rules: RuleColumns,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, name, status, start_at, window_start, window_end, window_days, time_zone,
+                max_per_minute
+           FROM campaigns WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error("while reading the campaign"))?;
+    let row = row.ok_or_else(|| OpsError::UnknownCampaign(name.to_owned()))?;
+    Ok(LockedCampaign {
+        status: parse_status(&row.name, &row.status)?,
+        rules: row.rules.rules(&row.name)?,
+        id: row.id,
+        name: row.name,
+    })
+}
+
+async fn set_status(
+    conn: &mut PgConnection,
+    campaign_id: i32,
+    status: CampaignStatus,
+    now: DateTime<Utc>,
+) -> Result<(), OpsError> {
+    sqlx::query("UPDATE campaigns SET status = $2, updated_at = $3 WHERE id = $1 AND status <> $2")
+        .bind(campaign_id)
+        .bind(status.as_str())
+        .bind(now)
+        .execute(conn)
+        .await
+        .map_err(db_error("while changing the campaign's status"))?;
+    Ok(())
+}
+
+/// The campaign's rows still to be sent.
+async fn count_waiting(conn: &mut PgConnection, campaign_id: i32) -> Result<i64, OpsError> {
+    let waiting: Vec<&str> = QueueStatus::WAITING.iter().map(|s| s.as_str()).collect();
+    sqlx::query_scalar(
+        "SELECT count(*) FROM local_call_queue WHERE campaign_id = $1 AND queue_status = ANY($2)",
+    )
+    .bind(campaign_id)
+    .bind(&waiting)
+    .fetch_one(conn)
+    .await
+    .map_err(db_error("while counting the campaign's waiting rows"))
+}
+
+/// Makes the campaign's rows that wait only because of its rules (start time, window,
+/// pause) due at `now`, so the claim judges them again under the rules as they are now;
+/// rows waiting for a retry backoff keep their time. Returns how many.
+pub(crate) async fn bring_back_deferred(
+    conn: &mut PgConnection,
+    campaign_id: i32,
+    now: DateTime<Utc>,
+) -> Result<i64, OpsError> {
+    let brought = sqlx::query(
+        "UPDATE local_call_queue
+            SET next_attempt_at = $2, deferred_by_campaign = false
+          WHERE campaign_id = $1 AND queue_status = $3 AND deferred_by_campaign",
+    )
+    .bind(campaign_id)
+    .bind(now)
+    .bind(QueueStatus::Pending.as_str())
+    .execute(conn)
+    .await
+    .map_err(db_error("while making the campaign's deferred rows due"))?;
+    Ok(i64::try_from(brought.rows_affected()).unwrap_or(i64::MAX))
+}
+
+async fn finish(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    campaign: &LockedCampaign,
+    status: CampaignStatus,
+    action: Action,
+) -> Result<ActionOutcome, OpsError> {
+    let action_id = audit::record(&mut tx, now, actor, &action).await?;
+    tx.commit()
+        .await
+        .map_err(db_error("while committing the action"))?;
+    tracing::info!(
+        action = action.action,
+        campaign = %campaign.name,
+        rows = action.rows_affected,
+        actor = %actor.name,
+        "operator action"
+    );
+    Ok(ActionOutcome {
+        action_id,
+        action: action.action,
+        campaign: Some(campaign.name.clone()),
+        status: Some(status),
+        rows_affected: action.rows_affected,
+        target: action.target,
+        detail: action.detail.unwrap_or(Value::Null),
+    })
+}
+
+async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, OpsError> {
+    pool.begin()
+        .await
+        .map_err(db_error("while starting a transaction"))
+}
+
+/// Pauses the campaign: the submitter sends none of its rows until it is resumed.
+/// Applies to its waiting rows (their count is `rows_affected`). Pausing a paused
+/// campaign changes nothing and is recorded all the same.
+#[tracing::instrument(skip_all, fields(campaign = name))]
+pub async fn pause(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    name: &str,
+) -> Result<ActionOutcome, OpsError> {
+    let mut tx = begin(pool).await?;
+    let campaign = lock_campaign(&mut tx, name).await?;
+    if campaign.status == CampaignStatus::Cancelled {
+        return Err(cancelled(&campaign, "paused"));
+    }
+    set_status(&mut tx, campaign.id, CampaignStatus::Paused, now).await?;
+    let waiting = count_waiting(&mut tx, campaign.id).await?;
+    let action = Action {
+        action: "campaign.pause",
+        campaign_id: Some(campaign.id),
+        target: json!({ "campaign": campaign.name, "queue_status": QueueStatus::WAITING }),
+        rows_affected: waiting,
+        detail: Some(json!({ "previous_status": campaign.status })),
+    };
+    finish(tx, now, actor, &campaign, CampaignStatus::Paused, action).await
+}
+
+/// Resumes a paused campaign: its waiting rows go on, those held by the pause due at
+/// `now`. A cancelled campaign cannot be resumed.
+#[tracing::instrument(skip_all, fields(campaign = name))]
+pub async fn resume(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    name: &str,
+) -> Result<ActionOutcome, OpsError> {
+    let mut tx = begin(pool).await?;
+    let campaign = lock_campaign(&mut tx, name).await?;
+    if campaign.status == CampaignStatus::Cancelled {
+        return Err(cancelled(&campaign, "resumed"));
+    }
+    set_status(&mut tx, campaign.id, CampaignStatus::Active, now).await?;
+    let due_again = bring_back_deferred(&mut tx, campaign.id, now).await?;
+    let waiting = count_waiting(&mut tx, campaign.id).await?;
+    let action = Action {
+        action: "campaign.resume",
+        campaign_id: Some(campaign.id),
+        target: json!({ "campaign": campaign.name, "queue_status": QueueStatus::WAITING }),
+        rows_affected: waiting,
+        detail: Some(json!({ "previous_status": campaign.status, "due_again": due_again })),
+    };
+    finish(tx, now, actor, &campaign, CampaignStatus::Active, action).await
+}
+
+/// Cancels the campaign: in one transaction its `pending` rows become `cancelled` (never
+/// sent; `rows_affected` counts them), and the batches they belong to are refreshed, so
+/// a batch all of whose rows are cancelled ends `cancelled` and the counters stay those
+/// of call_logs. Rows a submitter holds (`submitting`, counted as `in_flight`) are left
+/// to it: it checks the campaign before sending. Cancelling again catches any row that
+/// went back to `pending` since.
+#[tracing::instrument(skip_all, fields(campaign = name))]
+pub async fn cancel(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    name: &str,
+) -> Result<ActionOutcome, OpsError> {
+    let mut tx = begin(pool).await?;
+    let campaign = lock_campaign(&mut tx, name).await?;
+    set_status(&mut tx, campaign.id, CampaignStatus::Cancelled, now).await?;
+    let cancelled: Vec<(i32, Option<i32>)> = sqlx::query_as(
+        "UPDATE local_call_queue
+            SET queue_status = $3, deferred_by_campaign = false, updated_at = CURRENT_TIMESTAMP
+          WHERE campaign_id = $1 AND queue_status = $2
+         RETURNING id, batch_id",
+    )
+    .bind(campaign.id)
+    .bind(QueueStatus::Pending.as_str())
+    .bind(QueueStatus::Cancelled.as_str())
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_error("while cancelling the campaign's waiting rows"))?;
+    let batches = refresh_batches(&mut tx, cancelled.iter().filter_map(|row| row.1)).await?;
+    let in_flight: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM local_call_queue WHERE campaign_id = $1 AND queue_status = $2",
+    )
+    .bind(campaign.id)
+    .bind(QueueStatus::Submitting.as_str())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_error("while counting the campaign's rows in flight"))?;
+    let ids: Vec<i32> = cancelled.iter().map(|row| row.0).collect();
+    let action = Action {
+        action: "campaign.cancel",
+        campaign_id: Some(campaign.id),
+        target: json!({
+            "campaign": campaign.name,
+            "queue_status": QueueStatus::Pending,
+            "ids": audit::listed_ids(&ids),
+        }),
+        rows_affected: i64::try_from(ids.len()).unwrap_or(i64::MAX),
+        detail: Some(json!({
+            "previous_status": campaign.status,
+            "batches": batches,
+            "in_flight": in_flight,
+        })),
+    };
+    finish(tx, now, actor, &campaign, CampaignStatus::Cancelled, action).await
+}
+
+/// Changes the campaign's rules; its rows that waited because of the old rules are due at
+/// `now`, so the new rules apply to them at once. A cancelled campaign's rules cannot be
+/// changed.
+#[tracing::instrument(skip_all, fields(campaign = name))]
+pub async fn set(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    name: &str,
+    change: &RulesChange,
+) -> Result<ActionOutcome, OpsError> {
+    if change.is_empty() {
+        return Err(OpsError::Refused(
+            "campaign set needs a rule to change: --start-at, --window, --days, --time-zone or --max-per-minute".into(),
+        ));
+    }
+    let mut tx = begin(pool).await?;
+    let campaign = lock_campaign(&mut tx, name).await?;
+    if campaign.status == CampaignStatus::Cancelled {
+        return Err(cancelled(&campaign, "changed"));
+    }
+    let rules = change.apply(&campaign.rules)?;
+    store_rules(&mut tx, campaign.id, &rules, now).await?;
+    let due_again = bring_back_deferred(&mut tx, campaign.id, now).await?;
+    let waiting = count_waiting(&mut tx, campaign.id).await?;
+    let action = Action {
+        action: "campaign.set",
+        campaign_id: Some(campaign.id),
+        target: json!({ "campaign": campaign.name, "queue_status": QueueStatus::WAITING }),
+        rows_affected: waiting,
+        detail: Some(json!({
+            "before": campaign.rules.view(),
+            "after": rules.view(),
+            "due_again": due_again,
+        })),
+    };
+    let status = campaign.status;
+    finish(tx, now, actor, &campaign, status, action).await
+}
+
+async fn store_rules(
+    conn: &mut PgConnection,
+    campaign_id: i32,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<(), OpsError> {
+    sqlx::query(
+        "UPDATE campaigns
+            SET start_at = $2, window_start = $3, window_end = $4, window_days = $5,
+                time_zone = $6, max_per_minute = $7, updated_at = $8
+          WHERE id = $1",
+    )
+    .bind(campaign_id)
+    .bind(rules.start_at)
+    .bind(rules.window.map(|window| window.start()))
+    .bind(rules.window.map(|window| window.end()))
+    .bind(rules.window_days())
+    .bind(rules.time_zone.name())
+    .bind(rules.max_per_minute_column())
+    .bind(now)
+    .execute(conn)
+    .await
+    .map_err(db_error("while storing the campaign's rules"))?;
+    Ok(())
+}
+
+fn cancelled(campaign: &LockedCampaign, verb: &'static str) -> OpsError {
+    OpsError::Cancelled {
+        name: campaign.name.clone(),
+        verb,
+    }
+}
+
+/// Refreshes each of `batches` once, in ascending order (the order every refresher
+/// takes batch locks in, so two transactions cannot deadlock); returns them.
+pub(crate) async fn refresh_batches(
+    conn: &mut PgConnection,
+    batches: impl IntoIterator<Item = i32>,
+) -> Result<Vec<i32>, OpsError> {
+    let mut batches: Vec<i32> = batches.into_iter().collect();
+    batches.sort_unstable();
+    batches.dedup();
+    for batch_id in &batches {
+        sqlx::query("SELECT callbridge_refresh_batch($1)")
+            .bind(batch_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("while refreshing a batch's counts and status"))?;
+    }
+    Ok(batches)
+}
+
+/// The campaign `enqueue` adds rows to, inside its transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnqueueCampaign {
+    pub id: i32,
+    pub created: bool,
+    pub rules: Rules,
+}
+
+/// Finds the campaign named `name` or creates it with `change` applied to no rules.
+/// Adding to an existing campaign keeps its rules: a change that would alter them is
+/// refused (`campaign set` changes rules, and is audited as such), one that restates
+/// them is accepted, so running the same enqueue twice succeeds. Nothing can be added to
+/// a cancelled campaign; adding to a completed one makes it active again.
+pub async fn for_enqueue(
+    conn: &mut PgConnection,
+    name: &str,
+    change: &RulesChange,
+    now: DateTime<Utc>,
+) -> Result<EnqueueCampaign, OpsError> {
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(db_error("while starting a savepoint"))?;
+    let created: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO campaigns (name, created_at, updated_at) VALUES ($1, $2, $2)
+         ON CONFLICT (name) DO NOTHING
+         RETURNING id",
+    )
+    .bind(name)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db_error("while creating the campaign"))?;
+    let campaign = lock_campaign(&mut tx, name).await?;
+    let rules = if created.is_some() {
+        let rules = change.apply(&Rules::default())?;
+        store_rules(&mut tx, campaign.id, &rules, now).await?;
+        rules
+    } else {
+        if campaign.status == CampaignStatus::Cancelled {
+            return Err(cancelled(&campaign, "added to"));
+        }
+        let restated = change.apply(&campaign.rules)?;
+        if restated != campaign.rules {
+            return Err(OpsError::Refused(format!(
+                "campaign {name:?} exists with other rules: change them with `callbridge campaign set {name} …`, or enqueue without rule options"
+            )));
+        }
+        if campaign.status == CampaignStatus::Completed {
+            set_status(&mut tx, campaign.id, CampaignStatus::Active, now).await?;
+        }
+        campaign.rules
+    };
+    tx.commit()
+        .await
+        .map_err(db_error("while releasing the savepoint"))?;
+    Ok(EnqueueCampaign {
+        id: campaign.id,
+        created: created.is_some(),
+        rules,
+    })
+}

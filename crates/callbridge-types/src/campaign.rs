@@ -1,0 +1,520 @@
+//! A campaign's rules as the operator writes them and as the submitter applies them: the
+//! status spelling, the calling window (`HH:MM-HH:MM` on some days of the week, in an
+//! IANA time zone), and the two questions the submitter asks of it — is it open at this
+//! instant, and when does it next open.
+//!
+//! A row is sent only while its zone's local time is inside the window: the window is a
+//! rule about the called person's wall clock (US calling hours are 8am–9pm local time),
+//! so it is checked on the wall clock, and daylight-saving changes follow from that:
+//! - an opening time that does not exist on a spring-forward day (02:30 when clocks jump
+//!   from 02:00 to 03:00) opens at the first instant after the gap, the first instant whose
+//!   local time is inside the window;
+//! - an opening time that happens twice on a fall-back day opens at its first occurrence.
+//!
+//! The start is inclusive and the end exclusive; a window whose end is before its start
+//! spans midnight and belongs to the day on which it opens (`22:00-02:00` on `fri` is open
+//! from Friday 22:00 to Saturday 02:00).
+
+use std::fmt;
+
+use chrono::{
+    DateTime, Datelike, LocalResult, NaiveDate, NaiveTime, Offset, TimeDelta, TimeZone, Timelike,
+    Utc, Weekday,
+};
+use thiserror::Error;
+
+pub use crate::status::CampaignStatus;
+pub use chrono_tz::Tz;
+
+/// A rule an operator wrote that cannot be used; the message says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RuleError {
+    #[error("calling window {0:?} is not HH:MM-HH:MM (for example 08:00-21:00)")]
+    WindowSyntax(String),
+    #[error(
+        "calling window {0:?} opens and closes at the same time: give two different times, \
+         or 00:00-24:00 for the whole day"
+    )]
+    EmptyWindow(String),
+    #[error("days {given:?}: {reason}; write a range (mon-sat), a list (mon,wed,fri) or all")]
+    Days { given: String, reason: String },
+    #[error(
+        "time zone {0:?} is not an IANA zone name (for example America/New_York or Asia/Kolkata)"
+    )]
+    TimeZone(String),
+}
+
+/// Reads an IANA time zone name (`America/New_York`, `Asia/Kolkata`, `UTC`).
+pub fn parse_time_zone(raw: &str) -> Result<Tz, RuleError> {
+    raw.trim()
+        .parse::<Tz>()
+        .map_err(|_| RuleError::TimeZone(raw.to_owned()))
+}
+
+/// The days of the week on which a window opens, stored as `campaigns.window_days`:
+/// bit 0 Monday … bit 6 Sunday.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Days(u8);
+
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl Days {
+    /// Every day of the week (the column's default, 127).
+    pub const ALL: Days = Days(0x7f);
+
+    /// Reads the stored bits; `None` for a value outside 0–127 (bits no day has).
+    pub fn from_bits(bits: i16) -> Option<Days> {
+        u8::try_from(bits)
+            .ok()
+            .filter(|bits| *bits <= 0x7f)
+            .map(Days)
+    }
+
+    /// The stored bits.
+    pub fn bits(self) -> i16 {
+        i16::from(self.0)
+    }
+
+    /// Whether the window opens on `day`.
+    pub fn contains(self, day: Weekday) -> bool {
+        self.0 & (1 << day.num_days_from_monday()) != 0
+    }
+
+    /// Whether no day is named: a window on no day never opens.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Reads `all`, a range (`mon-sat`, or `fri-mon` across the weekend), a list
+    /// (`mon,wed,fri`) or both (`mon-wed,sat`); three-letter names, any case.
+    pub fn parse(raw: &str) -> Result<Days, RuleError> {
+        let error = |reason: String| RuleError::Days {
+            given: raw.to_owned(),
+            reason,
+        };
+        let text = raw.trim().to_ascii_lowercase();
+        if text == "all" {
+            return Ok(Days::ALL);
+        }
+        let day_index = |name: &str| {
+            let name = name.trim();
+            DAY_NAMES
+                .iter()
+                .position(|day| *day == name)
+                .ok_or_else(|| error(format!("{name:?} is not a day (mon, tue, … sun)")))
+        };
+        let mut bits = 0u8;
+        for part in text.split(',') {
+            if part.trim().is_empty() {
+                return Err(error("an empty item".to_owned()));
+            }
+            match part.split_once('-') {
+                Some((first, last)) => {
+                    let (first, last) = (day_index(first)?, day_index(last)?);
+                    // A range may wrap over the weekend: fri-mon is fri, sat, sun, mon.
+                    let mut day = first;
+                    loop {
+                        bits |= 1 << day;
+                        if day == last {
+                            break;
+                        }
+                        day = (day + 1) % 7;
+                    }
+                }
+                None => bits |= 1 << day_index(part)?,
+            }
+        }
+        Ok(Days(bits))
+    }
+}
+
+impl fmt::Display for Days {
+    /// `all`, or ranges and single days in week order (`mon-fri,sun`), which [`Days::parse`]
+    /// reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Days::ALL {
+            return f.write_str("all");
+        }
+        let mut parts = Vec::new();
+        let mut day = 0;
+        while day < 7 {
+            if self.0 & (1 << day) == 0 {
+                day += 1;
+                continue;
+            }
+            let first = day;
+            while day + 1 < 7 && self.0 & (1 << (day + 1)) != 0 {
+                day += 1;
+            }
+            parts.push(match day - first {
+                0 => DAY_NAMES[first].to_owned(),
+                1 => format!("{},{}", DAY_NAMES[first], DAY_NAMES[day]),
+                _ => format!("{}-{}", DAY_NAMES[first], DAY_NAMES[day]),
+            });
+            day += 1;
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Local opening hours on some days of the week: `campaigns.window_start`,
+/// `window_end` and `window_days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallingWindow {
+    start: NaiveTime,
+    end: NaiveTime,
+    days: Days,
+}
+
+/// How far ahead [`CallingWindow::next_opening`] looks. A window on at least one day
+/// opens within a week plus a day; the margin covers a day whose window a clock change
+/// swallowed whole.
+const HORIZON_DAYS: i64 = 16;
+
+impl CallingWindow {
+    /// A window from the stored columns. `start == end` is a window open the whole day
+    /// (24 hours from `start`); `end < start` spans midnight.
+    pub fn new(start: NaiveTime, end: NaiveTime, days: Days) -> CallingWindow {
+        CallingWindow { start, end, days }
+    }
+
+    /// Reads `--window HH:MM-HH:MM` (an end of `24:00` is midnight) with `--days`.
+    pub fn parse(hours: &str, days: &str) -> Result<CallingWindow, RuleError> {
+        let (start, end) = parse_hours(hours)?;
+        Ok(CallingWindow::new(start, end, Days::parse(days)?))
+    }
+
+    /// Local opening time (inclusive).
+    pub fn start(&self) -> NaiveTime {
+        self.start
+    }
+
+    /// Local closing time (exclusive); before the start when the window spans midnight.
+    pub fn end(&self) -> NaiveTime {
+        self.end
+    }
+
+    /// The days on which the window opens.
+    pub fn days(&self) -> Days {
+        self.days
+    }
+
+    /// The same window on other days.
+    pub fn with_days(self, days: Days) -> CallingWindow {
+        CallingWindow { days, ..self }
+    }
+
+    /// Whether local time in `zone` at `instant` is inside the window.
+    pub fn is_open(&self, zone: Tz, instant: DateTime<Utc>) -> bool {
+        let local = instant.with_timezone(&zone).naive_local();
+        let (date, time) = (local.date(), local.time());
+        if self.start < self.end {
+            self.days.contains(date.weekday()) && self.start <= time && time < self.end
+        } else {
+            // Spans midnight (or the whole day): the part after midnight belongs to the
+            // window that opened the day before.
+            (self.start <= time && self.days.contains(date.weekday()))
+                || (time < self.end && self.days.contains(date.weekday().pred()))
+        }
+    }
+
+    /// The first instant at or after `instant` at which the window is open: `instant`
+    /// itself when it is open, else the next opening. `None` only for a window on no day.
+    pub fn next_opening(&self, zone: Tz, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.is_open(zone, instant) {
+            return Some(instant);
+        }
+        if self.days.is_empty() {
+            return None;
+        }
+        // Local time enters the window either by passing the opening time on a day the
+        // window opens (both instants, when a fall-back day has it twice) or by a clock
+        // change landing inside it (which covers an opening time inside a spring-forward
+        // gap: the first instant after the gap). The earliest such instant after
+        // `instant` that is open is the next opening.
+        let today = instant.with_timezone(&zone).date_naive();
+        let openings = (-1..=HORIZON_DAYS)
+            .filter_map(|offset| today.checked_add_signed(TimeDelta::days(offset)))
+            .filter(|day| self.days.contains(day.weekday()))
+            .flat_map(|day| local_instants(zone, day, self.start));
+        let horizon = instant + TimeDelta::days(HORIZON_DAYS + 1);
+        openings
+            .chain(offset_changes(zone, instant, horizon))
+            .filter(|candidate| *candidate > instant && self.is_open(zone, *candidate))
+            .min()
+    }
+}
+
+/// `campaign::is_open(window, zone, instant)`: see [`CallingWindow::is_open`].
+pub fn is_open(window: &CallingWindow, zone: Tz, instant: DateTime<Utc>) -> bool {
+    window.is_open(zone, instant)
+}
+
+/// `campaign::next_opening(window, zone, instant)`: see [`CallingWindow::next_opening`].
+pub fn next_opening(
+    window: &CallingWindow,
+    zone: Tz,
+    instant: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    window.next_opening(zone, instant)
+}
+
+impl fmt::Display for CallingWindow {
+    /// `HH:MM-HH:MM days`, as `--window` and `--days` take them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let end = if self.start == self.end && self.start == NaiveTime::MIN {
+            "24:00".to_owned()
+        } else {
+            self.end.format("%H:%M").to_string()
+        };
+        write!(f, "{}-{} {}", self.start.format("%H:%M"), end, self.days)
+    }
+}
+
+/// Reads `HH:MM-HH:MM`; an end of `24:00` is midnight, so `00:00-24:00` is the whole day.
+pub fn parse_hours(raw: &str) -> Result<(NaiveTime, NaiveTime), RuleError> {
+    let syntax = || RuleError::WindowSyntax(raw.to_owned());
+    let (start, end) = raw.trim().split_once('-').ok_or_else(syntax)?;
+    let read = |text: &str, allow_24: bool| -> Result<NaiveTime, RuleError> {
+        let text = text.trim();
+        let (hours, minutes) = text.split_once(':').ok_or_else(syntax)?;
+        if hours.is_empty()
+            || hours.len() > 2
+            || minutes.len() != 2
+            || !hours
+                .bytes()
+                .chain(minutes.bytes())
+                .all(|b| b.is_ascii_digit())
+        {
+            return Err(syntax());
+        }
+        let (hours, minutes): (u32, u32) = (hours.parse().unwrap(), minutes.parse().unwrap());
+        if allow_24 && hours == 24 && minutes == 0 {
+            return Ok(NaiveTime::MIN);
+        }
+        NaiveTime::from_hms_opt(hours, minutes, 0).ok_or_else(syntax)
+    };
+    let start_text = start.trim();
+    let (start, end) = (read(start_text, false)?, read(end, true)?);
+    if start == end && !(start == NaiveTime::MIN && end_is_24(raw)) {
+        return Err(RuleError::EmptyWindow(raw.to_owned()));
+    }
+    Ok((start, end))
+}
+
+fn end_is_24(raw: &str) -> bool {
+    raw.trim()
+        .rsplit_once('-')
+        .is_some_and(|(_, end)| end.trim() == "24:00")
+}
+
+/// The instants at which `zone`'s wall clock reads `time` on `day`: one, two on a
+/// fall-back day (earliest first), none inside a spring-forward gap.
+fn local_instants(zone: Tz, day: NaiveDate, time: NaiveTime) -> Vec<DateTime<Utc>> {
+    match zone.from_local_datetime(&day.and_time(time)) {
+        LocalResult::Single(at) => vec![at.to_utc()],
+        LocalResult::Ambiguous(first, second) => vec![first.to_utc(), second.to_utc()],
+        LocalResult::None => Vec::new(),
+    }
+}
+
+/// The instants in `(from, to]` at which `zone`'s offset from UTC changes (the first
+/// instant of each new offset), to the second.
+fn offset_changes(zone: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    // Zones change offset at most a few times a year and never twice within six hours.
+    const STEP: TimeDelta = TimeDelta::hours(6);
+    let offset_at = |at: DateTime<Utc>| zone.offset_from_utc_datetime(&at.naive_utc()).fix();
+    let mut changes = Vec::new();
+    // Whole seconds from here on: offsets change on whole seconds.
+    let mut low = from.with_nanosecond(0).unwrap_or(from);
+    let mut low_offset = offset_at(low);
+    while low < to {
+        let high = low + STEP;
+        let high_offset = offset_at(high);
+        if high_offset != low_offset {
+            // Bisect (low, high] to the first second of the new offset.
+            let (mut before, mut after) = (low, high);
+            while after - before > TimeDelta::seconds(1) {
+                let middle = before + TimeDelta::seconds((after - before).num_seconds() / 2);
+                if offset_at(middle) == low_offset {
+                    before = middle;
+                } else {
+                    after = middle;
+                }
+            }
+            changes.push(after);
+        }
+        low = high;
+        low_offset = high_offset;
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+    }
+
+    fn window(hours: &str, days: &str) -> CallingWindow {
+        CallingWindow::parse(hours, days).unwrap()
+    }
+
+    const NEW_YORK: Tz = chrono_tz::America::New_York;
+    const KOLKATA: Tz = chrono_tz::Asia::Kolkata;
+
+    #[test]
+    fn days_read_ranges_lists_all_and_wrap_over_the_weekend() {
+        assert_eq!(Days::parse("all").unwrap(), Days::ALL);
+        assert_eq!(Days::parse("mon-sat").unwrap().bits(), 0b011_1111);
+        assert_eq!(Days::parse("Mon,WED, fri").unwrap().bits(), 0b001_0101);
+        assert_eq!(Days::parse("fri-mon").unwrap().bits(), 0b111_0001);
+        assert_eq!(Days::parse("mon-wed,sat").unwrap().bits(), 0b010_0111);
+        assert_eq!(Days::parse("sun").unwrap().bits(), 0b100_0000);
+        for bits in 0..=127 {
+            let days = Days::from_bits(bits).unwrap();
+            if !days.is_empty() {
+                assert_eq!(Days::parse(&days.to_string()).unwrap(), days, "{days}");
+            }
+        }
+        assert_eq!(Days::from_bits(128), None);
+        assert_eq!(Days::from_bits(-1), None);
+    }
+
+    #[test]
+    fn days_refuse_unknown_names_and_empty_items_saying_what_to_write() {
+        for bad in ["", "monday", "mon,,tue", "mon-", "weekdays"] {
+            let error = Days::parse(bad).unwrap_err().to_string();
+            assert!(
+                error.contains("write a range (mon-sat)"),
+                "{bad:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn hours_read_hh_mm_pairs_and_24_00_as_midnight() {
+        let at = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        assert_eq!(parse_hours("08:00-21:00").unwrap(), (at(8, 0), at(21, 0)));
+        assert_eq!(parse_hours(" 8:30 - 9:05 ").unwrap(), (at(8, 30), at(9, 5)));
+        assert_eq!(parse_hours("22:00-02:00").unwrap(), (at(22, 0), at(2, 0)));
+        assert_eq!(parse_hours("00:00-24:00").unwrap(), (at(0, 0), at(0, 0)));
+        assert_eq!(parse_hours("18:00-24:00").unwrap(), (at(18, 0), at(0, 0)));
+        for bad in [
+            "8-21",
+            "08:00",
+            "25:00-26:00",
+            "08:60-09:00",
+            "24:00-08:00",
+            "a:bc-d",
+        ] {
+            assert_eq!(
+                parse_hours(bad),
+                Err(RuleError::WindowSyntax(bad.to_owned())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_hours("09:00-09:00"),
+            Err(RuleError::EmptyWindow("09:00-09:00".to_owned()))
+        );
+    }
+
+    #[test]
+    fn time_zones_are_iana_names() {
+        assert_eq!(parse_time_zone("America/New_York").unwrap(), NEW_YORK);
+        assert_eq!(parse_time_zone("UTC").unwrap(), Tz::UTC);
+        let error = parse_time_zone("EST5").unwrap_err().to_string();
+        assert!(error.contains("not an IANA zone name"), "{error}");
+    }
+
+    #[test]
+    fn campaign_status_spelling_round_trips() {
+        for status in CampaignStatus::ALL {
+            assert_eq!(CampaignStatus::parse(status.as_str()), Ok(*status));
+        }
+        assert_eq!(CampaignStatus::Paused.as_str(), "paused");
+        assert!(CampaignStatus::parse("stopped").is_err());
+    }
+
+    #[test]
+    fn window_is_open_from_its_start_until_just_before_its_end_in_local_time() {
+        let hours = window("08:00-21:00", "all");
+        // 2026-06-15 is a Monday; New York is UTC-4 in summer, Kolkata UTC+5:30.
+        assert!(!hours.is_open(NEW_YORK, utc("2026-06-15T11:59:59Z")));
+        assert!(hours.is_open(NEW_YORK, utc("2026-06-15T12:00:00Z")));
+        assert!(hours.is_open(NEW_YORK, utc("2026-06-16T00:59:59Z")));
+        assert!(!hours.is_open(NEW_YORK, utc("2026-06-16T01:00:00Z")));
+        assert!(hours.is_open(KOLKATA, utc("2026-06-15T02:30:00Z")));
+        assert!(!hours.is_open(KOLKATA, utc("2026-06-15T15:30:00Z")));
+    }
+
+    #[test]
+    fn window_over_midnight_belongs_to_the_day_it_opens() {
+        // Friday 22:00 to Saturday 02:00 only.
+        let late = window("22:00-02:00", "fri");
+        assert!(late.is_open(Tz::UTC, utc("2026-06-19T22:00:00Z"))); // Friday
+        assert!(late.is_open(Tz::UTC, utc("2026-06-20T01:59:00Z"))); // Saturday early
+        assert!(!late.is_open(Tz::UTC, utc("2026-06-20T22:00:00Z"))); // Saturday late
+        assert!(!late.is_open(Tz::UTC, utc("2026-06-19T01:00:00Z"))); // Friday early
+        assert_eq!(
+            late.next_opening(Tz::UTC, utc("2026-06-20T02:00:00Z")),
+            Some(utc("2026-06-26T22:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn next_opening_is_the_next_local_start_on_an_allowed_day() {
+        let hours = window("08:00-21:00", "mon-fri");
+        // Friday 21:00 New York → Monday 08:00 New York.
+        assert_eq!(
+            hours.next_opening(NEW_YORK, utc("2026-06-20T01:00:00Z")),
+            Some(utc("2026-06-22T12:00:00Z"))
+        );
+        let open = utc("2026-06-22T15:00:00Z");
+        assert_eq!(hours.next_opening(NEW_YORK, open), Some(open));
+        assert_eq!(
+            hours
+                .with_days(Days::from_bits(0).unwrap())
+                .next_opening(NEW_YORK, open),
+            None
+        );
+    }
+
+    #[test]
+    fn an_opening_time_skipped_by_spring_forward_opens_at_the_first_instant_after_the_gap() {
+        // 2026-03-08: New York's clocks jump from 02:00 EST to 03:00 EDT (07:00Z).
+        let early = window("02:30-05:00", "all");
+        assert_eq!(
+            early.next_opening(NEW_YORK, utc("2026-03-08T05:00:00Z")),
+            Some(utc("2026-03-08T07:00:00Z"))
+        );
+        assert!(!early.is_open(NEW_YORK, utc("2026-03-08T06:59:59Z")));
+        // A window lying wholly in the gap does not open that day.
+        let in_gap = window("02:10-02:50", "all");
+        assert_eq!(
+            in_gap.next_opening(NEW_YORK, utc("2026-03-08T05:00:00Z")),
+            Some(utc("2026-03-09T06:10:00Z"))
+        );
+    }
+
+    #[test]
+    fn an_opening_time_repeated_by_fall_back_opens_at_its_first_occurrence() {
+        // 2026-11-01: New York's clocks fall back from 02:00 EDT to 01:00 EST (06:00Z), so
+        // 01:30 happens at 05:30Z and again at 06:30Z.
+        let early = window("01:30-05:00", "all");
+        assert_eq!(
+            early.next_opening(NEW_YORK, utc("2026-11-01T04:00:00Z")),
+            Some(utc("2026-11-01T05:30:00Z"))
+        );
+        // Closed at the first 01:20; when the clocks fall back, local time is 01:00 again,
+        // inside the window, so it opens again for the repeated twenty minutes.
+        let short = window("01:00-01:20", "all");
+        assert_eq!(
+            short.next_opening(NEW_YORK, utc("2026-11-01T05:20:00Z")),
+            Some(utc("2026-11-01T06:00:00Z"))
+        );
+    }
+}
