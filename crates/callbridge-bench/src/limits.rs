@@ -359,6 +359,7 @@ async fn claim_and_mark(pool: &PgPool, round: usize, shape: ClaimShape) -> anyho
             .bind(&owner)
             .bind(i64::from(shape.claim_limit))
             .bind(shape.lease.as_secs_f64())
+            .bind(chrono::Utc::now())
             .fetch_all(pool)
             .await
             .context("while claiming due local_call_queue rows")?;
@@ -427,6 +428,9 @@ mod tests {
             retry_count: 0,
             last_error: None,
             previous_attempt_started_at: None,
+            campaign_id: None,
+            time_zone: None,
+            paced_slot_at: None,
         }
     }
 

@@ -492,6 +492,7 @@ mod tests {
             batch_id: 1,
             phone_number: number.into(),
             custom_data: None,
+            accepted_at: chrono::Utc::now(),
             state: CallState::Ended,
             outcome: Some(outcome),
             reordered: false,

@@ -269,6 +269,9 @@ async fn campaign_commands_show_figures_as_json_and_record_every_control_with_it
             .await
             .unwrap();
     assert_eq!(statuses, ["cancelled"]);
+    let batches = json_of(&callbridge(&["batches", "--local", "--json"], &env(&db), None).await);
+    assert_eq!(batches[0]["batch_status"], "cancelled");
+    assert_eq!(batches[0]["queue"]["cancelled"], 3);
 
     // Errors: one line, saying what to do.
     for (args, expected) in [

@@ -213,6 +213,7 @@ mod tests {
             batch_id: 7,
             phone_number: "9876543210".into(),
             custom_data: Some(serde_json::json!({"customer_id": "CUST001"})),
+            accepted_at: chrono::Utc::now(),
             state: CallState::InProgress,
             outcome: Some(Outcome::Completed),
             reordered: false,

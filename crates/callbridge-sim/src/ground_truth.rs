@@ -77,6 +77,9 @@ pub struct CallTruth {
     pub batch_id: i32,
     pub phone_number: String,
     pub custom_data: Option<serde_json::Value>,
+    /// When the insert request that stored it was handled: the acceptance time pacing
+    /// is judged by.
+    pub accepted_at: chrono::DateTime<chrono::Utc>,
     pub state: CallState,
     /// Drawn at dispatch from the outcome mix; `None` while queued.
     pub outcome: Option<Outcome>,

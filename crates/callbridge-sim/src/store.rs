@@ -73,6 +73,7 @@ impl Store {
             ..Batch::default()
         });
         batch.inserts += 1;
+        let accepted_at = chrono::Utc::now();
         for item in items {
             *batch.accepted.entry(item.phone_number.clone()).or_insert(0) += 1;
             let index = self.calls.len();
@@ -82,6 +83,7 @@ impl Store {
                 batch_id,
                 phone_number: item.phone_number.clone(),
                 custom_data: item.custom_data.clone(),
+                accepted_at,
                 state: CallState::Queued,
                 outcome: None,
                 reordered: false,

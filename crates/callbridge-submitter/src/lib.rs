@@ -78,6 +78,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod campaign;
 pub mod metrics;
 pub mod reconcile;
 pub mod startup;

@@ -2,6 +2,9 @@
 //! by `callbridge_runtime::health` on `/metrics`. The names are the ones the dashboards
 //! and alert rules in `deploy/observability/` query.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use crate::api::RetryReason;
 
 /// The seed's counter, per row: `status` is `submitted`, `retried`, `failed` or
@@ -20,6 +23,16 @@ pub const SUBMITTER_REQUEST_SIZE: &str = "submitter_request_size";
 pub const QUEUE_ROWS: &str = "local_call_queue_rows";
 /// How long the oldest due `pending` row has waited.
 pub const OLDEST_DUE_SECONDS: &str = "local_call_queue_oldest_due_seconds";
+
+/// Numbers of a campaign the centralized system accepted, by `campaign` (see
+/// [`CampaignLabels`]).
+pub const CAMPAIGN_NUMBERS_SENT_TOTAL: &str = "campaign_numbers_sent_total";
+/// Rows of a campaign still to be sent (`pending` or `submitting`), by `campaign`.
+pub const CAMPAIGN_NUMBERS_WAITING: &str = "campaign_numbers_waiting";
+/// Distinct campaign names that get a label of their own; the rest are `other`.
+pub const MAX_CAMPAIGN_LABELS: usize = 50;
+/// The label of campaigns past [`MAX_CAMPAIGN_LABELS`].
+pub const OTHER_CAMPAIGNS: &str = "other";
 
 /// The statuses the depth gauge reports, so a status that emptied reads 0, not stale.
 const DEPTH_STATUSES: [&str; 4] = ["pending", "submitting", "failed", "needs_review"];
@@ -61,4 +74,82 @@ pub fn set_queue_depth(counts: &[(String, i64)]) {
 
 pub fn set_oldest_due(seconds: f64) {
     metrics::gauge!(OLDEST_DUE_SECONDS).set(seconds);
+}
+
+/// Campaign names are chosen by operators, so each becomes a label only while fewer than
+/// [`MAX_CAMPAIGN_LABELS`] have: a process never exports more series than that per
+/// metric, however many campaigns it serves. Later ones are counted as `other`.
+#[derive(Debug, Default)]
+pub struct CampaignLabels {
+    admitted: Mutex<BTreeSet<String>>,
+    /// Labels the waiting gauge reported last time, so one that emptied reads 0.
+    waiting_reported: Mutex<BTreeSet<String>>,
+}
+
+impl CampaignLabels {
+    /// The label of campaign `name`.
+    pub fn label(&self, name: &str) -> String {
+        let mut admitted = self
+            .admitted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if admitted.contains(name) {
+            return name.to_owned();
+        }
+        if admitted.len() < MAX_CAMPAIGN_LABELS && name != OTHER_CAMPAIGNS {
+            admitted.insert(name.to_owned());
+            return name.to_owned();
+        }
+        OTHER_CAMPAIGNS.to_owned()
+    }
+
+    /// Counts `numbers` of campaign `name` accepted.
+    pub fn count_sent(&self, name: &str, numbers: u64) {
+        if numbers > 0 {
+            metrics::counter!(CAMPAIGN_NUMBERS_SENT_TOTAL, "campaign" => self.label(name))
+                .increment(numbers);
+        }
+    }
+
+    /// Sets the waiting gauge from (campaign name, rows) counts.
+    pub fn set_waiting(&self, counts: &[(String, i64)]) {
+        let mut by_label: std::collections::BTreeMap<String, i64> = Default::default();
+        for (name, rows) in counts {
+            *by_label.entry(self.label(name)).or_default() += rows;
+        }
+        let mut reported = self
+            .waiting_reported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for label in reported.iter() {
+            if !by_label.contains_key(label) {
+                metrics::gauge!(CAMPAIGN_NUMBERS_WAITING, "campaign" => label.clone()).set(0.0);
+            }
+        }
+        for (label, rows) in &by_label {
+            metrics::gauge!(CAMPAIGN_NUMBERS_WAITING, "campaign" => label.clone())
+                .set(*rows as f64);
+        }
+        *reported = by_label.into_keys().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn campaign_labels_stop_growing_at_the_cap_and_the_rest_are_other() {
+        let labels = CampaignLabels::default();
+        for n in 0..MAX_CAMPAIGN_LABELS {
+            assert_eq!(labels.label(&format!("c{n}")), format!("c{n}"));
+        }
+        assert_eq!(labels.label("one-too-many"), OTHER_CAMPAIGNS);
+        // Admitted names keep their label.
+        assert_eq!(labels.label("c0"), "c0");
+        assert_eq!(labels.label("c0"), "c0");
+        let distinct: BTreeSet<String> =
+            (0..1000).map(|n| labels.label(&format!("x{n}"))).collect();
+        assert_eq!(distinct.len(), 1, "{distinct:?}");
+    }
 }

@@ -25,6 +25,12 @@ pub struct ClaimedRow {
     /// `attempt_started_at` before this claim: set when an earlier request may have
     /// carried the row, which must then be reconciled before it is sent again.
     pub previous_attempt_started_at: Option<DateTime<Utc>>,
+    /// The row's campaign; `None` for a row an application inserted itself.
+    pub campaign_id: Option<i32>,
+    /// The row's own IANA zone; `None`: its campaign's.
+    pub time_zone: Option<String>,
+    /// The pacing slot the row holds (see `campaign`), if any.
+    pub paced_slot_at: Option<DateTime<Utc>>,
 }
 
 impl ClaimedRow {
@@ -43,7 +49,9 @@ pub struct Release {
 }
 
 /// The claim statement of [`claim_due_rows`]: `$1` the lease owner, `$2` the most rows,
-/// `$3` the lease in seconds. Public so a test can check its plan.
+/// `$3` the lease in seconds, `$4` the current instant of the submitter's clock (due
+/// times are compared with it; leases, which measure real time, with the database's).
+/// Public so a test can check its plan.
 pub const CLAIM_DUE_ROWS_SQL: &str = r#"
 WITH RECURSIVE oldest AS (
     -- The oldest due work, read through the partial indexes on next_attempt_at and
@@ -51,7 +59,7 @@ WITH RECURSIVE oldest AS (
     -- Looking a few claims deep lets concurrent claims find batches the others skip.
     (SELECT batch_id, next_attempt_at AS due_at
        FROM local_call_queue
-      WHERE queue_status = 'pending' AND next_attempt_at <= now()
+      WHERE queue_status = 'pending' AND next_attempt_at <= $4
       ORDER BY next_attempt_at
       LIMIT $2 * 4)
     UNION ALL
@@ -76,7 +84,7 @@ sized AS (
              FROM (SELECT 1
                      FROM local_call_queue q
                     WHERE q.batch_id = c.batch_id
-                      AND ((q.queue_status = 'pending' AND q.next_attempt_at <= now())
+                      AND ((q.queue_status = 'pending' AND q.next_attempt_at <= $4)
                            OR (q.queue_status = 'submitting' AND q.lease_expires_at < now()))
                     LIMIT $2) capped
            ) due
@@ -111,7 +119,7 @@ picked_batched AS (
            q.attempt_started_at AS previous_attempt_started_at, q.lease_owner AS previous_owner
       FROM local_call_queue q
      WHERE q.batch_id IN (SELECT batch_id FROM chosen)
-       AND ((q.queue_status = 'pending' AND q.next_attempt_at <= now())
+       AND ((q.queue_status = 'pending' AND q.next_attempt_at <= $4)
             OR (q.queue_status = 'submitting' AND q.lease_expires_at < now()))
      ORDER BY q.batch_id, q.id
      LIMIT $2
@@ -127,7 +135,7 @@ picked_unbatched AS (
       FROM local_call_queue q
      WHERE q.batch_id IS NULL
        AND EXISTS (SELECT 1 FROM oldest WHERE oldest.batch_id IS NULL)
-       AND ((q.queue_status = 'pending' AND q.next_attempt_at <= now())
+       AND ((q.queue_status = 'pending' AND q.next_attempt_at <= $4)
             OR (q.queue_status = 'submitting' AND q.lease_expires_at < now()))
      LIMIT $2
        FOR UPDATE SKIP LOCKED
@@ -156,7 +164,7 @@ UPDATE local_call_queue q
    -- history included) on every claim, a cost that grows with every campaign.
    AND q.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING q.id, q.batch_id, q.phone_number, q.custom_data, q.retry_count, q.last_error,
-          p.previous_attempt_started_at
+          p.previous_attempt_started_at, q.campaign_id, q.time_zone, q.paced_slot_at
 "#;
 
 /// Leases up to `limit` due rows for `lease`, whole batches preferred.
@@ -177,11 +185,13 @@ pub async fn claim_due_rows(
     owner: &str,
     limit: u32,
     lease: Duration,
+    now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<ClaimedRow>> {
     let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_DUE_ROWS_SQL)
         .bind(owner)
         .bind(i64::from(limit))
         .bind(lease.as_secs_f64())
+        .bind(now)
         .fetch_all(pool)
         .await
         .context("while claiming due local_call_queue rows")?;
@@ -375,6 +385,8 @@ pub struct AttemptFailure<'a> {
     pub retry_in: Duration,
     pub error: &'a str,
     pub max_attempts: u32,
+    /// The submitter clock's current instant: the retry is due `retry_in` after it.
+    pub now: DateTime<Utc>,
 }
 
 /// Rows that were retried and rows that failed for good.
@@ -402,8 +414,8 @@ pub async fn record_attempt_failure(
                     queue_status = CASE WHEN $3 AND coalesce(retry_count, 0) + 1 >= $4
                                         THEN 'failed' ELSE 'pending' END,
                     next_attempt_at = CASE WHEN NOT $3 AND coalesce(retry_count, 0) + 1 >= $4
-                                           THEN now()
-                                           ELSE now() + make_interval(secs => $5) END,
+                                           THEN $7
+                                           ELSE $7 + make_interval(secs => $5) END,
                     attempt_started_at = CASE WHEN $3 THEN NULL ELSE attempt_started_at END,
                     last_error = CASE WHEN $3 AND coalesce(retry_count, 0) + 1 >= $4
                                       THEN format('gave up after %s attempts; last error: %s',
@@ -422,6 +434,7 @@ pub async fn record_attempt_failure(
     .bind(i64::from(failure.max_attempts))
     .bind(failure.retry_in.as_secs_f64())
     .bind(failure.error)
+    .bind(failure.now)
     .fetch_one(&mut *tx)
     .await
     .context("while scheduling the retry of local_call_queue rows")?;
@@ -436,13 +449,15 @@ pub async fn record_attempt_failure(
 }
 
 /// Returns leased rows to `pending` without counting an attempt (shutdown, a paused
-/// key, a batch another submitter is busy with), due again after `delay`.
+/// key, a batch another submitter is busy with), due again `delay` after `now` (the
+/// submitter clock's instant).
 #[tracing::instrument(name = "release_leases", skip_all, fields(rows = rows.len()))]
 pub async fn release(
     pool: &PgPool,
     owner: &str,
     rows: &[Release],
     delay: Duration,
+    now: DateTime<Utc>,
 ) -> anyhow::Result<u64> {
     if rows.is_empty() {
         return Ok(0);
@@ -454,7 +469,7 @@ pub async fn release(
         "UPDATE local_call_queue q
             SET queue_status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
                 attempt_started_at = r.attempt_started_at,
-                next_attempt_at = greatest(q.next_attempt_at, now() + make_interval(secs => $3)),
+                next_attempt_at = greatest(q.next_attempt_at, $5 + make_interval(secs => $3)),
                 updated_at = CURRENT_TIMESTAMP
            FROM unnest($1::int4[], $4::timestamptz[]) AS r(id, attempt_started_at)
           WHERE q.id = r.id AND q.lease_owner = $2 AND q.queue_status = 'submitting'",
@@ -463,10 +478,57 @@ pub async fn release(
     .bind(owner)
     .bind(delay.as_secs_f64())
     .bind(&evidence)
+    .bind(now)
     .execute(pool)
     .await
     .context("while releasing leased local_call_queue rows")?;
     Ok(released.rows_affected())
+}
+
+/// A leased row going back to `pending` untouched because its campaign's rules hold it
+/// (not open yet, paused, paced): due at `until`, marked `deferred_by_campaign` so a
+/// change of rules or a resume brings it back at once, holding `paced_slot_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferral {
+    pub release: Release,
+    pub until: DateTime<Utc>,
+    pub paced_slot_at: Option<DateTime<Utc>>,
+}
+
+/// Returns leased rows to `pending` without counting an attempt, each due at its
+/// deferral's `until`.
+#[tracing::instrument(name = "defer_by_campaign", skip_all, fields(rows = rows.len()))]
+pub async fn defer(pool: &PgPool, owner: &str, rows: &[Deferral]) -> anyhow::Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i32> = rows.iter().map(|row| row.release.id).collect();
+    let evidence: Vec<Option<DateTime<Utc>>> = rows
+        .iter()
+        .map(|row| row.release.attempt_started_at)
+        .collect();
+    let until: Vec<DateTime<Utc>> = rows.iter().map(|row| row.until).collect();
+    let slots: Vec<Option<DateTime<Utc>>> = rows.iter().map(|row| row.paced_slot_at).collect();
+    let deferred = sqlx::query(
+        "UPDATE local_call_queue q
+            SET queue_status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
+                attempt_started_at = r.attempt_started_at,
+                next_attempt_at = r.until, deferred_by_campaign = true,
+                paced_slot_at = r.paced_slot_at,
+                updated_at = CURRENT_TIMESTAMP
+           FROM unnest($1::int4[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[])
+                AS r(id, attempt_started_at, until, paced_slot_at)
+          WHERE q.id = r.id AND q.lease_owner = $2 AND q.queue_status = 'submitting'",
+    )
+    .bind(&ids)
+    .bind(owner)
+    .bind(&evidence)
+    .bind(&until)
+    .bind(&slots)
+    .execute(pool)
+    .await
+    .context("while deferring leased local_call_queue rows by their campaign's rules")?;
+    Ok(deferred.rows_affected())
 }
 
 /// Creates the batch's row when missing, adds what the system accepted to `total_calls`,
@@ -531,28 +593,34 @@ pub async fn queue_depth(pool: &PgPool) -> anyhow::Result<Vec<(String, i64)>> {
 /// Seconds the oldest due `pending` row has waited past its `next_attempt_at` (0 when
 /// none is due).
 #[tracing::instrument(skip_all)]
-pub async fn oldest_due_age(pool: &PgPool) -> anyhow::Result<f64> {
+pub async fn oldest_due_age(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<f64> {
     let age: Option<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM now() - min(next_attempt_at))::float8
+        "SELECT extract(epoch FROM $1 - min(next_attempt_at))::float8
            FROM local_call_queue
-          WHERE queue_status = 'pending' AND next_attempt_at <= now()",
+          WHERE queue_status = 'pending' AND next_attempt_at <= $1",
     )
+    .bind(now)
     .fetch_one(pool)
     .await
     .context("while reading the age of the oldest due row")?;
     Ok(age.unwrap_or(0.0).max(0.0))
 }
 
-/// How long until a row becomes due or a lease expires; `None` when nothing waits.
-/// Zero or negative means something is due now.
+/// Seconds until the next row is due (on the submitter's clock, from `now`) and until
+/// the next lease expires (real seconds); each `None` when nothing waits for it. Zero or
+/// negative means it is due now.
 #[tracing::instrument(skip_all)]
-pub async fn next_due_in(pool: &PgPool) -> anyhow::Result<Option<f64>> {
-    sqlx::query_scalar(
-        "SELECT extract(epoch FROM least(
-                    (SELECT min(next_attempt_at) FROM local_call_queue WHERE queue_status = 'pending'),
-                    (SELECT min(lease_expires_at) FROM local_call_queue WHERE queue_status = 'submitting')
-                ) - now())::float8",
+pub async fn next_due_in(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    sqlx::query_as(
+        "SELECT extract(epoch FROM (SELECT min(next_attempt_at) FROM local_call_queue
+                                     WHERE queue_status = 'pending') - $1)::float8,
+                extract(epoch FROM (SELECT min(lease_expires_at) FROM local_call_queue
+                                     WHERE queue_status = 'submitting') - now())::float8",
     )
+    .bind(now)
     .fetch_one(pool)
     .await
     .context("while reading when the next row is due")

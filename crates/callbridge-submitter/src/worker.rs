@@ -1,7 +1,7 @@
 //! One submission round ([`Submitter::drain`]) and the loop that repeats it
 //! ([`Submitter::run`]). The state machine these follow is described in the crate docs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -10,6 +10,7 @@ use anyhow::bail;
 use callbridge_runtime::config::{SubmitterConfig, setting_name};
 use callbridge_runtime::health::Readiness;
 use callbridge_types::centralized_api::MAX_ITEMS_PER_INSERT;
+use callbridge_types::clock::{SharedClock, SystemClock};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -20,9 +21,10 @@ use crate::api::{
     ApiClient, BatchStatusAnswer, DispatchOutcome, InsertOutcome, KeyRejected, QueueItem, Retryable,
 };
 use crate::backoff::Backoff;
-use crate::metrics;
+use crate::campaign::{self, Gate, Rules};
+use crate::metrics::{self, CampaignLabels};
 use crate::reconcile::{self, Verdict};
-use crate::store::{self, AttemptFailure, ClaimedRow, Release};
+use crate::store::{self, AttemptFailure, ClaimedRow, Deferral, Release};
 
 /// Readiness condition: false while the API rejects the key.
 pub const API_KEY_CONDITION: &str = "api_key";
@@ -100,6 +102,11 @@ pub struct DrainReport {
     /// Leased and returned untouched (shutdown, paused key, a batch busy elsewhere, a
     /// batch-status that could not be asked).
     pub released: u64,
+    /// Leased and returned untouched because their campaign holds them (window closed,
+    /// not started, paused, paced), due when it allows them.
+    pub deferred: u64,
+    /// Rows of a cancelled campaign marked `cancelled` (never sent).
+    pub cancelled: u64,
     /// Submission is paused: the API rejects the key.
     pub paused: bool,
     /// A dispatch-calls request succeeded in this round.
@@ -114,6 +121,8 @@ impl DrainReport {
         self.failed += other.failed;
         self.needs_review += other.needs_review;
         self.released += other.released;
+        self.deferred += other.deferred;
+        self.cancelled += other.cancelled;
         self.paused |= other.paused;
         self.dispatched |= other.dispatched;
     }
@@ -172,6 +181,11 @@ struct Inner {
     dispatch: Mutex<DispatchState>,
     /// Rows claimed since `local_call_queue` was last analysed by this submitter.
     claimed_since_analyze: AtomicU64,
+    /// Where due times, calling windows, start times and pacing read the time.
+    clock: SharedClock,
+    campaign_labels: CampaignLabels,
+    /// Names of the campaigns seen, for their metrics.
+    campaign_names: Mutex<BTreeMap<i32, String>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,6 +202,17 @@ impl Submitter {
         pool: PgPool,
         config: &SubmitterConfig,
         readiness: Readiness,
+    ) -> anyhow::Result<Submitter> {
+        Submitter::with_clock(pool, config, readiness, SystemClock::shared())
+    }
+
+    /// [`Submitter::new`] reading the time from `clock`: due times, calling windows,
+    /// start times and pacing follow it (leases and backoff waits stay real time).
+    pub fn with_clock(
+        pool: PgPool,
+        config: &SubmitterConfig,
+        readiness: Readiness,
+        clock: SharedClock,
     ) -> anyhow::Result<Submitter> {
         let settings = WorkerSettings::from_config(config)?;
         let api = ApiClient::new(&config.api)?;
@@ -214,6 +239,9 @@ impl Submitter {
                     retry_at: None,
                 }),
                 claimed_since_analyze: AtomicU64::new(0),
+                clock,
+                campaign_labels: CampaignLabels::default(),
+                campaign_names: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -301,6 +329,7 @@ impl Submitter {
             &inner.owner,
             inner.settings.claim_limit,
             inner.settings.lease,
+            inner.clock.now(),
         )
         .await?;
         report.claimed = rows.len() as u64;
@@ -359,7 +388,7 @@ impl Submitter {
 
     /// Reconciles the batch's rows whose outcome is unknown, then sends what may be sent
     /// in requests of at most [`MAX_ITEMS_PER_INSERT`].
-    #[tracing::instrument(name = "submit_batch", skip_all, fields(batch_id = batch_id, rows = rows.len()))]
+    #[tracing::instrument(name = "submit_batch", skip_all, fields(batch_id = batch_id, rows = rows.len(), campaign))]
     async fn process_batch(
         &self,
         batch_id: i32,
@@ -427,10 +456,162 @@ impl Submitter {
                 lease_deadline = renewed_at + inner.settings.lease;
             }
             let chunk = &remaining[..remaining.len().min(MAX_ITEMS_PER_INSERT)];
-            report.absorb(self.send_chunk(batch_id, chunk).await?);
             start += chunk.len();
+            match self.apply_campaign_rules(chunk, &mut report).await? {
+                None => report.absorb(self.send_chunk(batch_id, chunk).await?),
+                Some(allowed) if allowed.is_empty() => {}
+                Some(allowed) => report.absorb(self.send_chunk(batch_id, &allowed).await?),
+            }
         }
         Ok(report)
+    }
+
+    /// What the chunk's campaigns allow now, read afresh right before the request, so a
+    /// pause or cancel committed since the claim stops rows not sent yet. `None` when no
+    /// row has a campaign (the chunk goes as it is); else the rows to send now. The others
+    /// go back untouched, due when their campaign allows them (the campaign's other due
+    /// rows alike, in one statement), or become `cancelled`.
+    async fn apply_campaign_rules(
+        &self,
+        chunk: &[ClaimedRow],
+        report: &mut DrainReport,
+    ) -> anyhow::Result<Option<Vec<ClaimedRow>>> {
+        let ids: BTreeSet<i32> = chunk.iter().filter_map(|row| row.campaign_id).collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let inner = &self.inner;
+        let ids: Vec<i32> = ids.into_iter().collect();
+        let rules = campaign::load_rules(&inner.pool, &ids).await?;
+        self.remember_names(&rules);
+        let now = inner.clock.now();
+
+        let mut allowed = Vec::with_capacity(chunk.len());
+        let mut deferrals = Vec::new();
+        let mut cancelled_rows = Vec::new();
+        let mut cancelled_campaigns = BTreeSet::new();
+        // (campaign, whole campaign, zone) → due again at.
+        let mut groups: BTreeMap<(i32, bool, Option<String>), chrono::DateTime<chrono::Utc>> =
+            BTreeMap::new();
+        let mut unslotted: BTreeMap<i32, Vec<&ClaimedRow>> = BTreeMap::new();
+        let defer = |row: &ClaimedRow, until, paced_slot_at| Deferral {
+            release: Release {
+                id: row.id,
+                attempt_started_at: row.previous_attempt_started_at,
+            },
+            until,
+            paced_slot_at,
+        };
+        for row in chunk {
+            let Some(rules) = row.campaign_id.and_then(|id| rules.get(&id)) else {
+                allowed.push(row.clone());
+                continue;
+            };
+            match rules.gate(row.time_zone.as_deref(), now) {
+                Gate::Send => match (rules.pacing, row.paced_slot_at) {
+                    (None, _) => allowed.push(row.clone()),
+                    // A slot taken earlier: wait for it, or use it while it is fresh.
+                    (Some(_), Some(slot)) if slot > now => {
+                        deferrals.push(defer(row, slot, Some(slot)));
+                    }
+                    (Some(pacing), Some(slot)) if now - slot <= pacing.tolerance() => {
+                        allowed.push(row.clone());
+                    }
+                    (Some(_), _) => unslotted.entry(rules.id).or_default().push(row),
+                },
+                Gate::Defer {
+                    until,
+                    whole_campaign,
+                } => {
+                    // Its slot, if it had one, is given up: it is taken again when it may go.
+                    deferrals.push(defer(row, until, None));
+                    let zone = (!whole_campaign).then(|| row.time_zone.clone()).flatten();
+                    groups.insert((rules.id, whole_campaign, zone), until);
+                }
+                Gate::Cancel => {
+                    cancelled_rows.push(row.id);
+                    cancelled_campaigns.insert(rules.id);
+                }
+            }
+        }
+        for (campaign_id, rows) in unslotted {
+            let Some(pacing) = rules.get(&campaign_id).and_then(|rules| rules.pacing) else {
+                continue;
+            };
+            let slots =
+                campaign::take_slots(&inner.pool, campaign_id, rows.len(), pacing, now).await?;
+            for (row, slot) in rows.into_iter().zip(slots) {
+                if slot <= now {
+                    allowed.push(row.clone());
+                } else {
+                    deferrals.push(defer(row, slot, Some(slot)));
+                }
+            }
+        }
+
+        report.deferred += store::defer(&inner.pool, &inner.owner, &deferrals).await?;
+        for ((campaign_id, whole_campaign, zone), until) in groups {
+            let moved = campaign::defer_waiting(
+                &inner.pool,
+                campaign_id,
+                zone.as_deref(),
+                whole_campaign,
+                until,
+                now,
+            )
+            .await?;
+            tracing::info!(
+                campaign = rules.get(&campaign_id).map(|rules| rules.name.as_str()),
+                time_zone = zone.as_deref(),
+                rows = moved,
+                until = %until,
+                "campaign rows wait: outside the calling window, before the start time or paused"
+            );
+            report.deferred += moved;
+        }
+        if !cancelled_rows.is_empty() {
+            let campaigns: Vec<i32> = cancelled_campaigns.into_iter().collect();
+            let cancelled =
+                campaign::cancel(&inner.pool, &inner.owner, &cancelled_rows, &campaigns).await?;
+            tracing::info!(
+                rows = cancelled,
+                "rows of a cancelled campaign cancelled, never sent"
+            );
+            report.cancelled += cancelled;
+        }
+        let names: Vec<&str> = rules.values().map(|rules| rules.name.as_str()).collect();
+        tracing::Span::current().record("campaign", names.join(",").as_str());
+        allowed.sort_by_key(|row| row.id);
+        Ok(Some(allowed))
+    }
+
+    fn remember_names(&self, rules: &BTreeMap<i32, Rules>) {
+        let mut names = lock(&self.inner.campaign_names);
+        for (id, rules) in rules {
+            if names.get(id) != Some(&rules.name) {
+                names.insert(*id, rules.name.clone());
+            }
+        }
+    }
+
+    /// Counts the accepted numbers of the chunk's campaigns.
+    fn count_campaign_sent(&self, chunk: &[ClaimedRow], submitted: u64) {
+        if chunk.iter().all(|row| row.campaign_id.is_none()) {
+            return;
+        }
+        let names = lock(&self.inner.campaign_names);
+        let mut per_campaign: BTreeMap<&str, u64> = BTreeMap::new();
+        for row in chunk
+            .iter()
+            .take(usize::try_from(submitted).unwrap_or(usize::MAX))
+        {
+            if let Some(name) = row.campaign_id.and_then(|id| names.get(&id)) {
+                *per_campaign.entry(name.as_str()).or_default() += 1;
+            }
+        }
+        for (name, numbers) in per_campaign {
+            self.inner.campaign_labels.count_sent(name, numbers);
+        }
     }
 
     /// Asks batch-status which numbers the system holds for the batch and settles the
@@ -575,7 +756,14 @@ impl Submitter {
                 },
             })
             .collect();
-        store::release(&self.inner.pool, &self.inner.owner, &releases, delay).await
+        store::release(
+            &self.inner.pool,
+            &self.inner.owner,
+            &releases,
+            delay,
+            self.inner.clock.now(),
+        )
+        .await
     }
 
     async fn hold_for_review(
@@ -634,6 +822,7 @@ impl Submitter {
                     );
                 }
                 metrics::count_rows("submitted", submitted);
+                self.count_campaign_sent(chunk, submitted);
                 report.submitted += submitted;
                 self.owe_dispatch();
             }
@@ -697,6 +886,7 @@ impl Submitter {
                 retry_in,
                 error: &retryable.message,
                 max_attempts: inner.settings.max_attempts,
+                now: inner.clock.now(),
             },
             &inner.settings.accountcode,
         )
@@ -824,9 +1014,12 @@ impl Submitter {
 
     /// Recomputes the queue gauges.
     pub async fn refresh_gauges(&self) -> anyhow::Result<()> {
-        let depth = store::queue_depth(&self.inner.pool).await?;
+        let inner = &self.inner;
+        let depth = store::queue_depth(&inner.pool).await?;
         metrics::set_queue_depth(&depth);
-        metrics::set_oldest_due(store::oldest_due_age(&self.inner.pool).await?);
+        metrics::set_oldest_due(store::oldest_due_age(&inner.pool, inner.clock.now()).await?);
+        let waiting = campaign::waiting_by_campaign(&inner.pool).await?;
+        inner.campaign_labels.set_waiting(&waiting);
         Ok(())
     }
 
@@ -837,9 +1030,20 @@ impl Submitter {
         if self.is_paused() {
             return settings.poll_interval.min(MAX_PROBE_INTERVAL);
         }
-        let mut wait = match store::next_due_in(&self.inner.pool).await {
-            Ok(Some(seconds)) => Duration::from_secs_f64(seconds.max(0.0)),
-            Ok(None) => settings.poll_interval,
+        let clock = &self.inner.clock;
+        let mut wait = match store::next_due_in(&self.inner.pool, clock.now()).await {
+            Ok((due, lease)) => {
+                // A due time is on the submitter's clock, a lease expiry in real time.
+                let due = due.map(|seconds| {
+                    clock.real_duration(Duration::from_secs_f64(seconds.clamp(0.0, 1e9)))
+                });
+                let lease = lease.map(|seconds| Duration::from_secs_f64(seconds.clamp(0.0, 1e9)));
+                match (due, lease) {
+                    (Some(due), Some(lease)) => due.min(lease),
+                    (Some(wait), None) | (None, Some(wait)) => wait,
+                    (None, None) => settings.poll_interval,
+                }
+            }
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),

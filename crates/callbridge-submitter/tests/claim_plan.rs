@@ -83,6 +83,7 @@ async fn explain_claim(pool: &sqlx::PgPool) -> (String, Vec<(String, String)>) {
     .bind("plan-test")
     .bind(1000_i64)
     .bind(120.0_f64)
+    .bind(chrono::Utc::now())
     .fetch_one(pool)
     .await
     .unwrap();
@@ -134,6 +135,7 @@ async fn a_new_row_of_a_long_submitted_batch_is_claimed_without_reading_its_hist
         .bind("plan-test")
         .bind(1000_i64)
         .bind(120.0_f64)
+        .bind(chrono::Utc::now())
         .fetch_all(&pool)
         .await
         .unwrap()

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -16,6 +16,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 pub trait Clock: fmt::Debug + Send + Sync {
     /// The current instant.
     fn now(&self) -> DateTime<Utc>;
+
+    /// How long in real time this clock takes to advance by `span`: what a loop sleeps
+    /// to wait for a clock instant. The real-time clocks' answer is `span` itself (also a
+    /// manual clock's, which does not advance by itself: a loop just polls).
+    fn real_duration(&self, span: Duration) -> Duration {
+        span
+    }
 }
 
 /// A clock shared by the parts of a service (one value, cheap to clone).
@@ -115,13 +122,16 @@ impl ScaledClock {
     }
 
     /// The real duration until the clock reads `at` (zero when it already has).
-    pub fn real_time_until(&self, at: DateTime<Utc>) -> std::time::Duration {
-        let clock_span = (at - self.now()).to_std().unwrap_or_default();
-        clock_span.div_f64(self.factor)
+    pub fn real_time_until(&self, at: DateTime<Utc>) -> Duration {
+        self.real_duration((at - self.now()).to_std().unwrap_or_default())
     }
 }
 
 impl Clock for ScaledClock {
+    fn real_duration(&self, span: Duration) -> Duration {
+        span.div_f64(self.factor)
+    }
+
     fn now(&self) -> DateTime<Utc> {
         let real = self.origin.elapsed();
         let scaled = real.mul_f64(self.factor);

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use crate::centralized::{CentralApi, RemoteView};
 use crate::database::DatabaseArgs;
 use crate::output::render_table;
+use callbridge_types::status::QueueStatus;
 
 /// batch-status requests in flight at once while listing.
 const REMOTE_CONCURRENCY: usize = 8;
@@ -23,7 +24,8 @@ pub struct BatchesArgs {
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
 
-    /// Only batches in this status (pending, submitted, in_progress, completed, failed).
+    /// Only batches in this status (pending, submitted, in_progress, completed, failed,
+    /// cancelled).
     #[arg(long, value_parser = parse_batch_status)]
     pub status: Option<String>,
 
@@ -88,6 +90,8 @@ pub struct QueueCounts {
     /// `failed`: given up on (the last error says why).
     pub failed: i64,
     pub needs_review: i64,
+    /// `cancelled` with their campaign: never sent.
+    pub cancelled: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,11 +102,13 @@ struct BatchView {
     centralized: Option<RemoteView>,
 }
 
-/// The newest batches first, with their queue counts.
+/// The newest batches first, with their queue counts. `$4`–`$8`: the queue statuses
+/// counted (waiting, submitted, failed, needs_review, cancelled), bound from
+/// `QueueStatus`.
 const BATCHES_SQL: &str = "
 SELECT b.batch_id, b.batch_name, b.accountcode, b.batch_status, b.total_calls,
        b.completed_calls, b.failed_calls, b.created_at, b.updated_at, b.submitted_at,
-       b.completed_at, q.rows, q.waiting, q.submitted, q.failed, q.needs_review
+       b.completed_at, q.rows, q.waiting, q.submitted, q.failed, q.needs_review, q.cancelled
   FROM (SELECT * FROM call_batches
          WHERE ($1::INTEGER IS NULL OR batch_id = $1)
            AND ($2::TEXT IS NULL OR batch_status = $2)
@@ -110,10 +116,11 @@ SELECT b.batch_id, b.batch_name, b.accountcode, b.batch_status, b.total_calls,
          LIMIT $3) AS b
   CROSS JOIN LATERAL (
         SELECT count(*) AS rows,
-               count(*) FILTER (WHERE queue_status IN ('pending', 'submitting')) AS waiting,
-               count(*) FILTER (WHERE queue_status = 'submitted') AS submitted,
-               count(*) FILTER (WHERE queue_status = 'failed') AS failed,
-               count(*) FILTER (WHERE queue_status = 'needs_review') AS needs_review
+               count(*) FILTER (WHERE queue_status = ANY($4)) AS waiting,
+               count(*) FILTER (WHERE queue_status = $5) AS submitted,
+               count(*) FILTER (WHERE queue_status = $6) AS failed,
+               count(*) FILTER (WHERE queue_status = $7) AS needs_review,
+               count(*) FILTER (WHERE queue_status = $8) AS cancelled
           FROM local_call_queue
          WHERE local_call_queue.batch_id = b.batch_id) AS q
  ORDER BY b.batch_id";
@@ -125,10 +132,16 @@ async fn load_batches(
     status: Option<&str>,
     limit: u32,
 ) -> anyhow::Result<Vec<LocalBatch>> {
+    let waiting: Vec<&str> = QueueStatus::WAITING.iter().map(|s| s.as_str()).collect();
     sqlx::query_as(BATCHES_SQL)
         .bind(batch_id)
         .bind(status)
         .bind(i64::from(limit))
+        .bind(waiting)
+        .bind(QueueStatus::Submitted.as_str())
+        .bind(QueueStatus::Failed.as_str())
+        .bind(QueueStatus::NeedsReview.as_str())
+        .bind(QueueStatus::Cancelled.as_str())
         .fetch_all(pool)
         .await
         .context("while reading call_batches")
@@ -291,12 +304,13 @@ fn details(view: &BatchView) -> String {
         (
             "queue rows",
             format!(
-                "{} (waiting {}, submitted {}, needs_review {}, failed {})",
+                "{} (waiting {}, submitted {}, needs_review {}, failed {}, cancelled {})",
                 local.queue.rows,
                 local.queue.waiting,
                 local.queue.submitted,
                 local.queue.needs_review,
-                local.queue.failed
+                local.queue.failed,
+                local.queue.cancelled
             ),
         ),
         ("created_at", opt(local.created_at)),
