@@ -28,12 +28,14 @@ test-python:
 # The fuzz targets are a workspace of their own (cargo-fuzz), so the workspace commands
 # above do not see them: checked here, so an API change cannot break them unnoticed until
 # `make fuzz`. Nothing is linked, so libFuzzer's C++ is not built (the path is never read).
+# Last, no dependency declared but unused (cargo-machete, installed by the script if absent).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --all -- --check
 	CUSTOM_LIBFUZZER_PATH=/nonexistent/libfuzzer.a CARGO_TARGET_DIR=$(CURDIR)/target \
 	  $(CARGO) clippy --manifest-path fuzz/Cargo.toml --bins -- -D warnings
+	scripts/check-unused-deps.sh
 
 fmt:
 	$(CARGO) fmt --all

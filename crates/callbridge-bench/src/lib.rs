@@ -17,6 +17,7 @@ pub mod limits;
 pub mod loadgen;
 pub mod machine;
 pub mod naive_ingress;
+pub mod private_postgres;
 pub mod procs;
 pub mod report;
 pub mod services;
@@ -43,6 +44,7 @@ use crate::limits::{
     publish_confirm_limit, queue_copy_limit,
 };
 use crate::machine::MachineInfo;
+use crate::private_postgres::PrivatePostgres;
 use crate::procs::{CpuMeter, Group, affinity_of, pids_named, wait_for_quiet};
 use crate::report::{Collector, Report};
 use crate::services::{online_cpus, pin_this_process};
@@ -69,6 +71,8 @@ pub enum Stage {
     Persister,
     E2e,
     Submitter,
+    /// Stage 5's claim-cost figures alone (5i-5k), which need no service.
+    ClaimCost,
 }
 
 /// What to run and how big.
@@ -107,11 +111,16 @@ pub struct Options {
     /// `CALLBRIDGE__PERSISTER__BATCH_SIZE=500` to try a setting; the report names them.
     #[arg(long = "service-env", value_parser = parse_key_value)]
     pub service_env: Vec<(String, String)>,
-    /// `sslmode` of every database connection (bench and services), e.g. `disable`;
-    /// unset, the URL has none and clients use their default (`prefer`: TLS when the
-    /// server offers it, as Debian's Postgres does).
-    #[arg(long)]
+    /// `sslmode` of every database connection (bench and services) on the shared server.
+    /// `disable` by default, so the rows compare with earlier results and TLS is priced
+    /// apart, in 3e–3g; `prefer` (TLS when the server offers it, as Debian's does) or
+    /// `require` measures every stage over TLS.
+    #[arg(long, default_value = "disable")]
     pub pg_sslmode: Option<String>,
+    /// Skips 3e–3g, the persister on a private Postgres with and without TLS (they start
+    /// one with the shared server's `initdb`, which needs that server's binaries here).
+    #[arg(long)]
+    pub no_tls_rows: bool,
     /// CPUs (taskset list) the ingress and persister are pinned to in stages 2 and 3;
     /// `none` leaves them unpinned.
     #[arg(long, default_value = "1")]
@@ -199,7 +208,23 @@ pub struct RunEnv {
 impl RunEnv {
     /// `sslmode`: appended to the database URL when given (`disable`, `require`, …).
     pub async fn new(max_connections: u32, sslmode: Option<&str>) -> anyhow::Result<RunEnv> {
-        let db = TestDb::new().await?;
+        RunEnv::with_db(TestDb::new().await?, max_connections, sslmode).await
+    }
+
+    /// The same on the server `admin_url` reaches (the private TLS server).
+    pub async fn on(
+        admin_url: String,
+        max_connections: u32,
+        sslmode: Option<&str>,
+    ) -> anyhow::Result<RunEnv> {
+        RunEnv::with_db(TestDb::on(admin_url).await?, max_connections, sslmode).await
+    }
+
+    async fn with_db(
+        db: TestDb,
+        max_connections: u32,
+        sslmode: Option<&str>,
+    ) -> anyhow::Result<RunEnv> {
         let db_url = match sslmode {
             Some(mode) => format!("{}?sslmode={mode}", db.url()),
             None => db.url().to_owned(),
@@ -273,6 +298,8 @@ pub struct Bench {
     pub run: usize,
     pub log_dir: PathBuf,
     pub collector: Collector,
+    /// The server of 3e–3g, started once for every run.
+    pub private_postgres: Option<PrivatePostgres>,
 }
 
 impl Bench {
@@ -318,10 +345,19 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     if runs < 3 {
         tracing::warn!(runs, "fewer than 3 runs: medians are not meaningful");
     }
-    let machine = {
+    let (machine, private_postgres) = {
         let env = RunEnv::new(1, options.pg_sslmode.as_deref()).await?;
         let overview = env.vhost.management_get("overview").await?;
-        MachineInfo::collect(&env.pool, &overview).await
+        let private_postgres = if options.stages.contains(&Stage::Persister) && !options.no_tls_rows
+        {
+            Some(PrivatePostgres::start(&env.pool).await?)
+        } else {
+            None
+        };
+        (
+            MachineInfo::collect(&env.pool, &overview).await,
+            private_postgres,
+        )
     };
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
     let log_dir = options.logs.join(stamp);
@@ -332,6 +368,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         options,
         run: 0,
         collector: Collector::default(),
+        private_postgres,
     };
     let has = |bench: &Bench, stage| bench.options.stages.contains(&stage);
     for run in 1..=runs {
@@ -353,6 +390,9 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         }
         if has(&bench, Stage::Submitter) {
             stage_submitter::run(&mut bench, &limits).await?;
+        }
+        if has(&bench, Stage::Submitter) || has(&bench, Stage::ClaimCost) {
+            stage_submitter::claim_cost(&mut bench).await?;
         }
     }
     let (figures, sweep) = bench.collector.finish(figures::ALL);

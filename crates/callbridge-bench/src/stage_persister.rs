@@ -1,5 +1,6 @@
 //! Stage 3: the persister drains a preloaded queue into committed rows; the same binary
 //! with batching off (one message, one transaction, ack; prefetch 1) is the contrast.
+//! The same drain on the bench's private Postgres, without and with TLS, prices TLS.
 
 use std::time::{Duration, Instant};
 
@@ -9,8 +10,10 @@ use sqlx::PgPool;
 
 use crate::figures::{
     ONE_PER_TX_DRAIN, PERSISTER_DRAIN, PERSISTER_RATIO, PERSISTER_RSS, PERSISTER_VS_ONE_PER_TX,
+    PRIVATE_PLAIN_DRAIN, TLS_DRAIN, TLS_RATIO,
 };
 use crate::limits::{PublishShape, publish_confirm_limit};
+use crate::procs::CpuShare;
 use crate::procs::{CpuMeter, Group, Selector};
 use crate::services::{Service, ServiceSpec, free_port};
 use crate::workload::callbacks;
@@ -30,16 +33,55 @@ enum Mode {
     OnePerTransaction,
 }
 
+/// Which server a drain's database is on.
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    /// The shared one, with `--pg-sslmode`.
+    Shared,
+    /// The bench's private one, with this `sslmode`.
+    Private(&'static str),
+}
+
+impl Server {
+    /// For call ids and log file names.
+    fn label(self) -> String {
+        match self {
+            Server::Shared => "shared".to_owned(),
+            Server::Private(sslmode) => format!("private-{sslmode}"),
+        }
+    }
+}
+
+/// What one drain measured.
+struct Drain {
+    rate: f64,
+    cpu: Vec<CpuShare>,
+    peak_rss_mib: Option<f64>,
+}
+
 /// Measures the batched persister and the one-per-transaction consumer, each in a fresh
-/// environment, and records 3a–3d and 6b.
+/// environment, and records 3a–3d and 6b; then 3e–3g when the private server runs.
 pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
-    let batched = drain(bench, Mode::Batched, bench.options.persist_messages).await?;
+    let messages = bench.options.persist_messages;
+    let batched = drain(bench, Mode::Batched, messages, Server::Shared).await?;
+    bench
+        .collector
+        .record(PERSISTER_DRAIN, batched.rate, &batched.cpu);
+    if let Some(rss) = batched.peak_rss_mib {
+        bench.collector.record(PERSISTER_RSS, rss, &[]);
+    }
+    let batched = batched.rate;
     let single = drain(
         bench,
         Mode::OnePerTransaction,
         bench.options.one_per_tx_messages,
+        Server::Shared,
     )
     .await?;
+    bench
+        .collector
+        .record(ONE_PER_TX_DRAIN, single.rate, &single.cpu);
+    let single = single.rate;
     bench
         .collector
         .record(PERSISTER_RATIO, batched / limits.upsert, &[]);
@@ -89,16 +131,60 @@ pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
     );
     bench.collector.describe(
         PERSISTER_RSS,
-        placement,
+        placement.clone(),
         "VmHWM from /proc after draining 3a's queue.",
     );
+    if bench.private_postgres.is_some() {
+        price_tls(bench, placement).await?;
+    }
     Ok(())
 }
 
-/// Preloads `messages` callbacks, starts the persister and returns events per second.
-async fn drain(bench: &mut Bench, mode: Mode, messages: usize) -> anyhow::Result<f64> {
-    let env = RunEnv::new(2, bench.options.pg_sslmode.as_deref()).await?;
-    let tag = format!("persist{}{mode:?}", bench.run);
+/// 3e–3g: 3a's drain twice on the private server, plain then TLS, so the ratio compares
+/// runs that differ only in TLS (same server, settings and moment).
+async fn price_tls(bench: &mut Bench, placement: String) -> anyhow::Result<()> {
+    let messages = bench.options.persist_messages;
+    let plain = drain(bench, Mode::Batched, messages, Server::Private("disable")).await?;
+    let tls = drain(bench, Mode::Batched, messages, Server::Private("require")).await?;
+    let collector = &mut bench.collector;
+    collector.record(PRIVATE_PLAIN_DRAIN, plain.rate, &plain.cpu);
+    collector.record(TLS_DRAIN, tls.rate, &tls.cpu);
+    collector.record(TLS_RATIO, tls.rate / plain.rate, &[]);
+    collector.describe(
+        TLS_DRAIN,
+        placement.clone(),
+        format!(
+            "3a's drain ({messages} preloaded callbacks, the persister's defaults) with every \
+             connection (persister and bench) using sslmode=require, on a Postgres cluster the \
+             bench starts for itself (the shared server's major version and the settings its \
+             configuration file sets; ssl=on with a self-signed certificate made by rcgen; \
+             loopback)."
+        ),
+    );
+    collector.describe(
+        PRIVATE_PLAIN_DRAIN,
+        placement.clone(),
+        "3e on the same private cluster with sslmode=disable, run just before it.",
+    );
+    collector.describe(TLS_RATIO, placement, "3e divided by 3f of the same run.");
+    Ok(())
+}
+
+/// Preloads `messages` callbacks, starts the persister and measures its drain.
+async fn drain(
+    bench: &mut Bench,
+    mode: Mode,
+    messages: usize,
+    server: Server,
+) -> anyhow::Result<Drain> {
+    let env = match (server, &bench.private_postgres) {
+        (Server::Shared, _) => RunEnv::new(2, bench.options.pg_sslmode.as_deref()).await?,
+        (Server::Private(sslmode), Some(private)) => {
+            RunEnv::on(private.admin_url(), 2, Some(sslmode)).await?
+        }
+        (Server::Private(_), None) => bail!("the private Postgres is not running"),
+    };
+    let tag = format!("persist{}{mode:?}{}", bench.run, server.label());
     let envelopes: Vec<_> = callbacks(messages, &tag, crate::CALLBACK_SECRET.as_bytes())
         .iter()
         .map(|callback| callback.message())
@@ -124,7 +210,7 @@ async fn drain(bench: &mut Bench, mode: Mode, messages: usize) -> anyhow::Result
         vars.insert("CALLBRIDGE__PERSISTER__CONCURRENCY".into(), "1".into());
     }
     let spec = ServiceSpec {
-        name: format!("persister-{mode:?}-run{}", bench.run),
+        name: format!("persister-{mode:?}-{}-run{}", server.label(), bench.run),
         binary: "callbridge-persister".into(),
         args: Vec::new(),
         env: vars,
@@ -143,7 +229,7 @@ async fn drain(bench: &mut Bench, mode: Mode, messages: usize) -> anyhow::Result
     let drained = wait_for_rows(&env.pool, messages).await?;
     let cpu = meter.stop();
     let rate = drained.per_second();
-    tracing::info!(mode = ?mode, per_second = rate as u64, "persister drain");
+    tracing::info!(mode = ?mode, server = ?server, per_second = rate as u64, "persister drain");
 
     let calls: i64 =
         sqlx::query_scalar("SELECT count(*) FROM call_logs WHERE call_status = 'completed'")
@@ -156,17 +242,13 @@ async fn drain(bench: &mut Bench, mode: Mode, messages: usize) -> anyhow::Result
             "after the drain {calls} calls are completed in call_logs, expected {expected_completed}"
         );
     }
-    match mode {
-        Mode::Batched => {
-            bench.collector.record(PERSISTER_DRAIN, rate, &cpu);
-            if let Some(rss) = service.peak_rss_mib() {
-                bench.collector.record(PERSISTER_RSS, rss, &[]);
-            }
-        }
-        Mode::OnePerTransaction => bench.collector.record(ONE_PER_TX_DRAIN, rate, &cpu),
-    }
+    let peak_rss_mib = service.peak_rss_mib();
     service.stop().await?;
-    Ok(rate)
+    Ok(Drain {
+        rate,
+        cpu,
+        peak_rss_mib,
+    })
 }
 
 /// When the first rows became visible and when all `expected` were.

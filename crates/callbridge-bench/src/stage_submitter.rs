@@ -3,7 +3,8 @@
 //! beside its raw limit of the same run (1d, 1c). With the queue drained, single rows
 //! inserted into the idle queue measure how soon the simulator holds them (5e, 5f).
 //! Last, a naive submitter run by the bench (one row claimed, sent and marked at a time)
-//! is the contrast (5g, 5h).
+//! is the contrast (5g, 5h). [`claim_cost`] times the claim itself, with an empty queue
+//! and with a campaign of a million rows waiting for its calling window (5i-5k).
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,9 @@ use tokio::process::Command;
 
 use crate::campaign;
 use crate::figures::{
-    ENQUEUE_RATE, ENQUEUE_RATIO, NAIVE_SUBMIT_RATE, SIM_RSS, SUBMIT_LATENCY_MAX,
-    SUBMIT_LATENCY_P50, SUBMITTER_RATE, SUBMITTER_RATIO, SUBMITTER_RSS, SUBMITTER_VS_NAIVE,
+    CLAIM_CLOSED_WINDOW, CLAIM_EMPTY, CLOSED_WINDOW_DEFERRAL, ENQUEUE_RATE, ENQUEUE_RATIO,
+    NAIVE_SUBMIT_RATE, SIM_RSS, SUBMIT_LATENCY_MAX, SUBMIT_LATENCY_P50, SUBMITTER_RATE,
+    SUBMITTER_RATIO, SUBMITTER_RSS, SUBMITTER_VS_NAIVE,
 };
 use crate::limits::queue_copy_limit;
 use crate::procs::{CpuMeter, Group, Selector};
@@ -475,6 +477,112 @@ async fn naive_submit(
         "the naive submitter sent {sent} rows, expected {expected}"
     );
     Ok(elapsed)
+}
+
+/// Rows of the closed-window campaign of [`claim_cost`].
+const CLOSED_WINDOW_ROWS: i64 = 1_000_000;
+/// Claims timed per figure.
+const CLAIM_ROUNDS: u32 = 200;
+
+/// 5i-5k: the submitter's claim statement, as its rounds run it, on an empty queue and
+/// on a queue holding a campaign of 1,000,000 rows whose calling window is closed, after
+/// the submitter deferred them to the window's opening (5k: that one-time pass, with
+/// the same bulk statement the submitter runs). Deferred rows are not due, and the claim
+/// reads due rows through an index, so 5j should equal 5i.
+pub async fn claim_cost(bench: &mut Bench) -> anyhow::Result<()> {
+    let env = RunEnv::new(2, bench.options.pg_sslmode.as_deref()).await?;
+    let pool = &env.pool;
+    let empty = time_claims(pool).await?;
+
+    let now = Utc::now();
+    // A window of one hour that opens twelve hours from now: closed for every row.
+    let opens = now + chrono::TimeDelta::hours(12);
+    let campaign_id: i32 = sqlx::query_scalar(
+        "INSERT INTO campaigns (name, window_start, window_end, time_zone)
+         VALUES ('bench-closed-window', $1::time, $1::time + interval '1 hour', 'UTC')
+         RETURNING id",
+    )
+    .bind(opens.naive_utc().time())
+    .fetch_one(pool)
+    .await
+    .context("while creating the closed-window campaign")?;
+    sqlx::query(
+        "INSERT INTO local_call_queue (phone_number, batch_id, campaign_id, next_attempt_at)
+         SELECT '9' || lpad(n::text, 9, '0'), 3000000 + n / 1000, $1, $2
+           FROM generate_series(0, $3 - 1) AS n",
+    )
+    .bind(campaign_id)
+    .bind(now)
+    .bind(CLOSED_WINDOW_ROWS)
+    .execute(pool)
+    .await
+    .context("while queueing the closed-window campaign")?;
+    sqlx::query("ANALYZE local_call_queue")
+        .execute(pool)
+        .await
+        .context("while analysing local_call_queue")?;
+
+    let deferring = Instant::now();
+    let mut deferred = 0;
+    loop {
+        let moved = callbridge_submitter::campaign::defer_waiting(
+            pool,
+            campaign_id,
+            None,
+            true,
+            opens,
+            Utc::now(),
+        )
+        .await?;
+        if moved == 0 {
+            break;
+        }
+        deferred += moved;
+    }
+    let deferral_ms = deferring.elapsed().as_secs_f64() * 1000.0;
+    ensure!(
+        deferred == CLOSED_WINDOW_ROWS as u64,
+        "deferred {deferred} of {CLOSED_WINDOW_ROWS} rows"
+    );
+    // Right after the pass, the due index still holds the million rows' old entries.
+    let waiting_before_vacuum = time_claims(pool).await?;
+    // As autovacuum does soon after a change of that size.
+    sqlx::query("VACUUM ANALYZE local_call_queue")
+        .execute(pool)
+        .await
+        .context("while vacuuming local_call_queue")?;
+    let waiting = time_claims(pool).await?;
+
+    bench.collector.record(CLAIM_EMPTY, empty, &[]);
+    bench.collector.record(CLAIM_CLOSED_WINDOW, waiting, &[]);
+    bench
+        .collector
+        .record(CLOSED_WINDOW_DEFERRAL, deferral_ms, &[]);
+    tracing::info!(
+        empty_ms = empty,
+        closed_window_ms = waiting,
+        closed_window_before_vacuum_ms = waiting_before_vacuum,
+        deferral_ms,
+        "claim cost per round"
+    );
+    Ok(())
+}
+
+/// Mean milliseconds of one claim that finds nothing due, over [`CLAIM_ROUNDS`].
+async fn time_claims(pool: &PgPool) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    for _ in 0..CLAIM_ROUNDS {
+        let claimed = callbridge_submitter::store::claim_due_rows(
+            pool,
+            "bench-claim-cost",
+            1000,
+            Duration::from_secs(120),
+            Utc::now(),
+        )
+        .await?;
+        ensure!(claimed.is_empty(), "{} rows were due", claimed.len());
+    }
+    Ok(started.elapsed().as_secs_f64() * 1000.0 / f64::from(CLAIM_ROUNDS))
 }
 
 #[cfg(test)]

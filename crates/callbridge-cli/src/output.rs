@@ -61,28 +61,18 @@ pub fn count_lines(lines: &[u64], shown: usize) -> String {
     }
 }
 
-/// A left-aligned text table with a header row; columns as wide as their widest cell.
+/// A left-aligned text table with a header row; columns as wide as their widest cell,
+/// two spaces apart, no borders (easy to read and to `grep`/`awk`).
 pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header(header)
+        .add_rows(rows);
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
-    let mut text = String::new();
-    let mut push_row = |cells: &mut dyn Iterator<Item = &str>| {
-        let line: Vec<String> = cells
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        text.push_str(line.join("  ").trim_end());
-        text.push('\n');
-    };
-    push_row(&mut header.iter().copied());
-    for row in rows {
-        push_row(&mut row.iter().map(String::as_str));
-    }
-    text
+    format!("{}\n", table.trim_fmt())
 }
 
 #[cfg(test)]

@@ -41,6 +41,12 @@ impl TestDb {
     pub async fn new() -> anyhow::Result<Self> {
         let admin_url =
             std::env::var(ADMIN_URL_ENV).unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+        Self::on(admin_url).await
+    }
+
+    /// Creates `cbtest_<uuid>` on the server `admin_url` reaches (a server of its own,
+    /// such as the bench's private TLS cluster), sweeping leftovers there first.
+    pub async fn on(admin_url: String) -> anyhow::Result<Self> {
         // A v7 UUID carries its creation time, which is what lets `sweep_stale` judge age.
         let name = format!("{NAME_PREFIX}{}", uuid::Uuid::now_v7().simple());
         let mut admin = connect_admin(&admin_url).await?;
