@@ -60,6 +60,16 @@ pub const NAIVE_INGRESS_P99: FigureSpec = spec(
     "naive ingress: p99 latency at half its peak",
     Unit::Milliseconds,
 );
+pub const INGRESS_CPU: FigureSpec = spec(
+    "2i",
+    "ingress: CPU per accepted callback at the sweep's peak",
+    Unit::Microseconds,
+);
+pub const NAIVE_INGRESS_CPU: FigureSpec = spec(
+    "2j",
+    "naive ingress: CPU per accepted callback at its peak",
+    Unit::Microseconds,
+);
 
 pub const PERSISTER_DRAIN: FigureSpec = spec(
     "3a",
@@ -84,6 +94,16 @@ pub const PRIVATE_PLAIN_DRAIN: FigureSpec = spec(
     Unit::PerSecond,
 );
 pub const TLS_RATIO: FigureSpec = spec("3g", "persister: TLS / plain (3e / 3f)", Unit::Ratio);
+pub const PERSISTER_CPU: FigureSpec = spec(
+    "3h",
+    "persister: CPU per event in 3a's drain",
+    Unit::Microseconds,
+);
+pub const ONE_PER_TX_CPU: FigureSpec = spec(
+    "3i",
+    "one-message-per-transaction consumer: CPU per event in 3c's drain",
+    Unit::Microseconds,
+);
 
 pub const E2E_1000_P50: FigureSpec = spec(
     "4a",
@@ -167,6 +187,8 @@ pub const ALL: &[FigureSpec] = &[
     NAIVE_INGRESS_RATIO,
     NAIVE_INGRESS_P50,
     NAIVE_INGRESS_P99,
+    INGRESS_CPU,
+    NAIVE_INGRESS_CPU,
     PERSISTER_DRAIN,
     PERSISTER_RATIO,
     ONE_PER_TX_DRAIN,
@@ -174,6 +196,8 @@ pub const ALL: &[FigureSpec] = &[
     TLS_DRAIN,
     PRIVATE_PLAIN_DRAIN,
     TLS_RATIO,
+    PERSISTER_CPU,
+    ONE_PER_TX_CPU,
     E2E_1000_P50,
     E2E_1000_P99,
     E2E_5000_P50,

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -189,6 +189,24 @@ fn ticks_of(selector: &Selector) -> HashMap<u32, u64> {
         .collect()
 }
 
+/// CPU time (user + system) one process has used so far, from `/proc/<pid>/stat`;
+/// `None` once it has exited. Read before and after a stage, it gives the stage's CPU
+/// per item, which a busy machine distorts far less than a throughput.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(Duration::from_secs_f64(
+        cpu_ticks(&stat)? as f64 / clock_ticks_per_second(),
+    ))
+}
+
+/// Microseconds of `cpu` per item; NaN (left out of the table) without items.
+pub fn micros_per_item(cpu: Duration, items: usize) -> f64 {
+    if items == 0 {
+        return f64::NAN;
+    }
+    cpu.as_secs_f64() * 1e6 / items as f64
+}
+
 /// Every pid whose `comm` equals `comm`.
 pub fn pids_named(comm: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -279,6 +297,12 @@ mod tests {
     }
 
     #[test]
+    fn cpu_per_item_is_in_microseconds_and_undefined_without_items() {
+        assert_eq!(micros_per_item(Duration::from_millis(150), 3_000), 50.0);
+        assert!(micros_per_item(Duration::from_secs(1), 0).is_nan());
+    }
+
+    #[test]
     fn peak_rss_is_read_from_vm_hwm() {
         let status = "Name:\tcallbridge-ingress\nVmPeak:\t  300000 kB\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
         assert_eq!(vm_hwm_kib(status), Some(20480));
@@ -297,6 +321,10 @@ mod tests {
         let labels: Vec<&str> = shares.iter().map(|s| s.label.as_str()).collect();
         assert_eq!(labels, ["bench", OTHER]);
         assert!(shares[0].cores > 0.0, "the busy loop used CPU: {shares:?}");
+        assert!(
+            cpu_time(std::process::id()).is_some_and(|used| used > Duration::ZERO),
+            "the busy loop's CPU time is read"
+        );
         assert!(peak_rss_mib(std::process::id()).is_some_and(|mib| mib > 0.0));
         assert!(affinity_of(std::process::id()).is_some());
     }

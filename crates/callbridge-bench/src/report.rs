@@ -27,6 +27,8 @@ pub enum Unit {
     Milliseconds,
     Ratio,
     Mebibytes,
+    /// CPU time per item (callback, event) of one process.
+    Microseconds,
 }
 
 impl Unit {
@@ -36,6 +38,7 @@ impl Unit {
             Unit::Milliseconds => "ms",
             Unit::Ratio => "×",
             Unit::Mebibytes => "MiB",
+            Unit::Microseconds => "µs",
         }
     }
 
@@ -43,7 +46,9 @@ impl Unit {
     pub fn format(self, value: f64) -> String {
         match self {
             Unit::PerSecond => thousands(value.round() as i64),
-            Unit::Milliseconds | Unit::Ratio | Unit::Mebibytes => format!("{value:.2}"),
+            Unit::Milliseconds | Unit::Ratio | Unit::Mebibytes | Unit::Microseconds => {
+                format!("{value:.2}")
+            }
         }
     }
 }

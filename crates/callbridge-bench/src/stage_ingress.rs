@@ -10,12 +10,13 @@ use lapin::options::QueuePurgeOptions;
 use lapin::{Channel, Connection};
 
 use crate::figures::{
-    INGRESS_P50, INGRESS_P99, INGRESS_PEAK, INGRESS_RATIO, INGRESS_RSS, NAIVE_INGRESS_P50,
-    NAIVE_INGRESS_P99, NAIVE_INGRESS_PEAK, NAIVE_INGRESS_RATIO, NAIVE_INGRESS_RSS,
+    INGRESS_CPU, INGRESS_P50, INGRESS_P99, INGRESS_PEAK, INGRESS_RATIO, INGRESS_RSS,
+    NAIVE_INGRESS_CPU, NAIVE_INGRESS_P50, NAIVE_INGRESS_P99, NAIVE_INGRESS_PEAK,
+    NAIVE_INGRESS_RATIO, NAIVE_INGRESS_RSS,
 };
 use crate::loadgen::{BodySource, closed_loop, open_loop};
 use crate::naive_ingress;
-use crate::procs::{CpuMeter, CpuShare, Group};
+use crate::procs::{CpuMeter, CpuShare, Group, cpu_time, micros_per_item};
 use crate::report::FigureSpec;
 use crate::services::{Service, ServiceSpec, free_port};
 use crate::workload::signed_bodies;
@@ -35,6 +36,7 @@ struct VariantFigures {
     p50: FigureSpec,
     p99: FigureSpec,
     rss: FigureSpec,
+    cpu_per_callback: FigureSpec,
 }
 
 impl Variant {
@@ -47,6 +49,7 @@ impl Variant {
                 p50: INGRESS_P50,
                 p99: INGRESS_P99,
                 rss: INGRESS_RSS,
+                cpu_per_callback: INGRESS_CPU,
             },
             Variant::Naive => VariantFigures {
                 label: "naive ingress",
@@ -55,6 +58,7 @@ impl Variant {
                 p50: NAIVE_INGRESS_P50,
                 p99: NAIVE_INGRESS_P99,
                 rss: NAIVE_INGRESS_RSS,
+                cpu_per_callback: NAIVE_INGRESS_CPU,
             },
         }
     }
@@ -128,11 +132,17 @@ async fn measure(
     purger.purge().await?;
 
     let level_time = Duration::from_secs_f64(bench.options.level_secs);
-    let mut peak: Option<(f64, usize, Vec<CpuShare>)> = None;
+    let mut peak: Option<(f64, usize, Vec<CpuShare>, f64)> = None;
     for &concurrency in &bench.options.ingress_levels {
         let meter = CpuMeter::start(groups());
+        let cpu_before = cpu_time(service.pid());
         let result = closed_loop(&client, bodies, concurrency, level_time).await;
+        let cpu_used = cpu_before
+            .zip(cpu_time(service.pid()))
+            .map(|(before, after)| after.saturating_sub(before));
         let cpu = meter.stop();
+        let micros_per_callback =
+            cpu_used.map_or(f64::NAN, |used| micros_per_item(used, result.accepted));
         purger.purge().await?;
         let rate = result.accepted_per_second();
         tracing::info!(
@@ -141,6 +151,7 @@ async fn measure(
             per_second = rate as u64,
             p50_ms = format!("{:.2}", result.p50_ms()),
             p99_ms = format!("{:.2}", result.p99_ms()),
+            cpu_us_per_callback = format!("{micros_per_callback:.1}"),
             refused = result.refused,
             "sweep level"
         );
@@ -151,12 +162,16 @@ async fn measure(
             result.p50_ms(),
             result.p99_ms(),
         );
-        if peak.as_ref().is_none_or(|(best, _, _)| rate > *best) {
-            peak = Some((rate, concurrency, cpu));
+        if peak.as_ref().is_none_or(|(best, ..)| rate > *best) {
+            peak = Some((rate, concurrency, cpu, micros_per_callback));
         }
     }
-    let (peak_rate, peak_concurrency, peak_cpu) = peak.context("no sweep levels configured")?;
+    let (peak_rate, peak_concurrency, peak_cpu, peak_micros) =
+        peak.context("no sweep levels configured")?;
     bench.collector.record(figures.peak, peak_rate, &peak_cpu);
+    bench
+        .collector
+        .record(figures.cpu_per_callback, peak_micros, &peak_cpu);
     bench
         .collector
         .record(figures.ratio, peak_rate / limits.publish, &peak_cpu);
@@ -230,6 +245,16 @@ async fn measure(
     bench
         .collector
         .describe(figures.p99, placement.clone(), latency_note);
+    bench.collector.describe(
+        figures.cpu_per_callback,
+        placement.clone(),
+        format!(
+            "the {label}'s CPU time (utime + stime from /proc/<pid>/stat, read before and after) \
+             during the sweep level of {} divided by the callbacks it accepted in that level.",
+            figures.peak.id,
+            label = figures.label
+        ),
+    );
     bench.collector.describe(
         figures.rss,
         placement,

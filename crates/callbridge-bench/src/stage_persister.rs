@@ -9,12 +9,11 @@ use callbridge_runtime::config::PersisterSettings;
 use sqlx::PgPool;
 
 use crate::figures::{
-    ONE_PER_TX_DRAIN, PERSISTER_DRAIN, PERSISTER_RATIO, PERSISTER_RSS, PERSISTER_VS_ONE_PER_TX,
-    PRIVATE_PLAIN_DRAIN, TLS_DRAIN, TLS_RATIO,
+    ONE_PER_TX_CPU, ONE_PER_TX_DRAIN, PERSISTER_CPU, PERSISTER_DRAIN, PERSISTER_RATIO,
+    PERSISTER_RSS, PERSISTER_VS_ONE_PER_TX, PRIVATE_PLAIN_DRAIN, TLS_DRAIN, TLS_RATIO,
 };
 use crate::limits::{PublishShape, publish_confirm_limit};
-use crate::procs::CpuShare;
-use crate::procs::{CpuMeter, Group, Selector};
+use crate::procs::{CpuMeter, CpuShare, Group, Selector, cpu_time, micros_per_item};
 use crate::services::{Service, ServiceSpec, free_port};
 use crate::workload::callbacks;
 use crate::{Bench, RunEnv, RunLimits, service_env};
@@ -57,16 +56,21 @@ struct Drain {
     rate: f64,
     cpu: Vec<CpuShare>,
     peak_rss_mib: Option<f64>,
+    /// The persister's CPU time per event drained, in µs.
+    micros_per_event: f64,
 }
 
 /// Measures the batched persister and the one-per-transaction consumer, each in a fresh
-/// environment, and records 3a–3d and 6b; then 3e–3g when the private server runs.
+/// environment, and records 3a–3d, 3h, 3i and 6b; then 3e–3g when the private server runs.
 pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
     let messages = bench.options.persist_messages;
     let batched = drain(bench, Mode::Batched, messages, Server::Shared).await?;
     bench
         .collector
         .record(PERSISTER_DRAIN, batched.rate, &batched.cpu);
+    bench
+        .collector
+        .record(PERSISTER_CPU, batched.micros_per_event, &batched.cpu);
     if let Some(rss) = batched.peak_rss_mib {
         bench.collector.record(PERSISTER_RSS, rss, &[]);
     }
@@ -81,6 +85,9 @@ pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
     bench
         .collector
         .record(ONE_PER_TX_DRAIN, single.rate, &single.cpu);
+    bench
+        .collector
+        .record(ONE_PER_TX_CPU, single.micros_per_event, &single.cpu);
     let single = single.rate;
     bench
         .collector
@@ -129,6 +136,18 @@ pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
         placement.clone(),
         "3a divided by 3c of the same run.",
     );
+    let cpu_note = |drain: &str| {
+        format!(
+            "the persister's CPU time (utime + stime from /proc/<pid>/stat) from its start to \
+             the end of {drain}'s drain, divided by the events drained."
+        )
+    };
+    bench
+        .collector
+        .describe(PERSISTER_CPU, placement.clone(), cpu_note("3a"));
+    bench
+        .collector
+        .describe(ONE_PER_TX_CPU, placement.clone(), cpu_note("3c"));
     bench.collector.describe(
         PERSISTER_RSS,
         placement.clone(),
@@ -227,9 +246,19 @@ async fn drain(
     ]);
     let service = service.wait_ready(&spec.ready_url).await?;
     let drained = wait_for_rows(&env.pool, messages).await?;
+    // From its start, so connecting and declaring count too: a few milliseconds against
+    // the drain's seconds.
+    let micros_per_event =
+        cpu_time(service.pid()).map_or(f64::NAN, |used| micros_per_item(used, messages));
     let cpu = meter.stop();
     let rate = drained.per_second();
-    tracing::info!(mode = ?mode, server = ?server, per_second = rate as u64, "persister drain");
+    tracing::info!(
+        mode = ?mode,
+        server = ?server,
+        per_second = rate as u64,
+        cpu_us_per_event = format!("{micros_per_event:.1}"),
+        "persister drain"
+    );
 
     let calls: i64 =
         sqlx::query_scalar("SELECT count(*) FROM call_logs WHERE call_status = 'completed'")
@@ -248,6 +277,7 @@ async fn drain(
         rate,
         cpu,
         peak_rss_mib,
+        micros_per_event,
     })
 }
 

@@ -7,6 +7,9 @@ pub mod database;
 pub mod operator;
 pub mod output;
 
+// The error formatters every callbridge binary shares, as `crate::one_line` in commands.
+pub use callbridge_runtime::errors::{error_chain, one_line};
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -61,38 +64,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sign(args) => commands::sign::run(args),
         Command::EncryptKey(args) => commands::encrypt_key::run(args),
     }
-}
-
-/// The error and its causes on one line, like `{:#}`, but without repeating a cause that
-/// the previous message already quotes (sqlx's I/O errors embed their source's text).
-pub fn one_line(err: &anyhow::Error) -> String {
-    join_causes(err.chain().map(ToString::to_string))
-}
-
-/// [`one_line`] for a plain error (reqwest's, whose `Display` omits the cause).
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut causes = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    join_causes(causes.into_iter())
-}
-
-fn join_causes(causes: impl Iterator<Item = String>) -> String {
-    let mut line = String::new();
-    for text in causes {
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        if line.ends_with(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
 }
 
 #[cfg(test)]

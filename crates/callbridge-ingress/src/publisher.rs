@@ -15,9 +15,10 @@ use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use callbridge_runtime::amqp::{self, Outgoing};
 use callbridge_runtime::telemetry::PER_MESSAGE_SPANS;
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Notify;
 
 /// Histogram of the time from handing a message to the broker to its confirm.
@@ -28,14 +29,8 @@ pub const PUBLISH_CONFIRM_SECONDS: &str = "callback_publish_confirm_seconds";
 pub enum PublishError {
     #[error("not connected to the broker")]
     Disconnected,
-    #[error("the broker refused the message (nack)")]
-    Nacked,
-    #[error("the broker returned the message as unroutable")]
-    Unroutable,
-    #[error("no broker confirm within {0:?}")]
-    ConfirmTimeout(Duration),
-    #[error("the channel failed while publishing")]
-    Channel(#[source] lapin::Error),
+    #[error(transparent)]
+    Broker(#[from] amqp::PublishError),
 }
 
 /// A cheap-to-clone handle every request uses to publish.
@@ -80,7 +75,8 @@ impl Publisher {
             .is_some_and(|pool| pool.connection.status().connected())
     }
 
-    /// Publishes one persistent, mandatory message and waits for the broker's confirm.
+    /// Publishes one mandatory message and waits for the broker's confirm. `headers` go
+    /// into `properties` (which carry none) together with the trace context.
     ///
     /// `Ok` means the broker has taken responsibility for the message. The whole
     /// operation, including waiting for a free channel, is bounded by the confirm
@@ -101,29 +97,32 @@ impl Publisher {
         exchange: &str,
         routing_key: &str,
         body: &[u8],
+        mut headers: FieldTable,
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
         let pool = self.current_pool().ok_or(PublishError::Disconnected)?;
         let channel = pool.next_channel();
         // Inside this span, so the consumer's span becomes a child of the publish.
-        let mut headers = properties.headers().clone().unwrap_or_default();
         callbridge_runtime::telemetry::inject_current_span(&mut headers);
-        let properties = properties.with_headers(headers);
+        let message = Outgoing {
+            exchange,
+            routing_key,
+            body,
+            properties: properties.with_headers(headers),
+            // Mandatory: an unroutable callback comes back instead of being dropped
+            // silently, so it is never acknowledged to the sender.
+            mandatory: true,
+        };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(
-            self.shared.confirm_timeout,
-            channel.publish_and_confirm(exchange, routing_key, body, properties),
-        )
-        .await
-        .unwrap_or(Err(PublishError::ConfirmTimeout(
-            self.shared.confirm_timeout,
-        )));
+        let outcome = channel
+            .publish_and_confirm(message, self.shared.confirm_timeout)
+            .await;
         metrics::histogram!(PUBLISH_CONFIRM_SECONDS).record(started.elapsed());
-        if let Err(PublishError::Channel(error)) = &outcome {
+        if let Err(amqp::PublishError::Channel(error)) = &outcome {
             tracing::warn!(%error, "publish failed on a broken channel; asking for a repair");
             self.shared.broken_channel.notify_one();
         }
-        outcome
+        Ok(outcome?)
     }
 
     fn current_pool(&self) -> Option<Arc<ChannelPool>> {
@@ -173,13 +172,13 @@ struct PooledChannel {
 impl ChannelPool {
     /// Opens `size` confirm-mode channels on `connection`.
     #[tracing::instrument(skip_all, fields(size))]
-    pub(crate) async fn open(connection: Connection, size: usize) -> anyhow::Result<Self> {
+    pub(crate) async fn open(connection: Arc<Connection>, size: usize) -> anyhow::Result<Self> {
         let mut channels = Vec::with_capacity(size);
         for _ in 0..size.max(1) {
             channels.push(Arc::new(PooledChannel::open(&connection).await?));
         }
         Ok(Self {
-            connection: Arc::new(connection),
+            connection,
             channels,
             next: AtomicUsize::new(0),
         })
@@ -240,13 +239,13 @@ impl PooledChannel {
         })
     }
 
+    /// [`amqp::publish_confirmed`] on this channel, its frames handed over under the
+    /// send lock.
     async fn publish_and_confirm(
         &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<(), PublishError> {
+        message: Outgoing<'_>,
+        timeout: Duration,
+    ) -> Result<(), amqp::PublishError> {
         // Let the worker read and check the other requests that are ready before this
         // one hands its frames over: the publishes of one scheduler pass then go out
         // together, so lapin's I/O thread is woken once and writes them in one send,
@@ -254,18 +253,7 @@ impl PooledChannel {
         // callbacks per second, and less CPU per callback in both the ingress and the
         // broker. Costs one pass of the worker's run queue, microseconds.
         tokio::task::yield_now().await;
-        let mut publish = std::pin::pin!(self.channel.basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                // Mandatory: an unroutable message comes back instead of being
-                // dropped silently, so it is never acknowledged to the sender.
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            properties,
-        ));
+        let mut publish = std::pin::pin!(amqp::publish_confirmed(&self.channel, message, timeout));
         // The first poll takes the delivery tag and queues the frames (see send_lock).
         let first_poll = std::future::poll_fn(|context| {
             let _sending = self
@@ -275,21 +263,10 @@ impl PooledChannel {
             Poll::Ready(publish.as_mut().poll(context))
         })
         .await;
-        let confirm = match first_poll {
-            Poll::Ready(queued) => queued,
-            // Queued; waiting for the I/O loop to write it, without the lock.
+        match first_poll {
+            Poll::Ready(outcome) => outcome,
+            // Queued or waiting for the confirm; the rest without the lock.
             Poll::Pending => publish.await,
-        }
-        .map_err(PublishError::Channel)?;
-        match confirm.await.map_err(PublishError::Channel)? {
-            // An ack carrying a returned message is the broker's answer to an
-            // unroutable mandatory publish: nothing was stored.
-            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Nack(_) => Err(PublishError::Nacked),
-            // Every pooled channel is in confirm mode; reaching this is a bug, and
-            // claiming success would break the 200 promise.
-            Confirmation::NotRequested => Err(PublishError::Nacked),
         }
     }
 }

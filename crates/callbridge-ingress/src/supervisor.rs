@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
-use lapin::Event;
+use lapin::{Connection, Event};
 use tokio_util::sync::CancellationToken;
 
 use callbridge_runtime::amqp;
@@ -44,68 +44,73 @@ pub async fn supervise(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let Some(pool) = connect_with_backoff(&broker, &shutdown).await else {
-            return;
+    let settings = amqp::Reconnect::new(broker.url.expose(), "callbridge-ingress")
+        .reporting(&readiness, BROKER_CONDITION);
+    amqp::run_reconnecting(settings, &shutdown, |connection| {
+        publish_on(connection, &publisher, &broker, &readiness, &shutdown)
+    })
+    .await;
+}
+
+/// One connection's life: declares the topology (idempotent), installs a pool on the
+/// connection and keeps its channels repaired. `Ok` on shutdown, the pool left
+/// installed; an error once the connection is lost, the pool removed.
+async fn publish_on(
+    connection: Arc<Connection>,
+    publisher: &Publisher,
+    broker: &BrokerSettings,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut pool = Arc::new(open_pool(connection, broker.pool_size).await?);
+    let mut events = pool.connection().events_listener().boxed();
+    publisher.install(Some(pool.clone()));
+    readiness.set_ready(BROKER_CONDITION);
+    tracing::info!("publisher connected to the broker");
+
+    let mut health_check = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+    let lost = loop {
+        let needs_repair = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            event = events.next() => match event {
+                Some(Event::ConnectionBlocked(reason)) => {
+                    // Publishes would wait until the confirm timeout: say so early.
+                    tracing::warn!(%reason, "broker blocked the connection");
+                    readiness.set_not_ready(BROKER_CONDITION, "RabbitMQ blocked the connection");
+                    false
+                }
+                Some(Event::ConnectionUnblocked) => {
+                    tracing::info!("broker unblocked the connection");
+                    readiness.set_ready(BROKER_CONDITION);
+                    false
+                }
+                Some(Event::Error(error)) => {
+                    tracing::warn!(%error, "broker connection or channel error");
+                    true
+                }
+                Some(_) => false,
+                None => true,
+            },
+            () = publisher.broken_channel_reported() => true,
+            _ = health_check.tick() => !pool.connection().status().connected()
+                || !pool.all_channels_open(),
         };
-        let mut pool = Arc::new(pool);
-        let mut events = pool.connection().events_listener().boxed();
-        publisher.install(Some(pool.clone()));
-        readiness.set_ready(BROKER_CONDITION);
-        tracing::info!("publisher connected to the broker");
-
-        let mut health_check = tokio::time::interval(HEALTH_CHECK_INTERVAL);
-        loop {
-            let needs_repair = tokio::select! {
-                () = shutdown.cancelled() => return,
-                event = events.next() => match event {
-                    Some(Event::ConnectionBlocked(reason)) => {
-                        // Publishes would wait until the confirm timeout: say so early.
-                        tracing::warn!(%reason, "broker blocked the connection");
-                        readiness.set_not_ready(BROKER_CONDITION, "RabbitMQ blocked the connection");
-                        false
-                    }
-                    Some(Event::ConnectionUnblocked) => {
-                        tracing::info!("broker unblocked the connection");
-                        readiness.set_ready(BROKER_CONDITION);
-                        false
-                    }
-                    Some(Event::Error(error)) => {
-                        tracing::warn!(%error, "broker connection or channel error");
-                        true
-                    }
-                    Some(_) => false,
-                    None => true,
-                },
-                () = publisher.broken_channel_reported() => true,
-                _ = health_check.tick() => !pool.connection().status().connected()
-                    || !pool.all_channels_open(),
-            };
-            if !needs_repair {
-                continue;
-            }
-            if !pool.connection().status().connected() {
-                break;
-            }
-            match pool.repaired().await {
-                Ok(repaired) => {
-                    pool = Arc::new(repaired);
-                    publisher.install(Some(pool.clone()));
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "could not repair the channel pool"
-                    );
-                    break;
-                }
-            }
+        if !needs_repair {
+            continue;
         }
-
-        publisher.install(None);
-        readiness.set_not_ready(BROKER_CONDITION, "RabbitMQ connection lost; reconnecting");
-        tracing::warn!("publisher lost the broker; reconnecting");
-    }
+        if !pool.connection().status().connected() {
+            break anyhow::anyhow!("the publisher's connection to RabbitMQ was lost");
+        }
+        match pool.repaired().await {
+            Ok(repaired) => {
+                pool = Arc::new(repaired);
+                publisher.install(Some(pool.clone()));
+            }
+            Err(error) => break error.context("while repairing the channel pool"),
+        }
+    };
+    publisher.install(None);
+    Err(lost)
 }
 
 /// Closes the installed pool (its channels, then its connection) after the HTTP server
@@ -117,10 +122,9 @@ pub async fn close(publisher: &Publisher) {
     }
 }
 
-/// One attempt: connect, declare the topology (idempotent), open the pool.
-#[tracing::instrument(skip_all, fields(pool_size = broker.pool_size))]
-async fn connect_pool(broker: &BrokerSettings) -> anyhow::Result<ChannelPool> {
-    let connection = amqp::connect(broker.url.expose(), "callbridge-ingress").await?;
+/// Declares the topology (idempotent) on a channel of its own, then opens the pool.
+#[tracing::instrument(skip_all, fields(pool_size = pool_size))]
+async fn open_pool(connection: Arc<Connection>, pool_size: usize) -> anyhow::Result<ChannelPool> {
     let topology_channel = connection
         .create_channel()
         .await
@@ -130,34 +134,5 @@ async fn connect_pool(broker: &BrokerSettings) -> anyhow::Result<ChannelPool> {
         .close(200, "topology declared".into())
         .await
         .context("while closing the topology channel")?;
-    ChannelPool::open(connection, broker.pool_size).await
-}
-
-async fn connect_with_backoff(
-    broker: &BrokerSettings,
-    shutdown: &CancellationToken,
-) -> Option<ChannelPool> {
-    use backon::BackoffBuilder;
-    let mut delays = amqp::reconnect_backoff().build();
-    loop {
-        let attempt = tokio::select! {
-            () = shutdown.cancelled() => return None,
-            attempt = connect_pool(broker) => attempt,
-        };
-        match attempt {
-            Ok(pool) => return Some(pool),
-            Err(error) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    retry_in = ?delay,
-                    "cannot connect to the broker"
-                );
-                tokio::select! {
-                    () = shutdown.cancelled() => return None,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
+    ChannelPool::open(connection, pool_size).await
 }

@@ -15,11 +15,12 @@
 
 use std::collections::BTreeSet;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use backon::BackoffBuilder;
-use callbridge_runtime::amqp::{CLOSE_TIMEOUT, close_channel, close_connection};
+use callbridge_runtime::amqp::{CLOSE_TIMEOUT, Reconnect, close_gracefully, run_reconnecting};
 use callbridge_runtime::health::Readiness;
 use callbridge_runtime::telemetry::PER_MESSAGE_SPANS;
 use callbridge_runtime::telemetry::extract_context;
@@ -102,50 +103,19 @@ impl BatchConsumer {
     /// Consumes until `shutdown`, reconnecting and re-subscribing with backoff whenever
     /// the connection, the channel or the subscription ends.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = callbridge_runtime::amqp::reconnect_backoff().build();
-        while !shutdown.is_cancelled() {
-            self.readiness
-                .set_not_ready(BROKER_CONDITION, "connecting to RabbitMQ");
-            let connection = match callbridge_runtime::amqp::connect_with_retry(
-                &self.amqp_url,
-                "callbridge-persister",
-                &shutdown,
-            )
-            .await
-            {
-                Ok(connection) => connection,
-                // Only shutdown ends the retries.
-                Err(_) => break,
-            };
-            let consumed = self.consume(&connection, &shutdown).await;
-            close_connection(&connection, CLOSE_TIMEOUT).await;
-            match consumed {
-                Ok(()) => break,
-                Err(error) => {
-                    self.readiness
-                        .set_not_ready(BROKER_CONDITION, "reconnecting to RabbitMQ");
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        retry_in_ms = delay.as_millis() as u64,
-                        "consuming stopped; reconnecting"
-                    );
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = shutdown.cancelled() => break,
-                    }
-                }
-            }
-        }
-        self.readiness
-            .set_not_ready(BROKER_CONDITION, "shutting down");
+        let settings = Reconnect::new(&self.amqp_url, "callbridge-persister")
+            .reporting(&self.readiness, BROKER_CONDITION);
+        run_reconnecting(settings, &shutdown, |connection| {
+            self.consume(connection, &shutdown)
+        })
+        .await;
     }
 
     /// One subscription: returns `Ok` on shutdown, an error when the broker side ended.
     #[tracing::instrument(skip_all)]
     async fn consume(
         &self,
-        connection: &Connection,
+        connection: Arc<Connection>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let channel = connection
@@ -158,7 +128,7 @@ impl BatchConsumer {
             .basic_qos(self.settings.prefetch, BasicQosOptions { global: false })
             .await
             .context("while setting the consumer prefetch")?;
-        let dead_letters = DeadLetterPublisher::open(connection).await?;
+        let dead_letters = DeadLetterPublisher::open(&connection).await?;
         let mut deliveries = channel
             .basic_consume(
                 PERSIST_QUEUE.into(),
@@ -237,8 +207,12 @@ impl BatchConsumer {
                 .context("while acknowledging a stored batch");
         }
         // Prefetched deliveries not settled go back to the queue for others.
-        close_channel(&channel, CLOSE_TIMEOUT).await;
-        close_channel(dead_letters.channel(), CLOSE_TIMEOUT).await;
+        close_gracefully(
+            &connection,
+            [&channel, dead_letters.channel()],
+            CLOSE_TIMEOUT,
+        )
+        .await;
         ended
     }
 

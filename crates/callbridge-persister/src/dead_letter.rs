@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use callbridge_runtime::amqp::{Outgoing, publish_confirmed};
 use callbridge_types::topology::{DEAD_EXCHANGE, ERROR_HEADER};
 use lapin::message::Delivery;
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, LongString};
-use lapin::{Channel, Confirmation, Connection};
+use lapin::{Channel, Connection};
 
-/// How long a dead letter's confirm may take before the broker counts as unavailable.
+/// How long a dead letter's publish and confirm may take before the broker counts as
+/// unavailable.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A confirm-mode channel used only for dead letters, shared by the consumer's batches in
@@ -49,32 +50,18 @@ impl DeadLetterPublisher {
             AMQPValue::LongString(LongString::from(reason.to_owned())),
         );
         let properties = delivery.properties.clone().with_headers(headers);
-        let confirm = self
-            .channel
-            .basic_publish(
-                DEAD_EXCHANGE.into(),
-                // The original routing key, as the broker's own dead-lettering keeps it.
-                delivery.routing_key.clone(),
-                BasicPublishOptions {
-                    // Mandatory: if the dead queue is missing the message comes back, and
-                    // the original stays unacknowledged instead of being lost.
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &delivery.data,
-                properties,
-            )
+        let message = Outgoing {
+            exchange: DEAD_EXCHANGE,
+            // The original routing key, as the broker's own dead-lettering keeps it.
+            routing_key: delivery.routing_key.as_str(),
+            body: &delivery.data,
+            properties,
+            // Mandatory: if the dead queue is missing the message comes back, and the
+            // original stays unacknowledged instead of being lost.
+            mandatory: true,
+        };
+        publish_confirmed(&self.channel, message, CONFIRM_TIMEOUT)
             .await
-            .context("while publishing a dead letter")?;
-        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-            .await
-            .context("while waiting for a dead letter's confirm")?
-            .context("while waiting for a dead letter's confirm")?;
-        match confirmation {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => bail!("the dead letter was unroutable"),
-            Confirmation::Nack(_) => bail!("the broker refused the dead letter (nack)"),
-            Confirmation::NotRequested => bail!("the dead-letter channel is not in confirm mode"),
-        }
+            .context("while publishing a dead letter")
     }
 }

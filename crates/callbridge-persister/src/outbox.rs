@@ -8,13 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use backon::BackoffBuilder;
-use callbridge_runtime::amqp::{CLOSE_TIMEOUT, close_channel, close_connection};
+use callbridge_runtime::amqp::{
+    self, CLOSE_TIMEOUT, Outgoing, Reconnect, close_gracefully, run_reconnecting,
+};
 use callbridge_types::status::CallStatus;
 use callbridge_types::topology::{CONTENT_TYPE_JSON, OUTCOMES_EXCHANGE, outcome_routing_key};
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel, Connection};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -59,44 +60,20 @@ struct PendingOutcome {
 impl OutboxRelay {
     /// Publishes outcomes until `shutdown`, reconnecting to the broker with backoff.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
-        let mut broker_backoff = callbridge_runtime::amqp::reconnect_backoff().build();
-        while !shutdown.is_cancelled() {
-            let Ok(connection) = callbridge_runtime::amqp::connect_with_retry(
-                &self.amqp_url,
-                "callbridge-persister-outbox",
-                &shutdown,
-            )
-            .await
-            else {
-                break;
-            };
-            let relayed = self.relay(&connection, &shutdown).await;
-            close_connection(&connection, CLOSE_TIMEOUT).await;
-            match relayed {
-                Ok(()) => break,
-                Err(error) => {
-                    let delay = broker_backoff.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        retry_in_ms = delay.as_millis() as u64,
-                        "outbox relay lost the broker; reconnecting"
-                    );
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = shutdown.cancelled() => break,
-                    }
-                }
-            }
-        }
+        let settings = Reconnect::new(&self.amqp_url, "callbridge-persister-outbox");
+        run_reconnecting(settings, &shutdown, |connection| {
+            self.relay(connection, &shutdown)
+        })
+        .await;
     }
 
     /// Publishes on one connection until shutdown (`Ok`) or a broker failure (`Err`).
     async fn relay(
         &self,
-        connection: &lapin::Connection,
+        connection: Arc<Connection>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let channel = callbridge_runtime::amqp::open_confirmed_channel(connection).await?;
+        let channel = callbridge_runtime::amqp::open_confirmed_channel(&connection).await?;
         callbridge_runtime::amqp::declare_topology(&channel).await?;
         let mut database_backoff = crate::database_backoff().build();
         loop {
@@ -122,7 +99,7 @@ impl OutboxRelay {
                 // Shutdown first: a relay with more to publish still stops promptly.
                 biased;
                 () = shutdown.cancelled() => {
-                    close_channel(&channel, CLOSE_TIMEOUT).await;
+                    close_gracefully(&connection, [&channel], CLOSE_TIMEOUT).await;
                     return Ok(());
                 }
                 () = self.wakeup.notified() => {}
@@ -161,7 +138,7 @@ impl OutboxRelay {
         }
         failpoint::hit(Failpoint::AfterCommitBeforeOutboxPublish);
 
-        publish_confirmed(channel, &rows)
+        publish_outcomes(channel, &rows)
             .await
             .map_err(RelayError::Broker)?;
 
@@ -185,39 +162,33 @@ impl OutboxRelay {
 }
 
 /// Publishes every row (pipelined: all frames first, then every confirm).
-async fn publish_confirmed(channel: &Channel, rows: &[PendingOutcome]) -> anyhow::Result<()> {
+async fn publish_outcomes(channel: &Channel, rows: &[PendingOutcome]) -> anyhow::Result<()> {
     let mut confirms = Vec::with_capacity(rows.len());
     for row in rows {
         let status = CallStatus::parse(&row.call_status)
             .unwrap_or_else(|| CallStatus::Other(row.call_status.clone()));
-        let properties = BasicProperties::default()
-            .with_delivery_mode(PERSISTENT)
-            .with_content_type(CONTENT_TYPE_JSON.into())
-            .with_message_id(row.event_id.as_str().into())
-            .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64);
-        let confirm = channel
-            .basic_publish(
-                OUTCOMES_EXCHANGE.into(),
-                outcome_routing_key(&status).into(),
-                // Not mandatory: an outcome nobody subscribed to is simply not wanted.
-                BasicPublishOptions::default(),
-                row.payload.as_bytes(),
-                properties,
-            )
+        let message = Outgoing {
+            exchange: OUTCOMES_EXCHANGE,
+            routing_key: &outcome_routing_key(&status),
+            body: row.payload.as_bytes(),
+            properties: BasicProperties::default()
+                .with_delivery_mode(PERSISTENT)
+                .with_content_type(CONTENT_TYPE_JSON.into())
+                .with_message_id(row.event_id.as_str().into())
+                .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64),
+            // Not mandatory: an outcome nobody subscribed to is simply not wanted.
+            mandatory: false,
+        };
+        let confirm = amqp::publish_pipelined(channel, message)
             .await
             .context("while publishing an outcome")?;
         confirms.push(confirm);
     }
     for confirm in confirms {
-        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+        confirm
+            .confirmed(CONFIRM_TIMEOUT)
             .await
-            .context("while waiting for an outcome's confirm")?
             .context("while waiting for an outcome's confirm")?;
-        match confirmation {
-            Confirmation::Ack(_) => {}
-            Confirmation::Nack(_) => bail!("the broker refused an outcome (nack)"),
-            Confirmation::NotRequested => bail!("the outcome channel is not in confirm mode"),
-        }
     }
     Ok(())
 }

@@ -17,6 +17,12 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio_util::sync::CancellationToken;
 
+pub mod publish;
+pub mod reconnect;
+
+pub use publish::{Outgoing, PendingConfirm, PublishError, publish_confirmed, publish_pipelined};
+pub use reconnect::{Reconnect, run_reconnecting};
+
 /// Deliveries of one message to persister consumers before RabbitMQ dead-letters it
 /// itself. Only a high backstop (at least 50): the persister dead-letters poison messages
 /// on its own, and a killed consumer's unacked prefetch counts toward this limit too.

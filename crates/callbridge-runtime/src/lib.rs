@@ -5,6 +5,7 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod errors;
 pub mod health;
 pub mod shutdown;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use callbridge_runtime::config::ApiConfig;
+use callbridge_runtime::errors::error_chain;
 pub use callbridge_types::centralized_api::QueueItem;
 use callbridge_types::centralized_api::{
     ACCOUNT_CODE_PARAM, API_KEY_HEADER, Answer, BATCH_STATUS_PATH, BatchStatusReading,
@@ -330,17 +331,6 @@ fn transport_failure(error: &reqwest::Error) -> Exchange {
             message,
         }
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.dedup();
-    parts.join(": ")
 }
 
 /// A request that never reached the centralized API: safe to retry without reconciling.

@@ -10,21 +10,21 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use callbridge_runtime::amqp::{Outgoing, PublishError, publish_confirmed};
 use callbridge_runtime::config::Settings;
 use callbridge_types::topology::{CALLBACKS_EXCHANGE, DEAD_QUEUE, ERROR_HEADER};
 use clap::{Args, Subcommand};
 use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
-    QueuePurgeOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{BasicProperties, Channel, Connection};
 use serde::Serialize;
 
 use crate::output::render_table;
 
-/// How long a replayed message's confirm may take.
+/// How long publishing a replayed message and its confirm may take.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Headers RabbitMQ or the persister added when dead-lettering; a replayed message
 /// starts clean (its `x-death` history would otherwise count toward nothing useful and
@@ -337,32 +337,21 @@ async fn run_replay(connection: &Connection, args: &ReplayArgs) -> anyhow::Resul
 
 async fn republish(channel: &Channel, message: &BasicGetMessage) -> anyhow::Result<()> {
     let delivery = &message.delivery;
-    let confirm = channel
-        .basic_publish(
-            CALLBACKS_EXCHANGE.into(),
-            delivery.routing_key.clone(),
-            BasicPublishOptions {
-                // Mandatory: with no queue bound the copy comes back, and the dead letter
-                // stays, instead of both being gone.
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &delivery.data,
-            replay_properties(&delivery.properties),
-        )
-        .await
-        .context("while publishing a replayed callback")?;
-    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-        .await
-        .context("while waiting for the broker to confirm a replayed callback")?
-        .context("while waiting for the broker to confirm a replayed callback")?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => bail!(
+    let copy = Outgoing {
+        exchange: CALLBACKS_EXCHANGE,
+        routing_key: delivery.routing_key.as_str(),
+        body: &delivery.data,
+        properties: replay_properties(&delivery.properties),
+        // Mandatory: with no queue bound the copy comes back, and the dead letter stays,
+        // instead of both being gone.
+        mandatory: true,
+    };
+    match publish_confirmed(channel, copy, CONFIRM_TIMEOUT).await {
+        Ok(()) => Ok(()),
+        Err(PublishError::Unroutable) => bail!(
             "{CALLBACKS_EXCHANGE} routed the replayed callback nowhere: is the persist queue bound? (start callbridge-persister once)"
         ),
-        Confirmation::Nack(_) => bail!("the broker refused the replayed callback (nack)"),
-        Confirmation::NotRequested => bail!("the replay channel is not in confirm mode"),
+        Err(error) => Err(error).context("while publishing a replayed callback"),
     }
 }
 

@@ -1,27 +1,34 @@
-//! Helpers shared by the CLI's integration tests: the built `callbridge` binary run with
-//! a hermetic environment, a migrated database, a vhost with the topology, an ingress
-//! on port 0, and temporary files.
+//! Helpers shared by the CLI's integration tests, here and in the workspace test crate
+//! (`crates/callbridge-tests`, which includes this file): the built `callbridge` binary
+//! run with a hermetic environment, a migrated database, a vhost with the topology, and
+//! temporary files.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::Duration;
 
-use callbridge_runtime::config::{IngressConfig, Secret, TlsFiles};
 use callbridge_testkit::db::TestDb;
 use callbridge_testkit::vhost::TestVhost;
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
-use tokio_util::sync::CancellationToken;
 
 pub const ACCOUNT_CODE: &str = "SIM001";
 pub const CALLBACK_SECRET: &str = "test-callback-secret";
 pub const API_KEY: &str = "test-api-key";
 
+/// The `callbridge` binary: cargo's own path in the CLI's tests; in the workspace test
+/// crate (`callbridge-tests`), which shares these helpers, built on demand.
+pub fn callbridge_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_callbridge") {
+        Some(path) => PathBuf::from(path),
+        None => callbridge_testkit::binary::workspace_binary("callbridge-cli", "callbridge"),
+    }
+}
+
 /// Runs `callbridge` with exactly `env` (nothing from the developer's shell leaks in)
 /// and `stdin` as its input.
 pub async fn callbridge(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+    let mut child = tokio::process::Command::new(callbridge_binary())
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
@@ -135,63 +142,6 @@ pub fn uuid() -> String {
             .unwrap()
             .as_nanos()
     )
-}
-
-/// A running ingress (in this process) on port 0.
-pub struct Ingress {
-    pub url: String,
-    shutdown: CancellationToken,
-}
-
-impl Ingress {
-    pub async fn spawn(
-        amqp_url: &str,
-        secrets: &[&str],
-        verification_enabled: bool,
-        tls: Option<TlsFiles>,
-    ) -> Ingress {
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let config = IngressConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            amqp_url: Secret::new(amqp_url),
-            secrets: secrets.iter().map(|secret| Secret::new(*secret)).collect(),
-            verification_enabled,
-            default_accountcode: Some(ACCOUNT_CODE.to_owned()),
-            max_body_bytes: 64 * 1024,
-            confirm_timeout: Duration::from_secs(5),
-            publisher_channels: 1,
-            retry_after: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(5),
-            header_timeout: Duration::from_secs(5),
-            body_timeout: Duration::from_secs(5),
-            keep_alive: Duration::from_secs(30),
-            tls,
-        };
-        let application = callbridge_ingress::Application::build(config)
-            .await
-            .unwrap();
-        let port = application.port();
-        let readiness = application.readiness();
-        let shutdown = CancellationToken::new();
-        tokio::spawn(application.run_until_stopped(shutdown.clone()));
-        for _ in 0..300 {
-            if readiness.is_ready() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(readiness.is_ready(), "the ingress never became ready");
-        Ingress {
-            url: format!("{scheme}://localhost:{port}/callback"),
-            shutdown,
-        }
-    }
-}
-
-impl Drop for Ingress {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 /// Ready messages in `queue` of the vhost.

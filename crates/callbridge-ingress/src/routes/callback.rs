@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
+use callbridge_runtime::errors::error_chain;
 use callbridge_types::event::{EventType, ValidatedCallback, parse_callback};
 use callbridge_types::signature::{
     SignatureError, SignatureHeaders, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
@@ -56,24 +57,13 @@ pub async fn receive_callback(
         tracing::info!(
             outcome = error.outcome(),
             event_type = event_type.as_ref().map(EventType::as_str),
+            // A cause never holds a secret or the body.
             error = %error_chain(error),
             "callback refused"
         );
     }
     result?;
     Ok(HttpResponse::Ok().json(Accepted { status: "success" }))
-}
-
-/// `error: cause: cause …`, for logs (a cause never holds a secret or the body).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The checks in their order (size, signature, JSON and schema); `event_type` is filled in
@@ -110,7 +100,8 @@ async fn accept_callback(
             message.exchange(),
             &message.routing_key,
             &message.body,
-            message.properties(),
+            message.headers(),
+            message.properties_without_headers(),
         )
         .await
         .map_err(|cause| CallbackError::Unavailable {

@@ -1,6 +1,7 @@
 //! The submitter as a service: readiness and metrics over HTTP, waking on NOTIFY, and
 //! what a shutdown does to the request in flight and the rows not sent yet.
 
+#[path = "submitter_common/mod.rs"]
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! `callbridge batches` / `batch <id>`: local counts beside the centralized system's
 //! batch-status, against a real database and the simulator.
 
+#[path = "../../callbridge-cli/tests/common/mod.rs"]
 mod common;
 
 use callbridge_sim::{SimConfig, Simulator};

@@ -3,6 +3,7 @@
 //! each command does what it says, prints `--json`, records who did it, and fails in one
 //! line that says what to do.
 
+#[path = "../../callbridge-cli/tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;

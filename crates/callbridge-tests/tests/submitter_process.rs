@@ -1,5 +1,6 @@
 //! The built `callbridge-submitter` binary, killed and stopped for real.
 
+#[path = "submitter_common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -17,14 +18,17 @@ fn start(env: &BTreeMap<String, String>, label: &str) -> (Child, PathBuf) {
         uuid::Uuid::new_v4().simple()
     ));
     let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_callbridge-submitter"))
-        .env_clear()
-        .envs(env)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap();
+    let child = Command::new(callbridge_testkit::binary::workspace_binary(
+        "callbridge-submitter",
+        "callbridge-submitter",
+    ))
+    .env_clear()
+    .envs(env)
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::from(file.try_clone().unwrap()))
+    .stderr(Stdio::from(file))
+    .spawn()
+    .unwrap();
     (child, log)
 }
 
@@ -142,11 +146,14 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
 
 #[tokio::test]
 async fn a_missing_setting_stops_the_binary_with_one_line_naming_it() {
-    let output = Command::new(env!("CARGO_BIN_EXE_callbridge-submitter"))
-        .env_clear()
-        .env("CENTRALIZED_CALLING_API_KEY", "k")
-        .output()
-        .unwrap();
+    let output = Command::new(callbridge_testkit::binary::workspace_binary(
+        "callbridge-submitter",
+        "callbridge-submitter",
+    ))
+    .env_clear()
+    .env("CENTRALIZED_CALLING_API_KEY", "k")
+    .output()
+    .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

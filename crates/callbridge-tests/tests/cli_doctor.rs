@@ -2,6 +2,9 @@
 //! (callbacks not received, database connection, API authentication) is produced for
 //! real and must be diagnosed on its line, with exit 1; a healthy setup exits 0.
 
+#[path = "support/cli_ingress.rs"]
+mod cli_ingress;
+#[path = "../../callbridge-cli/tests/common/mod.rs"]
 mod common;
 
 use std::process::Output;
@@ -11,6 +14,7 @@ use callbridge_sim::{SimConfig, Simulator};
 use callbridge_testkit::db::TestDb;
 use callbridge_testkit::vhost::TestVhost;
 use callbridge_types::topology::PERSIST_QUEUE;
+use cli_ingress::Ingress;
 use common::*;
 use sqlx::{AssertSqlSafe, PgPool};
 

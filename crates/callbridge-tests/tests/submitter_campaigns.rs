@@ -3,6 +3,7 @@
 //! window per row zone, and pacing across two replicas judged by the simulator's own
 //! acceptance times.
 
+#[path = "submitter_common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,6 +4,7 @@
 //! connection, a 408 and a closed socket), and afterwards the service is still healthy
 //! and still accepts a genuine signed callback.
 
+#[path = "../../callbridge-ingress/tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;

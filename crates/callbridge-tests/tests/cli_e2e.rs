@@ -3,6 +3,9 @@
 //! RabbitMQ → persister → Postgres. What Postgres ends with must equal what the
 //! simulator says happened, call by call and batch by batch.
 
+#[path = "support/cli_ingress.rs"]
+mod cli_ingress;
+#[path = "../../callbridge-cli/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -10,6 +13,7 @@ use std::time::Duration;
 
 use callbridge_runtime::config::Settings;
 use callbridge_sim::{SimConfig, Simulator};
+use cli_ingress::Ingress;
 use common::*;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;

@@ -2,6 +2,7 @@
 //! drives submission rounds synchronously (`drain_once`) and compares the queue rows and
 //! `call_batches` with the simulator's ground truth.
 
+#[path = "submitter_common/mod.rs"]
 mod common;
 
 use std::time::Duration;

@@ -6,6 +6,7 @@
 //! error body is searched for the API key, the callback secret and the full phone
 //! numbers.
 
+#[path = "submitter_common/mod.rs"]
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //! only the rows it takes, never every row of the table (its submitted history included),
 //! nor every row a batch ever had.
 
+#[path = "submitter_common/mod.rs"]
 mod common;
 
 use callbridge_submitter::store::CLAIM_DUE_ROWS_SQL;

@@ -1,9 +1,13 @@
 //! `callbridge sign`: the printed curl line, run by a shell, is accepted by a real
 //! ingress; and the signature is the one the seed's Python `hmac` makes.
 
+#[path = "support/cli_ingress.rs"]
+mod cli_ingress;
+#[path = "../../callbridge-cli/tests/common/mod.rs"]
 mod common;
 
 use callbridge_types::topology::PERSIST_QUEUE;
+use cli_ingress::Ingress;
 use common::*;
 
 const PAYLOAD: &str = r#"{"event_type":"call_completed","batch_id":7,"phone_number":"9876543210","call_status":"completed","duration":120,"custom_data":{"note":"it's \"quoted\""}}"#;
