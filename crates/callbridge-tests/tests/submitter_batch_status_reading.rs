@@ -4,6 +4,7 @@
 //! insert whose answer was lost is reconciled; with the wrong ones nothing is ever sent
 //! twice, except with a 404 configured as "none", which the README warns about.
 
+#[path = "submitter_common/mod.rs"]
 mod common;
 
 use callbridge_runtime::health::Readiness;
