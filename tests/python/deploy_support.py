@@ -25,7 +25,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("staging", "production")
+# The runtime's settings: config.rs holds `Settings`; config/ one file per service's settings.
 RUNTIME_CONFIG = REPO / "crates" / "callbridge-runtime" / "src" / "config.rs"
+RUNTIME_CONFIG_DIR = RUNTIME_CONFIG.with_suffix("")
 TOPOLOGY = REPO / "crates" / "callbridge-types" / "src" / "topology.rs"
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -214,7 +216,7 @@ def workspace_binaries() -> dict[str, str]:
 def _struct_fields(source: str, struct: str) -> dict[str, str]:
     """`pub field: Type` lines of `pub struct <struct> { … }` in a Rust source."""
     match = re.search(rf"pub struct {struct} \{{(.*?)\n\}}", source, re.S)
-    assert match, f"no `pub struct {struct}` in {RUNTIME_CONFIG}"
+    assert match, f"no `pub struct {struct}` in {RUNTIME_CONFIG} or {RUNTIME_CONFIG_DIR}"
     return dict(re.findall(r"^\s*pub (\w+): (.+?),?\s*$", match.group(1), re.M))
 
 
@@ -280,9 +282,11 @@ class ConfigModel:
 
 @functools.cache
 def config_model() -> ConfigModel:
-    source = RUNTIME_CONFIG.read_text()
+    source = "\n".join(
+        path.read_text() for path in [RUNTIME_CONFIG, *sorted(RUNTIME_CONFIG_DIR.glob("*.rs"))]
+    )
     table = re.search(r"pub const VERBATIM_VARIABLES\b.*?\n\];", source, re.S)
-    assert table, f"found no VERBATIM_VARIABLES in {RUNTIME_CONFIG}"
+    assert table, f"found no VERBATIM_VARIABLES in {RUNTIME_CONFIG} or {RUNTIME_CONFIG_DIR}"
     verbatim = dict(
         re.findall(r'\(\s*"([A-Z][A-Z0-9_]+)",\s*"([a-z_]+\.[a-z_]+)",\s*VariableKind', table.group(0))
     )
@@ -319,7 +323,10 @@ def default_port(binary: str) -> int:
 def bind_variable(binary: str) -> str:
     """INGRESS_BIND, PERSISTER_BIND, …: the variable naming a service's listen address."""
     key = f"{SERVICE_BINARIES[binary]}.bind"
-    return next(name for name, setting in config_model().verbatim.items() if setting == key)
+    model = config_model()
+    verbatim = next((name for name, setting in model.verbatim.items() if setting == key), None)
+    # A binary that reads its own settings (the simulator) names its bind variable itself.
+    return verbatim or next(name for name in model.clap_env.get(binary, {}) if name.endswith("_BIND"))
 
 
 def drain_seconds(binary: str, env: dict[str, str | None]) -> int:
