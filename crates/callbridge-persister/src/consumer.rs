@@ -258,7 +258,6 @@ impl BatchConsumer {
                         .publish(&received.delivery, reason)
                         .instrument(received.span.clone())
                         .await?;
-                    metrics::record_dead_letter(DeadLetterReason::Undecodable);
                     tracing::warn!(
                         parent: &received.span,
                         message_id = received
@@ -270,6 +269,8 @@ impl BatchConsumer {
                         %reason,
                         "dead-lettered an undecodable message"
                     );
+                    // Logged first: whoever sees the count can rely on the log line being written.
+                    metrics::record_dead_letter(DeadLetterReason::Undecodable);
                 }
             }
         }
@@ -283,7 +284,6 @@ impl BatchConsumer {
                 .publish(&received.delivery, &reason)
                 .instrument(received.span.clone())
                 .await?;
-            metrics::record_dead_letter(DeadLetterReason::Unstorable);
             tracing::warn!(
                 parent: &received.span,
                 message_id = event.envelope.event_id.as_str(),
@@ -291,6 +291,8 @@ impl BatchConsumer {
                 %reason,
                 "dead-lettered a message the database refuses"
             );
+            // Logged first: whoever sees the count can rely on the log line being written.
+            metrics::record_dead_letter(DeadLetterReason::Unstorable);
         }
 
         failpoint::hit(Failpoint::AfterCommitBeforeAck);
