@@ -40,11 +40,16 @@ SECRET_NAME = EXAMPLE_SECRET["metadata"]["name"]
 
 
 def pod_specs(overlay: str) -> list[tuple[dict, dict]]:
-    """(workload, pod spec) for every Deployment and Job."""
+    """(workload, pod spec) for every Deployment, Job and CronJob."""
     return [
-        (doc, doc["spec"]["template"]["spec"])
+        (
+            doc,
+            doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            if doc["kind"] == "CronJob"
+            else doc["spec"]["template"]["spec"],
+        )
         for doc in rendered(overlay)
-        if doc["kind"] in ("Deployment", "Job")
+        if doc["kind"] in ("Deployment", "Job", "CronJob")
     ]
 
 
@@ -156,6 +161,17 @@ def test_every_service_binary_has_one_deployment_and_the_migration_a_job(overlay
         ["callbridge", "migrate", "up"]
     ]
     assert jobs[0]["spec"]["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_retention_runs_daily_one_run_at_a_time(overlay):
+    (cron,) = objects(overlay, "CronJob")
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["template"]["spec"]["containers"][0]["command"] == ["callbridge", "retention", "run"]
+    assert job["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
+    # Two runs at once would walk the same rows.
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert len(cron["spec"]["schedule"].split()) == 5
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

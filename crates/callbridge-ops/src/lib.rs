@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod campaign;
 pub mod queue;
+pub mod retention;
 pub mod rules;
 
 pub use audit::{Actor, Source};

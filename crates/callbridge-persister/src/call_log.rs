@@ -16,6 +16,19 @@
 //! `call_events` but lets it change `call_logs` only through a status, and it has none.
 //! So a call whose only events are status-less has no `call_logs` row at all
 //! (`call_logs.call_status` is `NOT NULL`); its first event with a status creates it.
+//!
+//! When `callbridge retention run` has deleted a call's events (it deletes all of a
+//! call's events or none, and only once its row counts in its batch), its stored row
+//! takes part as one more event ([`STORED_ROW_EVENT_ID`]): the row stands for the events
+//! it was folded from, so a late event folded with it gives the row the full history
+//! would (exactly, but for which of two events of equal standing fills a field). It stands
+//! below every event of equal standing (its id sorts first), and a fold it decides
+//! publishes no outcome: its outcome was published when it was written. Once a late event
+//! is stored the call has events again and the row no longer takes part, so a second late
+//! event folds with the first only (a callback arriving twice after its call's retention
+//! may lose a field the deleted events carried). While a call has
+//! stored events its row takes no part: a field the row took from a lower event could
+//! otherwise shadow a higher event arriving later.
 
 use std::cmp::Ordering;
 
@@ -25,11 +38,23 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// One event of a call as stored in `call_events`.
+/// The event id the call's stored `call_logs` row takes part in the fold under (see the
+/// module docs): no event has an empty id.
+pub const STORED_ROW_EVENT_ID: &str = "";
+
+/// One event of a call as stored in `call_events`, or its stored row
+/// ([`STORED_ROW_EVENT_ID`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     pub event_id: String,
     pub event: CallbackEvent,
+}
+
+impl StoredEvent {
+    /// Whether this is the call's stored row rather than an event.
+    pub fn is_stored_row(&self) -> bool {
+        self.event_id == STORED_ROW_EVENT_ID
+    }
 }
 
 /// The `call_logs` columns callbridge writes, as the fold of a call's events decides them.
@@ -121,6 +146,12 @@ impl CallLog {
     /// Whether the call is over, so its outcome goes to the outbox.
     pub fn is_terminal(&self) -> bool {
         self.call_status.is_terminal()
+    }
+
+    /// Whether an event decided the row (rather than the stored row, whose outcome was
+    /// published when it was written).
+    pub fn decided_by_event(&self) -> bool {
+        self.winning_event_id != STORED_ROW_EVENT_ID
     }
 
     /// The body of the outcome message subscribers receive: the call's row and the id of
@@ -323,6 +354,56 @@ mod tests {
             // though the row leaves error and end time empty.
             assert_eq!(fold_call(&order).unwrap(), without);
         }
+    }
+
+    /// The stored row as `store::load_events` reads it back.
+    fn row_as_event(row: &CallLog) -> StoredEvent {
+        let mut event = row_event(row);
+        event.event_type =
+            callbridge_types::event::EventType::Other("callbridge_stored_row".into());
+        StoredEvent {
+            event_id: STORED_ROW_EVENT_ID.to_owned(),
+            event,
+        }
+    }
+
+    fn row_event(row: &CallLog) -> CallbackEvent {
+        CallbackEvent {
+            event_type: callbridge_types::event::EventType::CallStatusUpdate,
+            accountcode: row.accountcode.clone(),
+            batch_id: row.batch_id,
+            call_id: row.call_id.clone(),
+            phone_number: row.phone_number.clone(),
+            call_status: Some(row.call_status.clone()),
+            disposition: row.disposition.clone(),
+            duration: row.duration,
+            start_time: row.start_time,
+            end_time: row.end_time,
+            recording_url: row.recording_url.clone(),
+            custom_data: row.custom_data.clone(),
+            server_code: row.server_code.clone(),
+            error_message: row.error_message.clone(),
+        }
+    }
+
+    #[test]
+    fn the_stored_row_stands_for_deleted_events() {
+        let all = [
+            started(),
+            answered(),
+            completed_at("e-done", "2024-01-01T10:02:00Z"),
+        ];
+        let row = fold_call(&all[..2]).unwrap();
+        // call_started and call_answered deleted by retention; the late terminal arrives.
+        let pruned = fold_call(&[row_as_event(&row), all[2].clone()]).unwrap();
+        assert_eq!(pruned, fold_call(&all).unwrap());
+
+        // A late, lower event keeps the row as it was, and publishes nothing again.
+        let done = fold_call(&all).unwrap();
+        let late = fold_call(&[row_as_event(&done), started()]).unwrap();
+        assert_eq!(late.call_status, CallStatus::Completed);
+        assert_eq!(late.duration, Some(120));
+        assert!(!late.decided_by_event());
     }
 
     #[test]

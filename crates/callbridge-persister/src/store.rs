@@ -7,7 +7,9 @@
 //!    order (a status-less event cannot change the fold of its call, see
 //!    [`crate::call_log`], so its call is left alone: an existing row stays as it is);
 //! 3. read back every stored event of those calls that other transactions committed (this
-//!    transaction's own are taken from memory, not read back and parsed again);
+//!    transaction's own are taken from memory, not read back and parsed again); a call
+//!    whose events retention deleted brings its `call_logs` row instead, which stands for
+//!    them in the fold;
 //! 4. fold each call's events into its `call_logs` row ([`crate::call_log::fold_call`]);
 //! 5. upsert those rows;
 //! 6. write an outbox row for every call whose deciding event is terminal;
@@ -52,7 +54,10 @@ use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
-use crate::call_log::{CallLog, StoredEvent, fold_call};
+use crate::call_log::{CallLog, STORED_ROW_EVENT_ID, StoredEvent, fold_call};
+
+/// The event type the stored row is read back under (it is never written anywhere).
+const STORED_ROW_EVENT_TYPE: &str = "callbridge_stored_row";
 use crate::error::StoreError;
 use crate::failpoint::{self, Failpoint};
 
@@ -225,11 +230,31 @@ async fn load_events(
     let call_list: Vec<&str> = calls.iter().copied().collect();
     // As text, parsed straight into the event type (no intermediate `Value`). A row this
     // transaction inserted carries its transaction id as `xmin` (no savepoints here).
+    // A call whose events retention deleted brings its stored row as an event of its own
+    // (see `crate::call_log::STORED_ROW_EVENT_ID`): one more index probe per call, in the
+    // same round trip; retention deletes a call's events all at once, so a call with no
+    // stored event besides this transaction's has had none or lost all. Spelled as
+    // `CallbackEvent` serialises.
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT event_id, event::text FROM call_events
-          WHERE call_id = ANY($1::text[]) AND xmin <> pg_current_xact_id()::xid",
+          WHERE call_id = ANY($1::text[]) AND xmin <> pg_current_xact_id()::xid
+         UNION ALL
+         SELECT $2, jsonb_build_object(
+                    'event_type', $3::text, 'accountcode', accountcode, 'batch_id', batch_id,
+                    'call_id', call_id, 'phone_number', phone_number, 'call_status', call_status,
+                    'disposition', disposition, 'duration', duration,
+                    'start_time', start_time, 'end_time', end_time,
+                    'recording_url', recording_url, 'custom_data', custom_data,
+                    'server_code', server_code, 'error_message', error_message)::text
+           FROM call_logs l
+          WHERE l.call_id = ANY($1::text[])
+            AND NOT EXISTS (SELECT 1 FROM call_events e
+                             WHERE e.call_id = l.call_id
+                               AND e.xmin <> pg_current_xact_id()::xid)",
     )
     .bind(call_list)
+    .bind(STORED_ROW_EVENT_ID)
+    .bind(STORED_ROW_EVENT_TYPE)
     .fetch_all(&mut *tx)
     .await
     .map_err(|e| StoreError::from_sqlx(e, "while reading the calls' stored events"))?;
@@ -414,7 +439,10 @@ async fn insert_outcomes(
     tx: &mut PgConnection,
     logs: &[CallLog],
 ) -> Result<Vec<(CallStatus, Option<i32>)>, StoreError> {
-    let terminal: Vec<&CallLog> = logs.iter().filter(|log| log.is_terminal()).collect();
+    let terminal: Vec<&CallLog> = logs
+        .iter()
+        .filter(|log| log.is_terminal() && log.decided_by_event())
+        .collect();
     if terminal.is_empty() {
         return Ok(Vec::new());
     }

@@ -9,4 +9,5 @@ pub mod encrypt_key;
 pub mod enqueue;
 pub mod migrate;
 pub mod queue;
+pub mod retention;
 pub mod sign;

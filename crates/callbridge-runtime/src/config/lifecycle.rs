@@ -1,4 +1,5 @@
-//! The data lifecycle: when a call without a terminal callback is given up on.
+//! The data lifecycle: when a call without a terminal callback is given up on, and how
+//! long callback events and finished queue rows are kept.
 
 use std::time::Duration;
 
@@ -15,6 +16,13 @@ pub struct LifecycleSettings {
     pub callback_deadline: String,
     /// How often the submitter looks for calls past the deadline, in seconds.
     pub deadline_check_secs: u64,
+    /// `callbridge retention run` deletes `call_events` (and published outbox rows)
+    /// older than this many days.
+    pub events_days: u32,
+    /// … and finished `local_call_queue` rows older than this many days.
+    pub queue_days: u32,
+    /// Rows looked at per retention transaction: each one short, so no lock is held long.
+    pub retention_chunk_rows: u32,
 }
 
 impl Default for LifecycleSettings {
@@ -22,6 +30,9 @@ impl Default for LifecycleSettings {
         LifecycleSettings {
             callback_deadline: "2h".to_owned(),
             deadline_check_secs: 60,
+            events_days: 30,
+            queue_days: 90,
+            retention_chunk_rows: 5_000,
         }
     }
 }
@@ -31,7 +42,12 @@ impl Default for LifecycleSettings {
 pub struct LifecycleConfig {
     pub callback_deadline: Duration,
     pub deadline_check: Duration,
+    pub events_retention: Duration,
+    pub queue_retention: Duration,
+    pub retention_chunk_rows: u32,
 }
+
+const DAY: Duration = Duration::from_secs(86_400);
 
 impl Settings {
     /// The lifecycle settings (the submitter's deadline, the CLI's retention and erasure).
@@ -52,9 +68,19 @@ impl Settings {
             1,
             "lifecycle.deadline_check_secs",
         )?;
+        at_least(lifecycle.events_days.into(), 1, "lifecycle.events_days")?;
+        at_least(lifecycle.queue_days.into(), 1, "lifecycle.queue_days")?;
+        at_least(
+            lifecycle.retention_chunk_rows.into(),
+            1,
+            "lifecycle.retention_chunk_rows",
+        )?;
         Ok(LifecycleConfig {
             callback_deadline,
             deadline_check: Duration::from_secs(lifecycle.deadline_check_secs),
+            events_retention: DAY * lifecycle.events_days,
+            queue_retention: DAY * lifecycle.queue_days,
+            retention_chunk_rows: lifecycle.retention_chunk_rows,
         })
     }
 }
