@@ -9,7 +9,8 @@ use callbridge_types::centralized_api::{
 use serde::Deserialize;
 
 use super::{
-    ApiConfig, ConfigError, DatabaseConfig, Settings, at_least, bind_address, de, setting_name,
+    ApiConfig, ConfigError, DatabaseConfig, LifecycleConfig, Settings, at_least, bind_address, de,
+    setting_name,
 };
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -66,6 +67,8 @@ pub struct SubmitterConfig {
     pub analyze_after_rows: u64,
     /// How batch-status answers are read when an insert's outcome is unknown.
     pub batch_status: BatchStatusReading,
+    /// The callback deadline (calls without a terminal callback become `expired`).
+    pub lifecycle: LifecycleConfig,
 }
 
 impl Settings {
@@ -119,6 +122,7 @@ impl Settings {
             migrate_on_start: submitter.migrate_on_start,
             analyze_after_rows: submitter.analyze_after_rows,
             batch_status: self.batch_status_reading()?,
+            lifecycle: self.lifecycle()?,
         })
     }
 }
