@@ -11,9 +11,9 @@
 //! 4. fold each call's events into its `call_logs` row ([`crate::call_log::fold_call`]);
 //! 5. upsert those rows;
 //! 6. write an outbox row for every call whose deciding event is terminal;
-//! 6b. settle the queue rows of terminal calls and add the redials their campaigns ask
+//! 7. settle the queue rows of terminal calls and add the redials their campaigns ask
 //!    for ([`crate::redial`]): exactly once, because a row is settled once;
-//! 7. create the calls' `call_batches` rows if missing and let `callbridge_refresh_batch`
+//! 8. create the calls' `call_batches` rows if missing and let `callbridge_refresh_batch`
 //!    add each batch's deltas of completed and failed calls (step 5 computes them from
 //!    each call's row before and after) and decide its status, in batch id order; a
 //!    batch row created here is recounted instead. O(1) per batch, whatever its size.
@@ -485,7 +485,7 @@ async fn insert_outcomes(
         .collect())
 }
 
-/// Step 7: creates the batches' rows if missing (a callback can arrive for a batch this
+/// Step 8: creates the batches' rows if missing (a callback can arrive for a batch this
 /// database never submitted) and lets the shared routine apply each batch's deltas and
 /// decide its status. Batch rows are locked (by the routine) in ascending id order.
 ///
