@@ -24,6 +24,7 @@ mod database_url;
 mod de;
 mod ingress;
 mod layers;
+mod numbers;
 mod persister;
 mod secret;
 mod submitter;
@@ -41,6 +42,7 @@ pub use database_url::{DatabaseIdentity, DatabaseUrl, normalise_database_url};
 pub use de::parse_strict_bool;
 pub use ingress::{CallbackSettings, IngressConfig, IngressSettings, TlsFiles};
 pub use layers::{CONFIG_FILE_VARIABLE, VERBATIM_VARIABLES, VariableKind, setting_name};
+pub use numbers::{NumbersConfig, NumbersSettings};
 pub use persister::{PersisterConfig, PersisterSettings};
 pub use secret::Secret;
 pub use submitter::{SubmitterConfig, SubmitterSettings};
@@ -79,6 +81,7 @@ pub struct Settings {
     pub ingress: IngressSettings,
     pub persister: PersisterSettings,
     pub submitter: SubmitterSettings,
+    pub numbers: NumbersSettings,
     pub telemetry: TelemetrySettings,
 }
 

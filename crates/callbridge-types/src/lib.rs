@@ -8,6 +8,7 @@ pub mod centralized_api;
 pub mod clock;
 pub mod envelope;
 pub mod event;
+pub mod phone;
 pub mod signature;
 pub mod status;
 pub mod topology;
