@@ -4,7 +4,7 @@
 
 use callbridge_runtime::db;
 use callbridge_testkit::db::TestDb;
-use callbridge_types::status::{BatchStatus, CallStatus};
+use callbridge_types::status::{BatchCount, BatchStatus, CallStatus};
 use sqlx::{Connection, PgConnection, PgPool};
 
 #[derive(Debug, sqlx::FromRow)]
@@ -110,8 +110,8 @@ async fn terminal_statuses_in_sql_match_callbridge_types() {
         let new_status = refresh(&pool, batch_id).await.unwrap();
 
         let row = batch(&pool, batch_id).await;
-        let counted_completed = status.counts_as_completed();
-        let counted_failed = status.is_terminal() && !counted_completed;
+        let counted_completed = status.batch_count() == Some(BatchCount::Completed);
+        let counted_failed = status.batch_count() == Some(BatchCount::Failed);
         assert_eq!(
             (row.completed_calls, row.failed_calls),
             (
@@ -121,8 +121,8 @@ async fn terminal_statuses_in_sql_match_callbridge_types() {
             "SQL and callbridge_types disagree about {status:?}"
         );
         // One accepted call, reported in this status: the batch is done exactly when the
-        // call is terminal.
-        let expected = if status.is_terminal() {
+        // call is counted (terminal, or expired).
+        let expected = if status.batch_count().is_some() {
             BatchStatus::Completed
         } else {
             BatchStatus::InProgress
@@ -393,13 +393,7 @@ async fn count_kind_in_sql_matches_callbridge_types() {
             .fetch_one(&pool)
             .await
             .unwrap();
-        let expected = if status.counts_as_completed() {
-            Some("completed")
-        } else if status.is_terminal() {
-            Some("failed")
-        } else {
-            None
-        };
+        let expected = status.batch_count().map(BatchCount::as_str);
         assert_eq!(kind.as_deref(), expected, "{status:?}");
     }
 }

@@ -9,8 +9,8 @@ use callbridge_types::centralized_api::{
 use serde::Deserialize;
 
 use super::{
-    ApiConfig, ConfigError, DatabaseConfig, NumbersConfig, Settings, at_least, bind_address, de,
-    setting_name,
+    ApiConfig, ConfigError, DatabaseConfig, LifecycleConfig, NumbersConfig, Settings, at_least,
+    bind_address, de, setting_name,
 };
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -70,6 +70,8 @@ pub struct SubmitterConfig {
     /// How numbers are read: the do-not-call check of rows an application inserted reads
     /// a number without a country code in the default region.
     pub numbers: NumbersConfig,
+    /// The callback deadline (calls without a terminal callback become `expired`).
+    pub lifecycle: LifecycleConfig,
 }
 
 impl Settings {
@@ -127,6 +129,7 @@ impl Settings {
             analyze_after_rows: submitter.analyze_after_rows,
             batch_status: self.batch_status_reading()?,
             numbers: self.numbers()?,
+            lifecycle: self.lifecycle()?,
         })
     }
 }
