@@ -25,6 +25,7 @@ mod de;
 mod ingress;
 mod layers;
 mod lifecycle;
+mod numbers;
 mod persister;
 mod secret;
 mod submitter;
@@ -43,6 +44,7 @@ pub use de::parse_strict_bool;
 pub use ingress::{CallbackSettings, IngressConfig, IngressSettings, TlsFiles};
 pub use layers::{CONFIG_FILE_VARIABLE, VERBATIM_VARIABLES, VariableKind, setting_name};
 pub use lifecycle::{LifecycleConfig, LifecycleSettings, parse_duration};
+pub use numbers::{NumbersConfig, NumbersSettings};
 pub use persister::{PersisterConfig, PersisterSettings};
 pub use secret::Secret;
 pub use submitter::{SubmitterConfig, SubmitterSettings};
@@ -81,6 +83,7 @@ pub struct Settings {
     pub ingress: IngressSettings,
     pub persister: PersisterSettings,
     pub submitter: SubmitterSettings,
+    pub numbers: NumbersSettings,
     pub telemetry: TelemetrySettings,
     pub lifecycle: LifecycleSettings,
 }
