@@ -103,10 +103,19 @@ def test_demo_campaign_queues_two_batches_once_and_all_of_it_is_due(migrated_db)
         " GROUP BY batch_id ORDER BY batch_id"
     ).fetchall()
     assert queued == [(900001, 100), (900002, 100)]
+    # It is a campaign the operator controls steer: its batches and rows point at it.
+    linked = migrated_db.execute(
+        "SELECT (SELECT count(*) FROM local_call_queue q JOIN campaigns c ON c.id = q.campaign_id"
+        "        WHERE c.name = 'compose-demo'),"
+        "       (SELECT count(*) FROM call_batches b JOIN campaigns c ON c.id = b.campaign_id"
+        "        WHERE c.name = 'compose-demo')"
+    ).fetchone()
+    assert linked == (200, 2)
     # A second `docker compose up` runs it again: nobody is queued (and dialled) twice.
     migrated_db.execute(script)
     assert count(migrated_db, "SELECT count(*) FROM local_call_queue") == 200
     assert count(migrated_db, "SELECT count(DISTINCT phone_number) FROM local_call_queue") == 200
+    assert count(migrated_db, "SELECT count(*) FROM campaigns") == 1
     # Everything is due at once, so the submitter (and KEDA) see the whole campaign.
     assert count(migrated_db, keda_query("staging")) == 200
     # The batches belong to the account the simulator calls back for.

@@ -63,7 +63,7 @@ pub async fn publish_confirm_limit(
         .create_channel()
         .await
         .context("while opening the topology channel")?;
-    declare_topology(&setup).await?;
+    declare_topology(&connection).await?;
     let before = queued_messages(&setup).await?;
     let mut channels = Vec::with_capacity(shape.channels);
     for _ in 0..shape.channels.max(1) {

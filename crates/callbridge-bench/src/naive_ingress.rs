@@ -60,8 +60,8 @@ struct State {
 /// the process is stopped.
 pub async fn serve(config: NaiveIngressConfig) -> anyhow::Result<()> {
     let connection = connect(&config.amqp_url, "callbridge-bench-naive-ingress").await?;
+    declare_topology(&connection).await?;
     let channel = open_confirmed_channel(&connection).await?;
-    declare_topology(&channel).await?;
     let state = web::Data::from(Arc::new(State {
         channel: Mutex::new(channel),
         secrets: config.secrets,

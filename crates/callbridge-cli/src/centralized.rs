@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use callbridge_runtime::config::ApiConfig;
 pub use callbridge_types::centralized_api::error_message as api_message;
-use callbridge_types::centralized_api::{API_KEY_HEADER, Answer, batch_status_path};
+use callbridge_types::centralized_api::{API_KEY_HEADER, Answer, BatchCounts, batch_status_path};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
@@ -37,15 +37,11 @@ pub enum RemoteView {
 }
 
 /// The counts of a batch-status answer. The phone numbers it lists are only counted.
+/// Flattened, so the JSON output keeps the answer's own field names.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RemoteBatch {
-    pub batch_status: Option<String>,
-    pub total: Option<i64>,
-    pub queued: Option<i64>,
-    pub dispatched: Option<i64>,
-    pub in_progress: Option<i64>,
-    pub completed: Option<i64>,
-    pub failed: Option<i64>,
+    #[serde(flatten)]
+    pub counts: BatchCounts,
     pub numbers_held: Option<usize>,
 }
 
@@ -53,7 +49,11 @@ impl RemoteView {
     /// A short cell for tables: the remote status, or why there is none.
     pub fn status_cell(&self) -> String {
         match self {
-            RemoteView::Found(batch) => batch.batch_status.clone().unwrap_or_else(|| "?".into()),
+            RemoteView::Found(batch) => batch
+                .counts
+                .batch_status
+                .clone()
+                .unwrap_or_else(|| "?".into()),
             RemoteView::NotFound => "unknown".into(),
             RemoteView::KeyRejected { status, .. } => format!("key refused ({status})"),
             RemoteView::Unavailable { .. } => "unavailable".into(),
@@ -149,15 +149,8 @@ impl CentralApi {
 
 fn read_batch(body: &[u8]) -> Option<RemoteBatch> {
     let answer = Answer::parse(body)?;
-    let counts = answer.batch_counts();
     Some(RemoteBatch {
-        batch_status: counts.batch_status,
-        total: counts.total,
-        queued: counts.queued,
-        dispatched: counts.dispatched,
-        in_progress: counts.in_progress,
-        completed: counts.completed,
-        failed: counts.failed,
+        counts: answer.batch_counts(),
         numbers_held: answer
             .field("phone_numbers")
             .and_then(Value::as_array)
@@ -175,13 +168,17 @@ mod tests {
             "dispatched":3,"in_progress":1,"completed":1,"failed":1,
             "phone_numbers":["9876543210","9876543211","9876543211"]}"#;
         let batch = read_batch(flat).unwrap();
-        assert_eq!(batch.batch_status.as_deref(), Some("in_progress"));
+        assert_eq!(batch.counts.batch_status.as_deref(), Some("in_progress"));
         assert_eq!(
-            (batch.total, batch.completed, batch.numbers_held),
+            (
+                batch.counts.total,
+                batch.counts.completed,
+                batch.numbers_held
+            ),
             (Some(3), Some(1), Some(3))
         );
         let nested = br#"{"status":"success","data":{"batch_status":"completed","total":2}}"#;
-        assert_eq!(read_batch(nested).unwrap().total, Some(2));
+        assert_eq!(read_batch(nested).unwrap().counts.total, Some(2));
         assert!(read_batch(b"[1]").is_none());
     }
 

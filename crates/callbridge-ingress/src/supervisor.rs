@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::StreamExt;
 use lapin::{Connection, Event};
 use tokio_util::sync::CancellationToken;
@@ -122,17 +121,9 @@ pub async fn close(publisher: &Publisher) {
     }
 }
 
-/// Declares the topology (idempotent) on a channel of its own, then opens the pool.
+/// Declares the topology (idempotent), then opens the pool.
 #[tracing::instrument(skip_all, fields(pool_size = pool_size))]
 async fn open_pool(connection: Arc<Connection>, pool_size: usize) -> anyhow::Result<ChannelPool> {
-    let topology_channel = connection
-        .create_channel()
-        .await
-        .context("while opening the topology channel")?;
-    amqp::declare_topology(&topology_channel).await?;
-    topology_channel
-        .close(200, "topology declared".into())
-        .await
-        .context("while closing the topology channel")?;
+    amqp::declare_topology(&connection).await?;
     ChannelPool::open(connection, pool_size).await
 }

@@ -118,11 +118,11 @@ impl BatchConsumer {
         connection: Arc<Connection>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
+        callbridge_runtime::amqp::declare_topology(&connection).await?;
         let channel = connection
             .create_channel()
             .await
             .context("while opening the consuming channel")?;
-        callbridge_runtime::amqp::declare_topology(&channel).await?;
         channel
             // Per consumer, not global: quorum queues refuse a global prefetch.
             .basic_qos(self.settings.prefetch, BasicQosOptions { global: false })

@@ -73,8 +73,8 @@ impl OutboxRelay {
         connection: Arc<Connection>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
+        callbridge_runtime::amqp::declare_topology(&connection).await?;
         let channel = callbridge_runtime::amqp::open_confirmed_channel(&connection).await?;
-        callbridge_runtime::amqp::declare_topology(&channel).await?;
         let mut database_backoff = crate::database_backoff().build();
         loop {
             let idle_wait = match self.publish_pending(&channel).await {

@@ -14,12 +14,14 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use tokio_util::sync::CancellationToken;
 
+pub mod nodes;
 pub mod publish;
 pub mod reconnect;
 
+pub use nodes::{BrokerNodes, NODE_CONNECT_TIMEOUT};
 pub use publish::{Outgoing, PendingConfirm, PublishError, publish_confirmed, publish_pipelined};
 pub use reconnect::{Reconnect, run_reconnecting};
 
@@ -48,9 +50,20 @@ pub fn reconnect_backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
-/// `url` with its password replaced by `***`, for logs and errors.
+/// `url` (or each URL of a comma-separated list of nodes) with its password replaced by
+/// `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
+    let nodes = BrokerNodes::parse(url);
+    if nodes.len() > 1 {
+        nodes.to_string()
+    } else {
+        redact_one_url(url)
+    }
+}
+
+/// One URL with its password replaced by `***`.
+fn redact_one_url(url: &str) -> String {
+    match url::Url::parse(url.trim()) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 // Setting a password only fails for URLs without a host, parsed above.
@@ -62,14 +75,15 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// One connection attempt. `connection_name` shows in the management UI (e.g. the
-/// service name), so an operator can tell the clients apart.
+/// One connection attempt: to the first node of `url` (one AMQP URL, or several
+/// comma-separated, the nodes of a cluster) that answers. `connection_name` shows in the
+/// management UI (e.g. the service name), so an operator can tell the clients apart.
 #[tracing::instrument(skip_all, fields(broker = %redact_url(url), connection_name))]
 pub async fn connect(url: &str, connection_name: &str) -> anyhow::Result<Connection> {
-    let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
-    Connection::connect(url, properties)
+    BrokerNodes::parse(url)
+        .connect_from(0, connection_name)
         .await
-        .with_context(|| format!("while connecting to RabbitMQ at {}", redact_url(url)))
+        .map(|(connection, _node)| connection)
 }
 
 /// Connects, retrying with [`reconnect_backoff`] and logging each failure, until it
@@ -175,9 +189,25 @@ pub async fn close_gracefully<'a>(
     close_connection(connection, timeout).await;
 }
 
+/// Members a quorum queue is created with: three replicas survive the loss of any one
+/// node (a majority of three is two). RabbitMQ places the queue on as many nodes as the
+/// cluster has when it has fewer, so the same declaration works on a single node; on a
+/// larger cluster the queue stays at three members, as RabbitMQ recommends.
+pub const QUORUM_INITIAL_GROUP_SIZE: i64 = 3;
+
+/// The argument that sets [`QUORUM_INITIAL_GROUP_SIZE`].
+const INITIAL_GROUP_SIZE_ARGUMENT: &str = "x-quorum-initial-group-size";
+
 /// Arguments of [`PERSIST_QUEUE`]. RabbitMQ refuses to redeclare a queue with different
-/// arguments, so changing these needs a migration of the queue.
+/// arguments, so changing these needs a migration of the queue (the initial group size
+/// alone is tolerated: see [`declare_topology`]).
 pub fn persist_queue_arguments() -> FieldTable {
+    with_initial_group_size(persist_queue_arguments_before_replication())
+}
+
+/// [`persist_queue_arguments`] as queues declared before the initial group size was set
+/// have them.
+fn persist_queue_arguments_before_replication() -> FieldTable {
     let mut arguments = FieldTable::default();
     // Replicated and durable: an acknowledged callback survives losing a broker node.
     arguments.insert(
@@ -208,6 +238,10 @@ pub fn persist_queue_arguments() -> FieldTable {
 
 /// Arguments of [`DEAD_QUEUE`].
 pub fn dead_queue_arguments() -> FieldTable {
+    with_initial_group_size(dead_queue_arguments_before_replication())
+}
+
+fn dead_queue_arguments_before_replication() -> FieldTable {
     let mut arguments = FieldTable::default();
     // Dead letters are data an operator must see: replicated like the persist queue.
     arguments.insert(
@@ -221,18 +255,40 @@ pub fn dead_queue_arguments() -> FieldTable {
     arguments
 }
 
+fn with_initial_group_size(mut arguments: FieldTable) -> FieldTable {
+    arguments.insert(
+        INITIAL_GROUP_SIZE_ARGUMENT.into(),
+        AMQPValue::LongLongInt(QUORUM_INITIAL_GROUP_SIZE),
+    );
+    arguments
+}
+
 /// Declares the exchanges, queues and bindings. Idempotent: every service calls it
 /// at start (and after reconnecting), in any order, any number of times.
+///
+/// It declares on channels of its own, closed before it returns: a refused declaration
+/// closes its channel, and that must never be a channel the caller goes on using.
+///
+/// A quorum queue that exists from a release that did not set the initial group size
+/// (RabbitMQ then refuses the redeclaration) is redeclared with the arguments it has:
+/// the group size only matters when a queue is created, and an existing queue gains
+/// members with `rabbitmq-queues grow`, not by redeclaring.
 #[tracing::instrument(skip_all)]
-pub async fn declare_topology(channel: &Channel) -> anyhow::Result<()> {
+pub async fn declare_topology(connection: &Connection) -> anyhow::Result<()> {
+    let mut channel = connection
+        .create_channel()
+        .await
+        .context("while opening a channel to declare the topology")?;
+    let declared = declare_on(connection, &mut channel).await;
+    close_channel(&channel, CLOSE_TIMEOUT).await;
+    declared
+}
+
+async fn declare_on(connection: &Connection, channel: &mut Channel) -> anyhow::Result<()> {
     // Durable everywhere: the topology outlives broker restarts, not just the messages.
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
-    };
-    let durable_queue = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
     };
 
     let exchanges = [
@@ -252,10 +308,13 @@ pub async fn declare_topology(channel: &Channel) -> anyhow::Result<()> {
     }
 
     // The dead queue first, so the persist queue's dead-letter target exists.
-    channel
-        .queue_declare(DEAD_QUEUE.into(), durable_queue, dead_queue_arguments())
-        .await
-        .with_context(|| format!("while declaring queue {DEAD_QUEUE}"))?;
+    declare_quorum_queue(
+        connection,
+        channel,
+        DEAD_QUEUE,
+        dead_queue_arguments_before_replication(),
+    )
+    .await?;
     channel
         .queue_bind(
             DEAD_QUEUE.into(),
@@ -267,14 +326,13 @@ pub async fn declare_topology(channel: &Channel) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("while binding queue {DEAD_QUEUE} to {DEAD_EXCHANGE}"))?;
 
-    channel
-        .queue_declare(PERSIST_QUEUE.into(), durable_queue, persist_queue_arguments())
-        .await
-        .with_context(|| {
-            format!(
-                "while declaring queue {PERSIST_QUEUE} (a PRECONDITION_FAILED here means it exists with other arguments)"
-            )
-        })?;
+    declare_quorum_queue(
+        connection,
+        channel,
+        PERSIST_QUEUE,
+        persist_queue_arguments_before_replication(),
+    )
+    .await?;
     channel
         .queue_bind(
             PERSIST_QUEUE.into(),
@@ -286,6 +344,71 @@ pub async fn declare_topology(channel: &Channel) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("while binding queue {PERSIST_QUEUE} to {CALLBACKS_EXCHANGE}"))?;
     Ok(())
+}
+
+/// Declares quorum queue `name` with `arguments` plus the initial group size, or, when
+/// it exists without one, with `arguments` alone on a fresh channel (the refusal closed
+/// the first; `channel` is replaced).
+async fn declare_quorum_queue(
+    connection: &Connection,
+    channel: &mut Channel,
+    name: &str,
+    arguments: FieldTable,
+) -> anyhow::Result<()> {
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let context = || {
+        format!(
+            "while declaring queue {name} (a PRECONDITION_FAILED here means it exists with other arguments)"
+        )
+    };
+    let error = match channel
+        .queue_declare(
+            name.into(),
+            durable_queue,
+            with_initial_group_size(arguments.clone()),
+        )
+        .await
+    {
+        Ok(_) => return Ok(()),
+        Err(error) => error,
+    };
+    if !refused_for_initial_group_size(&error) {
+        return Err(error).with_context(context);
+    }
+    tracing::warn!(
+        queue = name,
+        "the queue exists without an initial group size (declared by an older release); \
+         keeping it as it is: check its members with `rabbitmq-queues quorum_status` and add \
+         some with `rabbitmq-queues grow` if it has fewer than {QUORUM_INITIAL_GROUP_SIZE}"
+    );
+    close_channel(channel, CLOSE_TIMEOUT).await;
+    *channel = connection
+        .create_channel()
+        .await
+        .context("while opening a channel to declare the topology")?;
+    channel
+        .queue_declare(name.into(), durable_queue, arguments)
+        .await
+        .with_context(context)?;
+    Ok(())
+}
+
+/// Whether the broker refused a queue declaration because the queue exists with another
+/// initial group size (none, when an older release declared it).
+fn refused_for_initial_group_size(error: &lapin::Error) -> bool {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(refusal) => {
+            refusal
+                .get_message()
+                .as_str()
+                .contains(INITIAL_GROUP_SIZE_ARGUMENT)
+                && refusal.get_id() == 406
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

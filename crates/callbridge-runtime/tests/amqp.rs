@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use callbridge_runtime::amqp::{
-    PERSIST_DELIVERY_LIMIT, connect, connect_with_retry, declare_topology, open_confirmed_channel,
+    PERSIST_DELIVERY_LIMIT, QUORUM_INITIAL_GROUP_SIZE, connect, connect_with_retry,
+    dead_queue_arguments, declare_topology, open_confirmed_channel, persist_queue_arguments,
 };
 use callbridge_testkit::proxy::TcpProxy;
 use callbridge_testkit::vhost::TestVhost;
@@ -17,6 +18,7 @@ use callbridge_types::topology::{
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicRejectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection};
@@ -28,18 +30,16 @@ const HANG_GUARD: Duration = Duration::from_secs(30);
 
 async fn declared(vhost: &TestVhost) -> Connection {
     let connection = connect(&vhost.amqp_url(), "amqp-test").await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    declare_topology(&channel).await.unwrap();
+    declare_topology(&connection).await.unwrap();
     connection
 }
 
 #[tokio::test]
 async fn topology_declared_twice_has_the_specs_arguments() {
     let vhost = TestVhost::new().await;
-    // Twice on one channel, then again from another connection, as replicas do.
+    // Twice on one connection, then again from another connection, as replicas do.
     let connection = declared(&vhost).await;
-    let channel = connection.create_channel().await.unwrap();
-    declare_topology(&channel)
+    declare_topology(&connection)
         .await
         .expect("second declaration succeeds");
     let _other = declared(&vhost).await;
@@ -58,10 +58,21 @@ async fn topology_declared_twice_has_the_specs_arguments() {
     assert_eq!(arguments["x-dead-letter-exchange"], DEAD_EXCHANGE);
     assert_eq!(arguments["x-dead-letter-strategy"], "at-least-once");
     assert_eq!(arguments["x-overflow"], "reject-publish");
+    // Three replicas on a cluster of three or more; the whole (single-node) broker here.
+    assert_eq!(
+        arguments["x-quorum-initial-group-size"],
+        QUORUM_INITIAL_GROUP_SIZE
+    );
+    assert_eq!(QUORUM_INITIAL_GROUP_SIZE, 3);
+    assert_eq!(persist["members"].as_array().map(Vec::len), Some(1));
 
     let dead = vhost.queue(DEAD_QUEUE).await.unwrap();
     assert_eq!(dead["durable"], true);
     assert_eq!(dead["type"], "quorum");
+    assert_eq!(
+        dead["arguments"]["x-quorum-initial-group-size"],
+        QUORUM_INITIAL_GROUP_SIZE
+    );
 
     for (name, kind) in [
         (CALLBACKS_EXCHANGE, "topic"),
@@ -87,6 +98,66 @@ async fn topology_declared_twice_has_the_specs_arguments() {
         "{bindings:?}"
     );
     assert!(bound(DEAD_EXCHANGE, DEAD_QUEUE, ""), "{bindings:?}");
+}
+
+/// Queues declared by a release that set no initial group size: RabbitMQ refuses a
+/// redeclaration that adds one, and the topology must still declare (keeping the queues
+/// as they are), without closing the caller's channels.
+#[tokio::test]
+async fn queues_from_before_the_initial_group_size_are_kept_as_they_are() {
+    let vhost = TestVhost::new().await;
+    let connection = connect(&vhost.amqp_url(), "older-release").await.unwrap();
+    let older = connection.create_channel().await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    for (name, arguments) in [
+        (DEAD_QUEUE, dead_queue_arguments()),
+        (PERSIST_QUEUE, persist_queue_arguments()),
+    ] {
+        let mut older_arguments = FieldTable::default();
+        for (key, value) in arguments.inner() {
+            if key.as_str() != "x-quorum-initial-group-size" {
+                older_arguments.insert(key.clone(), value.clone());
+            }
+        }
+        older
+            .queue_declare(name.into(), durable, older_arguments)
+            .await
+            .unwrap();
+    }
+
+    declare_topology(&connection)
+        .await
+        .expect("the topology declares over the older queues");
+    declare_topology(&connection)
+        .await
+        .expect("and again, as every replica does");
+    assert!(
+        older.status().connected(),
+        "the caller's channel was closed"
+    );
+    let persist = vhost.queue(PERSIST_QUEUE).await.unwrap();
+    assert!(
+        persist["arguments"]
+            .get("x-quorum-initial-group-size")
+            .is_none(),
+        "{persist}"
+    );
+    assert_eq!(
+        persist["arguments"]["x-dead-letter-exchange"],
+        DEAD_EXCHANGE
+    );
+    // Still bound: declaring went on past the refusal.
+    let bindings = vhost.bindings().await.unwrap();
+    assert!(
+        bindings
+            .iter()
+            .any(|binding: &Value| binding["source"] == CALLBACKS_EXCHANGE
+                && binding["destination"] == PERSIST_QUEUE),
+        "{bindings:?}"
+    );
 }
 
 #[tokio::test]
@@ -186,8 +257,7 @@ async fn connect_with_retry_waits_out_a_broker_outage() {
         .expect("never reconnected")
         .unwrap()
         .expect("connected once the broker was back");
-    let channel = connection.create_channel().await.unwrap();
-    declare_topology(&channel).await.unwrap();
+    declare_topology(&connection).await.unwrap();
 }
 
 #[tokio::test]

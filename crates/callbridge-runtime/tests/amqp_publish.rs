@@ -21,8 +21,8 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn declared(vhost: &TestVhost) -> (Connection, Channel) {
     let connection = connect(&vhost.amqp_url(), "publish-test").await.unwrap();
+    declare_topology(&connection).await.unwrap();
     let channel = open_confirmed_channel(&connection).await.unwrap();
-    declare_topology(&channel).await.unwrap();
     (connection, channel)
 }
 
@@ -151,8 +151,8 @@ async fn a_broker_that_does_not_confirm_in_time_is_a_timeout() {
     let connection = connect(&vhost.amqp_url_via(proxy.addr()), "timeout-test")
         .await
         .unwrap();
+    declare_topology(&connection).await.unwrap();
     let channel = open_confirmed_channel(&connection).await.unwrap();
-    declare_topology(&channel).await.unwrap();
     // Nothing crosses the proxy any more: the publish leaves, no confirm comes back.
     proxy.stall();
     let timeout = Duration::from_millis(300);

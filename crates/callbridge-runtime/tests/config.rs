@@ -605,6 +605,14 @@ fn layers_apply_defaults_then_file_then_prefixed_env_then_seed_variables() {
 }
 
 #[test]
+fn rabbitmq_url_may_list_the_nodes_of_a_cluster() {
+    let list = "amqp://u:p@mq-0:5672/calls, amqp://u:p@mq-1:5672/calls,amqps://u:p@mq-2:5671/calls";
+    let settings = load(&[("RABBITMQ_URL", list), ("CALLBACK_SECRET_KEY", "s")]).unwrap();
+    assert_eq!(settings.ingress().unwrap().amqp_url.expose(), list);
+    assert_eq!(settings.persister().unwrap().amqp_url.expose(), list);
+}
+
+#[test]
 fn malformed_values_name_their_variable() {
     let line = error_line(load(&[("CALLBRIDGE__PERSISTER__BATCH_SIZE", "lots")]));
     assert!(
@@ -627,6 +635,21 @@ fn malformed_values_name_their_variable() {
         load(&[("RABBITMQ_URL", "http://guest:hidden@mq")])
             .unwrap()
             .persister(),
+    );
+    assert!(
+        line.starts_with("RABBITMQ_URL must be an amqp:// or amqps:// URL"),
+        "{line}"
+    );
+    assert!(!line.contains("hidden"), "{line}");
+
+    // One bad node in a list of several is as bad as a bad single URL.
+    let line = error_line(
+        load(&[(
+            "RABBITMQ_URL",
+            "amqp://guest:hidden@mq-0/%2f,http://guest:hidden@mq-1/%2f",
+        )])
+        .unwrap()
+        .persister(),
     );
     assert!(
         line.starts_with("RABBITMQ_URL must be an amqp:// or amqps:// URL"),

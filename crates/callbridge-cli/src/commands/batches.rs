@@ -274,10 +274,10 @@ fn table(views: &[BatchView], with_remote: bool) -> String {
             if with_remote {
                 match &view.centralized {
                     Some(RemoteView::Found(remote)) => row.extend([
-                        opt(remote.batch_status.as_deref()),
-                        opt(remote.total),
-                        opt(remote.completed),
-                        opt(remote.failed),
+                        opt(remote.counts.batch_status.as_deref()),
+                        opt(remote.counts.total),
+                        opt(remote.counts.completed),
+                        opt(remote.counts.failed),
                     ]),
                     Some(other) => {
                         row.extend([other.status_cell(), "-".into(), "-".into(), "-".into()])
@@ -321,13 +321,13 @@ fn details(view: &BatchView) -> String {
         None => "not asked".to_owned(),
         Some(RemoteView::Found(remote)) => format!(
             "{} (total {}, queued {}, dispatched {}, in_progress {}, completed {}, failed {})",
-            opt(remote.batch_status.as_deref()),
-            opt(remote.total),
-            opt(remote.queued),
-            opt(remote.dispatched),
-            opt(remote.in_progress),
-            opt(remote.completed),
-            opt(remote.failed)
+            opt(remote.counts.batch_status.as_deref()),
+            opt(remote.counts.total),
+            opt(remote.counts.queued),
+            opt(remote.counts.dispatched),
+            opt(remote.counts.in_progress),
+            opt(remote.counts.completed),
+            opt(remote.counts.failed)
         ),
         Some(RemoteView::NotFound) => {
             "the centralized system does not know this batch (404)".into()

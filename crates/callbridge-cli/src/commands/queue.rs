@@ -191,15 +191,22 @@ fn review(rows: &[ReviewRow], views: &BTreeMap<i32, RemoteView>) -> String {
         let said = match view {
             RemoteView::Found(remote) => format!(
                 "{} (total {}, numbers held {}, completed {}, failed {})",
-                remote.batch_status.as_deref().unwrap_or("?"),
-                remote.total.map_or_else(|| "-".into(), |n| n.to_string()),
+                remote.counts.batch_status.as_deref().unwrap_or("?"),
+                remote
+                    .counts
+                    .total
+                    .map_or_else(|| "-".into(), |n| n.to_string()),
                 remote
                     .numbers_held
                     .map_or_else(|| "-".into(), |n| n.to_string()),
                 remote
+                    .counts
                     .completed
                     .map_or_else(|| "-".into(), |n| n.to_string()),
-                remote.failed.map_or_else(|| "-".into(), |n| n.to_string()),
+                remote
+                    .counts
+                    .failed
+                    .map_or_else(|| "-".into(), |n| n.to_string()),
             ),
             RemoteView::NotFound => "holds no number of this batch (404)".into(),
             RemoteView::KeyRejected { status, message } => {

@@ -96,8 +96,7 @@ pub async fn vhost_with_topology() -> TestVhost {
     let connection = callbridge_runtime::amqp::connect(&vhost.amqp_url(), "cli-test")
         .await
         .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    callbridge_runtime::amqp::declare_topology(&channel)
+    callbridge_runtime::amqp::declare_topology(&connection)
         .await
         .unwrap();
     connection.close(200, "bye".into()).await.ok();

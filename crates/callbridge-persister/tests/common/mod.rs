@@ -58,10 +58,10 @@ impl Harness {
         let connection = Connection::connect(&vhost.amqp_url(), ConnectionProperties::default())
             .await
             .expect("test connection to RabbitMQ");
-        let publisher = callbridge_runtime::amqp::open_confirmed_channel(&connection)
+        callbridge_runtime::amqp::declare_topology(&connection)
             .await
             .unwrap();
-        callbridge_runtime::amqp::declare_topology(&publisher)
+        let publisher = callbridge_runtime::amqp::open_confirmed_channel(&connection)
             .await
             .unwrap();
         publisher

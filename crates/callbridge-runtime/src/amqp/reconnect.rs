@@ -1,7 +1,9 @@
 //! The connect → run → back off loop of every task that holds a broker connection (the
 //! ingress's publisher, the persister's consumer and outbox relay): connect, run a
 //! session on the connection until it ends, and when it ended with an error (or the
-//! connection could not be made) wait and start again, until shutdown.
+//! connection could not be made) wait and start again, until shutdown. Given the nodes
+//! of a cluster, it connects to the first that answers and, after losing a connection,
+//! starts with the next node.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,12 +14,13 @@ use lapin::Connection;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{CLOSE_TIMEOUT, RECONNECT_MAX_WAIT, close_connection, connect, reconnect_backoff};
+use super::{BrokerNodes, CLOSE_TIMEOUT, RECONNECT_MAX_WAIT, close_connection, reconnect_backoff};
 use crate::health::Readiness;
 
 /// How a reconnecting task connects and waits.
 #[derive(Debug, Clone)]
 pub struct Reconnect<'a, B = ExponentialBuilder> {
+    /// One AMQP URL, or the nodes of a cluster comma-separated (`RABBITMQ_URL`).
     pub url: &'a str,
     /// Shown in the management UI and in the loop's logs (e.g. the service's name).
     pub connection_name: &'a str,
@@ -78,6 +81,11 @@ impl<'a, B> Reconnect<'a, B> {
 /// Connects and runs `session` on the connection, again and again, until a session
 /// returns `Ok` or `shutdown` fires.
 ///
+/// Each attempt tries the nodes of `settings.url` in order until one answers; the first
+/// attempt starts with the first node, and after a session failed the next attempt
+/// starts with the node after the one that session was connected to (its node may be
+/// down or unable to serve, and the others are all as good).
+///
 /// A session returns `Ok` when it stopped for shutdown, having closed its channels and
 /// the connection (or handed them to whoever closes them later, as the ingress's pool);
 /// it returns an error when the broker side ended or failed. After an error the loop
@@ -95,16 +103,23 @@ pub async fn run_reconnecting<B, S, F>(
     S: FnMut(Arc<Connection>) -> F,
     F: Future<Output = anyhow::Result<()>>,
 {
+    let nodes = BrokerNodes::parse(settings.url);
+    let mut first_node = 0;
     let mut delays = settings.backoff.clone().build();
     while !shutdown.is_cancelled() {
         let attempt = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            attempt = connect(settings.url, settings.connection_name) => attempt,
+            attempt = nodes.connect_from(first_node, settings.connection_name) => attempt,
         };
         let (error, reason) = match attempt {
             Err(error) => (error, "RabbitMQ is unreachable; retrying"),
-            Ok(connection) => {
+            Ok((connection, node)) => {
+                if nodes.len() > 1 {
+                    let url = super::redact_url(&nodes.urls()[node]);
+                    tracing::info!(node = %url, "connected to RabbitMQ node");
+                }
+                first_node = nodes.after(node);
                 let connection = Arc::new(connection);
                 let started = Instant::now();
                 let ended = session(connection.clone()).await;

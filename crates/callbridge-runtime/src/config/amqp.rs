@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::{ConfigError, Secret, Settings, setting_name};
+use crate::amqp::BrokerNodes;
 
 pub const DEFAULT_RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -22,19 +23,22 @@ impl Default for AmqpSettings {
 }
 
 impl Settings {
-    /// `RABBITMQ_URL`, checked to be an AMQP URL.
+    /// `RABBITMQ_URL`: one AMQP URL, or the nodes of a cluster as several comma-separated,
+    /// each checked to be an AMQP URL.
     pub fn amqp_url(&self) -> Result<Secret, ConfigError> {
         let raw = self.amqp.url.expose().trim();
         let setting = setting_name("amqp.url");
-        match url::Url::parse(raw) {
-            Ok(url) if matches!(url.scheme(), "amqp" | "amqps") && url.has_host() => {
-                Ok(Secret::from(raw))
-            }
+        let nodes = BrokerNodes::parse(raw);
+        let is_amqp = |node: &String| matches!(url::Url::parse(node), Ok(url) if matches!(url.scheme(), "amqp" | "amqps") && url.has_host());
+        if !nodes.is_empty() && nodes.urls().iter().all(is_amqp) {
+            Ok(Secret::from(raw))
+        } else {
             // The URL is not quoted: it may hold a password.
-            _ => Err(ConfigError::invalid(
+            Err(ConfigError::invalid(
                 setting,
-                "must be an amqp:// or amqps:// URL such as amqp://user:pass@host:5672/%2f",
-            )),
+                "must be an amqp:// or amqps:// URL such as amqp://user:pass@host:5672/%2f, \
+                 or several (the nodes of a cluster) separated by commas",
+            ))
         }
     }
 }
