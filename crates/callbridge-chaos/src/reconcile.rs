@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context;
 use callbridge_sim::{CallState, GroundTruth};
-use callbridge_types::status::CallStatus;
+use callbridge_types::status::{BatchCount, CallStatus};
 use callbridge_types::topology::{DEAD_QUEUE, PERSIST_QUEUE};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -273,10 +273,10 @@ fn check_batches(
             continue;
         };
         let batch = expected.entry(*batch_id).or_default();
-        if status.counts_as_completed() {
-            batch.completed_in_logs += 1;
-        } else if status.is_terminal() {
-            batch.failed_in_logs += 1;
+        match status.batch_count() {
+            Some(BatchCount::Completed) => batch.completed_in_logs += 1,
+            Some(BatchCount::Failed) => batch.failed_in_logs += 1,
+            None => {}
         }
     }
     for batch_id in stored.batches.keys() {

@@ -36,6 +36,8 @@ pub enum Command {
     Campaign(commands::campaign::CampaignArgs),
     /// Repair queue rows: retry failed ones, resolve needs_review ones.
     Queue(commands::queue::QueueArgs),
+    /// The do-not-call list: add, remove, import, list and check numbers.
+    Dnc(commands::dnc::DncArgs),
     /// List batches: local counts and status beside the centralized system's view.
     Batches(commands::batches::BatchesArgs),
     /// Show one batch in detail.
@@ -57,6 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(args) => commands::enqueue::run(args).await,
         Command::Campaign(args) => commands::campaign::run(args).await,
         Command::Queue(args) => commands::queue::run(args).await,
+        Command::Dnc(args) => commands::dnc::run(args).await,
         Command::Batches(args) => commands::batches::run_list(args).await,
         Command::Batch(args) => commands::batches::run_one(args).await,
         Command::Dlq(args) => commands::dlq::run(args).await,

@@ -7,7 +7,18 @@ use common::*;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+/// The UK numbers of [`campaign_csv`] are sent in E.164: the national form (the default)
+/// carries only numbers of the default region (IN).
 fn env(db_url: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("CLIENT_CALLING_DB_URL", db_url),
+        ("CENTRALIZED_CALLING_ACCOUNT_CODE", ACCOUNT_CODE),
+        ("CALLBRIDGE__NUMBERS__SEND_FORM", "e164"),
+    ]
+}
+
+/// The defaults: region IN, national form.
+fn env_national(db_url: &str) -> Vec<(&str, &str)> {
     vec![
         ("CLIENT_CALLING_DB_URL", db_url),
         ("CENTRALIZED_CALLING_ACCOUNT_CODE", ACCOUNT_CODE),
@@ -136,7 +147,7 @@ async fn invalid_numbers_stop_the_enqueue_with_their_lines_unless_skip_invalid()
     let csv = "phone_number\n9876543210\n12345\n9876543211\n98765x43210\n";
     let file = TempFile::with_contents("bad.csv", csv.as_bytes());
 
-    let refused = callbridge(&["enqueue", file.arg()], &env(db.url()), None).await;
+    let refused = callbridge(&["enqueue", file.arg()], &env_national(db.url()), None).await;
 
     let message = one_line_failure(&refused);
     assert!(
@@ -144,7 +155,12 @@ async fn invalid_numbers_stop_the_enqueue_with_their_lines_unless_skip_invalid()
         "{message}"
     );
     assert!(message.contains("--skip-invalid"), "{message}");
-    assert!(stderr(&refused).contains("line 3: invalid phone_number: 5 digits, at least 7 needed"));
+    assert!(
+        stderr(&refused)
+            .contains("line 3: invalid phone_number: not a valid number of country +91"),
+        "{}",
+        stderr(&refused)
+    );
     assert!(
         !stderr(&refused).contains("12345"),
         "the bad value is not echoed"
@@ -154,7 +170,7 @@ async fn invalid_numbers_stop_the_enqueue_with_their_lines_unless_skip_invalid()
 
     let skipped = callbridge(
         &["enqueue", file.arg(), "--skip-invalid"],
-        &env(db.url()),
+        &env_national(db.url()),
         None,
     )
     .await;
@@ -164,7 +180,14 @@ async fn invalid_numbers_stop_the_enqueue_with_their_lines_unless_skip_invalid()
         .into_iter()
         .map(|row| row.0)
         .collect();
+    // Sent in the national form, as the integration guide shows; kept in E.164 beside.
     assert_eq!(numbers, ["9876543210", "9876543211"]);
+    let e164: Vec<String> =
+        sqlx::query_scalar("SELECT phone_e164 FROM local_call_queue ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(e164, ["+919876543210", "+919876543211"]);
 }
 
 #[tokio::test]

@@ -24,6 +24,8 @@ mod database_url;
 mod de;
 mod ingress;
 mod layers;
+mod lifecycle;
+mod numbers;
 mod persister;
 mod secret;
 mod submitter;
@@ -41,6 +43,8 @@ pub use database_url::{DatabaseIdentity, DatabaseUrl, normalise_database_url};
 pub use de::parse_strict_bool;
 pub use ingress::{CallbackSettings, IngressConfig, IngressSettings, TlsFiles};
 pub use layers::{CONFIG_FILE_VARIABLE, VERBATIM_VARIABLES, VariableKind, setting_name};
+pub use lifecycle::{LifecycleConfig, LifecycleSettings, parse_duration};
+pub use numbers::{NumbersConfig, NumbersSettings};
 pub use persister::{PersisterConfig, PersisterSettings};
 pub use secret::Secret;
 pub use submitter::{SubmitterConfig, SubmitterSettings};
@@ -79,7 +83,9 @@ pub struct Settings {
     pub ingress: IngressSettings,
     pub persister: PersisterSettings,
     pub submitter: SubmitterSettings,
+    pub numbers: NumbersSettings,
     pub telemetry: TelemetrySettings,
+    pub lifecycle: LifecycleSettings,
 }
 
 fn one_line(text: &str) -> String {

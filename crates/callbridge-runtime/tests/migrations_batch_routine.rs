@@ -4,7 +4,7 @@
 
 use callbridge_runtime::db;
 use callbridge_testkit::db::TestDb;
-use callbridge_types::status::{BatchStatus, CallStatus};
+use callbridge_types::status::{BatchCount, BatchStatus, CallStatus};
 use sqlx::{Connection, PgConnection, PgPool};
 
 #[derive(Debug, sqlx::FromRow)]
@@ -110,8 +110,8 @@ async fn terminal_statuses_in_sql_match_callbridge_types() {
         let new_status = refresh(&pool, batch_id).await.unwrap();
 
         let row = batch(&pool, batch_id).await;
-        let counted_completed = status.counts_as_completed();
-        let counted_failed = status.is_terminal() && !counted_completed;
+        let counted_completed = status.batch_count() == Some(BatchCount::Completed);
+        let counted_failed = status.batch_count() == Some(BatchCount::Failed);
         assert_eq!(
             (row.completed_calls, row.failed_calls),
             (
@@ -121,8 +121,8 @@ async fn terminal_statuses_in_sql_match_callbridge_types() {
             "SQL and callbridge_types disagree about {status:?}"
         );
         // One accepted call, reported in this status: the batch is done exactly when the
-        // call is terminal.
-        let expected = if status.is_terminal() {
+        // call is counted (terminal, or expired).
+        let expected = if status.batch_count().is_some() {
             BatchStatus::Completed
         } else {
             BatchStatus::InProgress
@@ -393,13 +393,7 @@ async fn count_kind_in_sql_matches_callbridge_types() {
             .fetch_one(&pool)
             .await
             .unwrap();
-        let expected = if status.counts_as_completed() {
-            Some("completed")
-        } else if status.is_terminal() {
-            Some("failed")
-        } else {
-            None
-        };
+        let expected = status.batch_count().map(BatchCount::as_str);
         assert_eq!(kind.as_deref(), expected, "{status:?}");
     }
 }
@@ -501,6 +495,38 @@ async fn a_batch_all_of_whose_rows_are_cancelled_ends_cancelled() {
     // Final: rows that change afterwards do not move it.
     set_queue_status(&pool, 60, "pending").await;
     assert_eq!(refresh(&pool, 60).await, Some(BatchStatus::Cancelled));
+}
+
+#[tokio::test]
+async fn a_batch_whose_rows_were_all_suppressed_or_cancelled_ends_cancelled() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 62, 0).await;
+    queue_row(&pool, 62, "9876543210", "suppressed").await;
+    queue_row(&pool, 62, "9876543211", "pending").await;
+    assert_eq!(refresh(&pool, 62).await, Some(BatchStatus::Pending));
+
+    sqlx::query(
+        "UPDATE local_call_queue SET queue_status = 'cancelled'
+          WHERE batch_id = 62 AND queue_status = 'pending'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(refresh(&pool, 62).await, Some(BatchStatus::Cancelled));
+
+    // Suppressed only, too.
+    create_batch(&pool, 63, 0).await;
+    queue_row(&pool, 63, "9876543212", "suppressed").await;
+    assert_eq!(refresh(&pool, 63).await, Some(BatchStatus::Cancelled));
+}
+
+#[tokio::test]
+async fn suppressed_rows_do_not_keep_a_batch_whose_calls_ended_from_completing_or_failing() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 64, 0).await;
+    queue_row(&pool, 64, "9876543210", "suppressed").await;
+    queue_row(&pool, 64, "9876543211", "failed").await;
+    assert_eq!(refresh(&pool, 64).await, Some(BatchStatus::Failed));
 }
 
 #[tokio::test]

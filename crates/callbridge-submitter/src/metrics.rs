@@ -15,6 +15,8 @@ pub const SUBMITTER_RETRIES_TOTAL: &str = "submitter_retries_total";
 /// Reconciliations against batch-status, by `verdict` (`all_held`, `none_held`,
 /// `ambiguous`, `unreadable`, `unavailable`).
 pub const SUBMITTER_RECONCILIATIONS_TOTAL: &str = "submitter_reconciliations_total";
+/// Calls given the status `expired`: no terminal callback within the callback deadline.
+pub const CALLS_EXPIRED_TOTAL: &str = "callbridge_calls_expired_total";
 /// 1 while submission is paused because the API rejects the key.
 pub const SUBMITTER_PAUSED: &str = "submitter_paused";
 /// Items per insert request.
@@ -52,6 +54,10 @@ pub fn count_retries(reason: RetryReason, rows: u64) {
 
 pub fn count_reconciliation(verdict: &'static str) {
     metrics::counter!(SUBMITTER_RECONCILIATIONS_TOTAL, "verdict" => verdict).increment(1);
+}
+
+pub fn count_expired(calls: u64) {
+    metrics::counter!(CALLS_EXPIRED_TOTAL).increment(calls);
 }
 
 pub fn set_paused(paused: bool) {

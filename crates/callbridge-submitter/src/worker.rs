@@ -22,6 +22,7 @@ use crate::api::{
 };
 use crate::backoff::Backoff;
 use crate::campaign::{self, Gate, Rules};
+use crate::deadline::{self, BatchStatusSaid, ExpiryReport};
 use crate::metrics::{self, CampaignLabels};
 use crate::reconcile::{self, Verdict};
 use crate::store::{self, AttemptFailure, ClaimedRow, Deferral, Release};
@@ -62,6 +63,10 @@ pub struct WorkerSettings {
     pub analyze_after_rows: u64,
     /// How a number batch-status lists is compared with a row's.
     pub number_match: NumberMatch,
+    /// A submitted call without a terminal callback this long is expired.
+    pub callback_deadline: Duration,
+    /// How often the loop looks for calls past the deadline.
+    pub deadline_check: Duration,
 }
 
 impl WorkerSettings {
@@ -90,6 +95,8 @@ impl WorkerSettings {
             request_timeout: config.api.request_timeout,
             accountcode: config.api.account_code.clone().unwrap_or_default(),
             number_match: config.batch_status.number_match,
+            callback_deadline: config.lifecycle.callback_deadline,
+            deadline_check: config.lifecycle.deadline_check,
         })
     }
 }
@@ -1024,6 +1031,79 @@ impl Submitter {
         }
     }
 
+    /// One check of the callback deadline (see [`crate::deadline`]): every open batch
+    /// whose numbers went out longer than `lifecycle.callback_deadline` ago (on the
+    /// submitter's clock) is reconciled against batch-status, and its calls whose outcome
+    /// is still unknown become `expired`. What the loop repeats every
+    /// `lifecycle.deadline_check_secs`, and what tests call.
+    #[tracing::instrument(name = "deadline_check", skip_all, fields(owner = %self.inner.owner))]
+    pub async fn expire_overdue_calls(&self) -> anyhow::Result<ExpiryReport> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let deadline = inner.settings.callback_deadline;
+        let cutoff = now - chrono::TimeDelta::from_std(deadline).unwrap_or(chrono::TimeDelta::MAX);
+        let mut report = ExpiryReport::default();
+        for batch in deadline::overdue_batches(&inner.pool, cutoff).await? {
+            report.overdue_batches += 1;
+            let said = match inner.api.batch_status(batch.batch_id).await {
+                BatchStatusAnswer::Holds(numbers) => BatchStatusSaid::Holds(numbers.len()),
+                BatchStatusAnswer::Unreadable(why) => {
+                    tracing::info!(batch_id = batch.batch_id, %why, "batch-status could not be read; the outcome of its open calls stays unknown");
+                    BatchStatusSaid::Unreadable
+                }
+                BatchStatusAnswer::Unavailable(retryable) => {
+                    tracing::warn!(batch_id = batch.batch_id, error = %retryable.message,
+                        "batch-status could not be asked; calls past the callback deadline wait for the next check");
+                    report.postponed_batches += 1;
+                    continue;
+                }
+                BatchStatusAnswer::KeyRejected(rejected) => {
+                    tracing::warn!(batch_id = batch.batch_id, error = %rejected.message,
+                        "batch-status refused the API key; calls past the callback deadline wait for the next check");
+                    report.postponed_batches += 1;
+                    continue;
+                }
+            };
+            let expired = deadline::expire_batch(
+                &inner.pool,
+                &batch,
+                inner.settings.number_match,
+                &said,
+                deadline,
+                now,
+            )
+            .await?;
+            if expired > 0 {
+                tracing::warn!(
+                    batch_id = batch.batch_id,
+                    calls = expired,
+                    deadline_secs = deadline.as_secs(),
+                    "calls expired: no terminal callback within the callback deadline"
+                );
+                metrics::count_expired(expired);
+            }
+            report.expired += expired;
+        }
+        Ok(report)
+    }
+
+    /// Checks the callback deadline every `lifecycle.deadline_check_secs` until
+    /// `shutdown` fires.
+    async fn run_deadline_checks(&self, shutdown: &CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.inner.settings.deadline_check) => {}
+            }
+            if let Err(error) = self.expire_overdue_calls().await {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "the callback deadline check failed; trying again at the next one"
+                );
+            }
+        }
+    }
+
     /// Recomputes the queue gauges.
     pub async fn refresh_gauges(&self) -> anyhow::Result<()> {
         let inner = &self.inner;
@@ -1080,7 +1160,10 @@ impl Submitter {
     /// Rounds in progress when `shutdown` fires finish their requests.
     pub async fn run(&self, wake: &Notify, shutdown: &CancellationToken) {
         let loops = (0..CONCURRENT_ROUNDS).map(|index| self.run_rounds(index == 0, wake, shutdown));
-        futures::future::join_all(loops).await;
+        tokio::join!(
+            futures::future::join_all(loops),
+            self.run_deadline_checks(shutdown)
+        );
         tracing::info!("submitter stopped; leases not used were released");
     }
 

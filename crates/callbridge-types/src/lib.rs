@@ -1,13 +1,16 @@
 //! The shared vocabulary of callbridge: callback events, statuses and their order,
 //! validation and normalisation, signatures, the AMQP message envelope and topology
 //! names, campaign rules (calling windows) and the clock time-dependent code reads, the
-//! centralized calling API's wire contract. Pure: no I/O.
+//! centralized calling API's wire contract, the events callbridge writes itself about a
+//! call's life. Pure: no I/O.
 
 pub mod campaign;
 pub mod centralized_api;
 pub mod clock;
 pub mod envelope;
 pub mod event;
+pub mod lifecycle;
+pub mod phone;
 pub mod signature;
 pub mod status;
 pub mod topology;

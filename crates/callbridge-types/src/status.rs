@@ -29,6 +29,10 @@ pub enum CallStatus {
     Started,
     Ringing,
     Answered,
+    /// No terminal callback arrived within the callback deadline and batch-status could
+    /// not tell the outcome: callbridge gave up waiting, so the call's batch can complete.
+    /// Not a real outcome: any terminal callback that arrives later replaces it.
+    Expired,
     Completed,
     Failed,
     Busy,
@@ -40,10 +44,11 @@ pub enum CallStatus {
 
 impl CallStatus {
     /// Every known (non-`Other`) status, lowest rank first.
-    pub const KNOWN: [CallStatus; 8] = [
+    pub const KNOWN: [CallStatus; 9] = [
         CallStatus::Started,
         CallStatus::Ringing,
         CallStatus::Answered,
+        CallStatus::Expired,
         CallStatus::Completed,
         CallStatus::Failed,
         CallStatus::Busy,
@@ -61,6 +66,7 @@ impl CallStatus {
             "started" => CallStatus::Started,
             "ringing" => CallStatus::Ringing,
             "answered" => CallStatus::Answered,
+            "expired" => CallStatus::Expired,
             "completed" => CallStatus::Completed,
             "failed" => CallStatus::Failed,
             "busy" => CallStatus::Busy,
@@ -77,6 +83,7 @@ impl CallStatus {
             CallStatus::Started => "started",
             CallStatus::Ringing => "ringing",
             CallStatus::Answered => "answered",
+            CallStatus::Expired => "expired",
             CallStatus::Completed => "completed",
             CallStatus::Failed => "failed",
             CallStatus::Busy => "busy",
@@ -87,23 +94,41 @@ impl CallStatus {
     }
 
     /// The order a call's status only moves up in: unknown (0) < started = ringing (1) <
-    /// answered (2) < terminal (3).
+    /// answered (2) < expired (3) < terminal (4). `expired` is above every status a live
+    /// call reports, so a late `call_answered` does not reopen an expired call, and below
+    /// every real outcome, so a late terminal callback replaces it.
     pub fn rank(&self) -> u8 {
         match self {
             CallStatus::Other(_) => 0,
             CallStatus::Started | CallStatus::Ringing => 1,
             CallStatus::Answered => 2,
+            CallStatus::Expired => 3,
             CallStatus::Completed
             | CallStatus::Failed
             | CallStatus::Busy
             | CallStatus::NoAnswer
-            | CallStatus::Timeout => 3,
+            | CallStatus::Timeout => 4,
         }
     }
 
-    /// A call in a terminal status is over; its outcome is published and counted.
+    /// A call in a terminal status is over: the centralized system reported its outcome,
+    /// which is published and counted. `expired` is not terminal (nobody reported an
+    /// outcome) but is counted; see [`CallStatus::batch_count`].
     pub fn is_terminal(&self) -> bool {
         self.terminal_precedence().is_some()
+    }
+
+    /// Which of its batch's counts the call is in: `completed_calls` for `completed`,
+    /// `failed_calls` for every other terminal status and for `expired` (the batch
+    /// completes once each accepted call is counted), none while the call may still be
+    /// going on. SQL's `callbridge_call_count_kind` gives the same answer.
+    pub fn batch_count(&self) -> Option<BatchCount> {
+        match self {
+            CallStatus::Completed => Some(BatchCount::Completed),
+            CallStatus::Expired => Some(BatchCount::Failed),
+            status if status.is_terminal() => Some(BatchCount::Failed),
+            _ => None,
+        }
     }
 
     /// Tie-break between two terminal statuses with the same `end_time`:
@@ -124,6 +149,25 @@ impl CallStatus {
     /// `failed_calls`, which takes every other terminal status).
     pub fn counts_as_completed(&self) -> bool {
         *self == CallStatus::Completed
+    }
+}
+
+/// The count of `call_batches` a call is in (see [`CallStatus::batch_count`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchCount {
+    /// `completed_calls`.
+    Completed,
+    /// `failed_calls`.
+    Failed,
+}
+
+impl BatchCount {
+    /// As `callbridge_call_count_kind` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchCount::Completed => "completed",
+            BatchCount::Failed => "failed",
+        }
     }
 }
 
@@ -374,10 +418,12 @@ mod tests {
         assert!(other.rank() < CallStatus::Started.rank());
         assert_eq!(CallStatus::Started.rank(), CallStatus::Ringing.rank());
         assert!(CallStatus::Ringing.rank() < CallStatus::Answered.rank());
-        for terminal in &CallStatus::KNOWN[3..] {
+        for terminal in &CallStatus::KNOWN[4..] {
             assert!(terminal.is_terminal());
-            assert!(CallStatus::Answered.rank() < terminal.rank());
+            assert!(CallStatus::Expired.rank() < terminal.rank());
         }
+        assert!(CallStatus::Answered.rank() < CallStatus::Expired.rank());
+        assert!(!CallStatus::Expired.is_terminal());
         assert!(!CallStatus::Answered.is_terminal());
         assert!(!other.is_terminal());
     }
@@ -411,6 +457,50 @@ mod tests {
             (&CallStatus::Started, None),
             (&CallStatus::Other("x".into()), None)
         ));
+    }
+
+    #[test]
+    fn expired_outranks_live_statuses_and_yields_to_every_real_outcome() {
+        // A late terminal callback replaces expired, whatever its end_time.
+        for terminal in &CallStatus::KNOWN[4..] {
+            assert!(supersedes(
+                (terminal, None),
+                (&CallStatus::Expired, at(23, 0))
+            ));
+            assert!(!supersedes(
+                (&CallStatus::Expired, at(23, 0)),
+                (terminal, None)
+            ));
+        }
+        // A late call_started or call_answered does not reopen it.
+        for live in [
+            CallStatus::Started,
+            CallStatus::Ringing,
+            CallStatus::Answered,
+        ] {
+            assert!(supersedes((&CallStatus::Expired, None), (&live, at(9, 0))));
+            assert!(!supersedes((&live, at(9, 0)), (&CallStatus::Expired, None)));
+        }
+    }
+
+    #[test]
+    fn batch_count_puts_completed_apart_and_expired_with_the_failed() {
+        assert_eq!(
+            CallStatus::Completed.batch_count(),
+            Some(BatchCount::Completed)
+        );
+        assert_eq!(CallStatus::Expired.batch_count(), Some(BatchCount::Failed));
+        for status in &CallStatus::KNOWN[5..] {
+            assert_eq!(status.batch_count(), Some(BatchCount::Failed), "{status:?}");
+        }
+        for status in [
+            CallStatus::Started,
+            CallStatus::Answered,
+            CallStatus::Other("x".into()),
+        ] {
+            assert_eq!(status.batch_count(), None, "{status:?}");
+        }
+        assert_eq!(CallStatus::parse("EXPIRED"), Some(CallStatus::Expired));
     }
 
     #[test]

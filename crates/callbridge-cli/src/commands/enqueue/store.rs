@@ -7,6 +7,10 @@
 //! INSERT … SELECT: Postgres then paid a staging COPY (1.7 s per million rows) on top of
 //! an insert as dear as this COPY, which on its own runs as fast as a raw COPY of the
 //! same rows.
+//!
+//! Numbers on the do-not-call list when the enqueue runs are stored `suppressed`, in no
+//! batch, and reported; the submitter's claim checks the list again right before sending,
+//! which is what stops a number listed later.
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -21,8 +25,9 @@ use futures::TryStreamExt;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::mpsc;
 
+use callbridge_types::phone::{Region, normalise};
+
 use super::input::KeptRow;
-use super::phone::{normalise_phone, phone_key};
 
 /// COPY data is handed from the reading thread to the connection in chunks of about this
 /// size.
@@ -54,8 +59,12 @@ pub struct Stored {
     pub campaign_created: bool,
     /// Numbers an earlier run of the same campaign already enqueued (left as they are).
     pub already_enqueued: u64,
-    /// Rows inserted into `local_call_queue`.
+    /// Rows inserted into `local_call_queue` to be sent.
     pub enqueued: u64,
+    /// Rows inserted `suppressed` (in no batch): their numbers are on the do-not-call list.
+    pub suppressed: u64,
+    /// The file lines of the first suppressed rows (at most [`LISTED_SUPPRESSED`]).
+    pub suppressed_lines: Vec<u64>,
     /// The new batches, ascending, each with how many numbers it got.
     pub batches: Vec<(i32, u64)>,
 }
@@ -70,8 +79,10 @@ pub struct Enqueue<'c> {
     /// One above the highest batch id in `call_batches`; checked against the API's
     /// 32-bit limit once the number of batches is known.
     first_batch_id: i64,
-    /// The campaign's numbers already in the queue, as [`phone_key`]s.
+    /// The campaign's numbers already in the queue, as E.164 keys.
     enqueued_before: HashSet<u64>,
+    /// The do-not-call list, as E.164 keys.
+    do_not_call: HashSet<u64>,
 }
 
 /// Begins the enqueue's transaction: takes the enqueue lock, reads which numbers the
@@ -86,6 +97,7 @@ pub async fn begin_enqueue<'c>(
     campaign: &CampaignIdentity,
     rules: &RulesChange,
     now: DateTime<Utc>,
+    default_region: Option<Region>,
 ) -> anyhow::Result<Enqueue<'c>> {
     let mut tx = conn
         .begin()
@@ -122,22 +134,33 @@ pub async fn begin_enqueue<'c>(
             refused => anyhow::Error::new(StopEnqueue(refused.to_string())),
         })?;
 
-    // A stored number that is not in normalised form was not put there by enqueue, and
-    // no number from the file can equal it.
+    // Rows enqueued before numbers were kept in E.164 have only the form sent; a stored
+    // number that does not normalise was not put there by enqueue, and no number from
+    // the file can equal it.
     let enqueued_before: HashSet<u64> = sqlx::query_scalar::<_, String>(
-        "SELECT phone_number FROM local_call_queue WHERE campaign_key = $1",
+        "SELECT coalesce(phone_e164, phone_number) FROM local_call_queue WHERE campaign_key = $1",
     )
     .bind(&campaign.key)
     .fetch(&mut *tx)
     .try_filter_map(|stored| async move {
-        Ok(normalise_phone(&stored)
+        Ok(normalise(&stored, default_region)
             .ok()
-            .filter(|normalised| *normalised == stored)
-            .map(|normalised| phone_key(&normalised)))
+            .map(|normalised| normalised.key()))
     })
     .try_collect()
     .await
     .context("while looking for numbers enqueued by an earlier run")?;
+    // The whole list, 8 bytes a number: the file is streamed, so each of its numbers is
+    // looked up here as it passes rather than in the database.
+    let do_not_call: HashSet<u64> =
+        sqlx::query_scalar::<_, String>("SELECT phone_number FROM do_not_call")
+            .fetch(&mut *tx)
+            .try_filter_map(|listed| async move {
+                Ok(normalise(&listed, None).ok().map(|number| number.key()))
+            })
+            .try_collect()
+            .await
+            .context("while reading the do-not-call list")?;
 
     let highest: i64 =
         sqlx::query_scalar("SELECT coalesce(max(batch_id), 0)::BIGINT FROM call_batches")
@@ -151,6 +174,7 @@ pub async fn begin_enqueue<'c>(
         campaign: found,
         first_batch_id,
         enqueued_before,
+        do_not_call,
     })
 }
 
@@ -175,6 +199,7 @@ impl Enqueue<'_> {
             chunk: empty_chunk(),
             chunks,
             enqueued_before: std::mem::take(&mut self.enqueued_before),
+            do_not_call: std::mem::take(&mut self.do_not_call),
             campaign_key,
             first_batch_id: self.first_batch_id,
             batch_size: u64::from(batch_size),
@@ -190,8 +215,8 @@ impl Enqueue<'_> {
             .tx
             .copy_in_raw(
                 "COPY local_call_queue
-                     (phone_number, batch_id, custom_data, queue_status, retry_count,
-                      campaign_key, campaign_id, time_zone)
+                     (phone_number, phone_e164, batch_id, custom_data, queue_status,
+                      retry_count, campaign_key, campaign_id, time_zone)
                  FROM STDIN",
             )
             .await
@@ -248,6 +273,7 @@ impl Enqueue<'_> {
                 detail: Some(serde_json::json!({
                     "created": self.campaign.created,
                     "already_enqueued": counts.already_enqueued,
+                    "suppressed": counts.suppressed,
                     "rules": self.campaign.rules.view(),
                 })),
             },
@@ -260,18 +286,27 @@ impl Enqueue<'_> {
             campaign_created: self.campaign.created,
             already_enqueued: counts.already_enqueued,
             enqueued: counts.enqueued,
+            suppressed: counts.suppressed,
+            suppressed_lines: counts.suppressed_lines,
             batches,
         })
     }
 }
 
+/// Suppressed lines an enqueue lists; beyond, they are counted.
+pub const LISTED_SUPPRESSED: usize = 1000;
+
 /// What [`QueueLines`] did with the rows it was given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueCounts {
-    /// Rows written for the COPY.
+    /// Rows written for the COPY, to be sent.
     pub enqueued: u64,
     /// Rows left out because the campaign holds their number already.
     pub already_enqueued: u64,
+    /// Rows written `suppressed`: their number is on the do-not-call list.
+    pub suppressed: u64,
+    /// The first [`LISTED_SUPPRESSED`] of their lines.
+    pub suppressed_lines: Vec<u64>,
 }
 
 /// Kept rows as lines of COPY's text format for `local_call_queue`, sent on in chunks:
@@ -281,6 +316,7 @@ pub struct QueueLines {
     chunk: Vec<u8>,
     chunks: mpsc::Sender<Vec<u8>>,
     enqueued_before: HashSet<u64>,
+    do_not_call: HashSet<u64>,
     /// The campaign key, escaped for COPY once for all rows, and the campaign id after
     /// it (the two columns that are the same on every row).
     campaign_key: Vec<u8>,
@@ -292,20 +328,37 @@ pub struct QueueLines {
 impl QueueLines {
     /// Appends the next kept row; a full chunk is sent, waiting while the COPY is behind.
     pub fn push(&mut self, row: KeptRow<'_>) -> anyhow::Result<()> {
-        if self.enqueued_before.contains(&phone_key(row.phone_number)) {
+        let key = row.phone_e164.key();
+        if self.enqueued_before.contains(&key) {
             self.counts.already_enqueued += 1;
             return Ok(());
         }
-        let batch_id = nth_batch_id(self.first_batch_id, self.counts.enqueued / self.batch_size)?;
-        self.counts.enqueued += 1;
         let out = &mut self.chunk;
-        write!(out, "{}\t{batch_id}\t", row.phone_number).expect("writing into a Vec cannot fail");
+        // Digits and a leading `+` (see `callbridge_types::phone`): nothing to escape.
+        write!(out, "{}\t{}\t", row.phone_number, row.phone_e164)
+            .expect("writing into a Vec cannot fail");
+        let status = if self.do_not_call.contains(&key) {
+            // In no batch: it takes no batch's room and never holds a batch open.
+            self.counts.suppressed += 1;
+            if self.counts.suppressed_lines.len() < LISTED_SUPPRESSED {
+                self.counts.suppressed_lines.push(row.line);
+            }
+            out.extend_from_slice(b"\\N");
+            QueueStatus::Suppressed
+        } else {
+            let batch_id =
+                nth_batch_id(self.first_batch_id, self.counts.enqueued / self.batch_size)?;
+            self.counts.enqueued += 1;
+            write!(out, "{batch_id}").expect("writing into a Vec cannot fail");
+            QueueStatus::Pending
+        };
+        out.push(b'\t');
         match row.custom_data {
             Some(json) => append_copy_text(out, json),
             None => out.extend_from_slice(b"\\N"),
         }
         out.push(b'\t');
-        out.extend_from_slice(QueueStatus::Pending.as_str().as_bytes());
+        out.extend_from_slice(status.as_str().as_bytes());
         out.extend_from_slice(b"\t0\t");
         out.extend_from_slice(&self.campaign_key);
         out.push(b'\t');
@@ -440,7 +493,9 @@ mod tests {
     }
 
     #[test]
-    fn queue_lines_escape_text_fill_batches_and_leave_out_earlier_numbers() {
+    fn queue_lines_escape_text_fill_batches_and_leave_out_earlier_and_listed_numbers() {
+        let india = Some(Region::parse("IN").unwrap());
+        let e164 = |raw: &str| normalise(raw, india).unwrap();
         let (sender, mut receiver) = mpsc::channel(1);
         let campaign_key = "campaign:tab\there\\";
         let mut key = Vec::new();
@@ -449,23 +504,27 @@ mod tests {
         let mut lines = QueueLines {
             chunk: empty_chunk(),
             chunks: sender,
-            enqueued_before: HashSet::from([phone_key("9876543211")]),
+            enqueued_before: HashSet::from([e164("9876543211").key()]),
+            do_not_call: HashSet::from([e164("+91 98765 43213").key()]),
             campaign_key: key,
             first_batch_id: 41,
             batch_size: 2,
             counts: QueueCounts::default(),
         };
         let rows = [
-            ("+447700900123", Some(r#"{"a\\b":"x\"\n"}"#), None),
+            ("+447700000500", Some(r#"{"a\\b":"x\"\n"}"#), None),
             ("9876543211", None, None),
+            ("9876543213", None, None),
             ("9876543210", None, Some("Asia/Kolkata")),
             ("9876543212", Some("{}"), None),
         ];
         for (line, (phone_number, custom_data, time_zone)) in rows.into_iter().enumerate() {
+            let number = e164(phone_number);
             lines
                 .push(KeptRow {
                     line: line as u64 + 2,
                     phone_number,
+                    phone_e164: &number,
                     custom_data,
                     time_zone,
                 })
@@ -478,16 +537,19 @@ mod tests {
             counts,
             QueueCounts {
                 enqueued: 3,
-                already_enqueued: 1
+                already_enqueued: 1,
+                suppressed: 1,
+                suppressed_lines: vec![4],
             }
         );
         let copied = String::from_utf8(receiver.blocking_recv().unwrap()).unwrap();
         assert_eq!(
             copied,
             concat!(
-                "+447700900123\t41\t{\"a\\\\\\\\b\":\"x\\\\\"\\\\n\"}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
-                "9876543210\t41\t\\N\tpending\t0\tcampaign:tab\\there\\\\\t7\tAsia/Kolkata\n",
-                "9876543212\t42\t{}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
+                "+447700000500\t+447700000500\t41\t{\"a\\\\\\\\b\":\"x\\\\\"\\\\n\"}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
+                "9876543213\t+919876543213\t\\N\t\\N\tsuppressed\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
+                "9876543210\t+919876543210\t41\t\\N\tpending\t0\tcampaign:tab\\there\\\\\t7\tAsia/Kolkata\n",
+                "9876543212\t+919876543212\t42\t{}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
             )
         );
     }
