@@ -578,6 +578,7 @@ async fn time_claims(pool: &PgPool) -> anyhow::Result<f64> {
             1000,
             Duration::from_secs(120),
             Utc::now(),
+            Some(91),
         )
         .await?;
         ensure!(claimed.is_empty(), "{} rows were due", claimed.len());
