@@ -433,6 +433,7 @@ mod tests {
             campaign_id: None,
             time_zone: None,
             paced_slot_at: None,
+            suppressed: false,
         }
     }
 
