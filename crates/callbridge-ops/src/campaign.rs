@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::audit::{self, Action, Actor};
-use crate::rules::{RuleColumns, Rules, RulesChange, RulesView};
+use crate::rules::{RULE_COLUMNS_SQL, RuleColumns, Rules, RulesChange, RulesView};
 use crate::{OpsError, db_error};
 
 /// One campaign with its rules and figures, as `campaign list` and `show` print it.
@@ -78,7 +78,11 @@ struct CampaignRow {
 /// through its batches.
 const CAMPAIGNS_SQL: &str = "
 SELECT c.id, c.name, c.status, c.start_at, c.window_start, c.window_end, c.window_days,
-       c.time_zone, c.max_per_minute, c.created_at, c.updated_at,
+       c.time_zone, c.max_per_minute, c.redial_busy_retries, c.redial_busy_interval_secs,
+       c.redial_no_answer_retries, c.redial_no_answer_interval_secs, c.redial_timeout_retries,
+       c.redial_timeout_interval_secs, c.redial_failed_retries, c.redial_failed_interval_secs,
+       c.redial_completed_retries, c.redial_completed_interval_secs, c.max_attempts_per_day,
+       c.created_at, c.updated_at,
        q.numbers, q.waiting, q.submitted, q.failed, q.needs_review, q.cancelled,
        q.suppressed, q.attempts, l.reached, l.not_reached, b.batches
   FROM campaigns c
@@ -199,11 +203,9 @@ pub(crate) async fn lock_campaign(
         #[sqlx(flatten)]
         rules: RuleColumns,
     }
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT id, name, status, start_at, window_start, window_end, window_days, time_zone,
-                max_per_minute
-           FROM campaigns WHERE name = $1 FOR UPDATE",
-    )
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, name, status, {RULE_COLUMNS_SQL} FROM campaigns WHERE name = $1 FOR UPDATE"
+    )))
     .bind(name)
     .fetch_optional(&mut *conn)
     .await
@@ -427,7 +429,7 @@ pub async fn set(
 ) -> Result<ActionOutcome, OpsError> {
     if change.is_empty() {
         return Err(OpsError::Refused(
-            "campaign set needs a rule to change: --start-at, --window, --days, --time-zone or --max-per-minute".into(),
+            "campaign set needs a rule to change: --start-at, --window, --days, --time-zone, --max-per-minute, --redial or --max-attempts-per-day".into(),
         ));
     }
     let mut tx = begin(pool).await?;
@@ -460,10 +462,17 @@ async fn store_rules(
     rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<(), OpsError> {
+    let redial = rules.redial.stored();
     sqlx::query(
         "UPDATE campaigns
             SET start_at = $2, window_start = $3, window_end = $4, window_days = $5,
-                time_zone = $6, max_per_minute = $7, updated_at = $8
+                time_zone = $6, max_per_minute = $7, updated_at = $8,
+                max_attempts_per_day = $9,
+                redial_busy_retries = $10[1], redial_busy_interval_secs = $11[1],
+                redial_no_answer_retries = $10[2], redial_no_answer_interval_secs = $11[2],
+                redial_timeout_retries = $10[3], redial_timeout_interval_secs = $11[3],
+                redial_failed_retries = $10[4], redial_failed_interval_secs = $11[4],
+                redial_completed_retries = $10[5], redial_completed_interval_secs = $11[5]
           WHERE id = $1",
     )
     .bind(campaign_id)
@@ -474,6 +483,10 @@ async fn store_rules(
     .bind(rules.time_zone.name())
     .bind(rules.max_per_minute_column())
     .bind(now)
+    .bind(rules.max_attempts_per_day_column())
+    // In REDIAL_OUTCOMES order, as the column pairs above are listed.
+    .bind(redial.map(|column| column.retries).to_vec())
+    .bind(redial.map(|column| column.interval_secs).to_vec())
     .execute(conn)
     .await
     .map_err(db_error("while storing the campaign's rules"))?;

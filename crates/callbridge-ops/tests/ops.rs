@@ -662,3 +662,65 @@ async fn enqueue_into_an_existing_campaign_keeps_its_rules_and_refuses_other_one
         .unwrap_err();
     assert!(error.to_string().contains("cannot be added to"), "{error}");
 }
+
+#[tokio::test]
+async fn a_redial_policy_and_a_daily_cap_are_stored_as_columns_and_shown() {
+    let (_db, pool) = migrated().await;
+    let policy =
+        callbridge_types::campaign::RedialPolicy::parse("busy=2x15m,no_answer=1x60m").unwrap();
+    let rules = RulesChange {
+        redial: Some(policy),
+        max_attempts_per_day: Some(Some(3)),
+        ..RulesChange::default()
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    campaign::for_enqueue(&mut conn, "spring", &rules, now())
+        .await
+        .unwrap();
+    drop(conn);
+    // Retries and interval of busy, no_answer and failed, then the cap, as text.
+    let columns: String = sqlx::query_scalar(
+        "SELECT concat_ws(',', redial_busy_retries, redial_busy_interval_secs,
+                          redial_no_answer_retries, redial_no_answer_interval_secs,
+                          redial_failed_retries, coalesce(redial_failed_interval_secs::text, '-'),
+                          max_attempts_per_day)
+           FROM campaigns WHERE name = 'spring'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(columns, "2,900,1,3600,0,-,3");
+    let shown = campaign::show(&pool, "spring").await.unwrap();
+    assert_eq!(
+        shown.rules.redial.as_deref(),
+        Some("busy=2x15m,no_answer=1x1h")
+    );
+    assert_eq!(shown.rules.max_attempts_per_day, Some(3));
+
+    let change = RulesChange {
+        redial: Some(callbridge_types::campaign::RedialPolicy::parse("timeout=1x30m").unwrap()),
+        ..RulesChange::default()
+    };
+    let set = campaign::set(&pool, now(), &ops(), "spring", &change)
+        .await
+        .unwrap();
+    assert_eq!(set.detail["before"]["redial"], "busy=2x15m,no_answer=1x1h");
+    assert_eq!(set.detail["after"]["redial"], "timeout=1x30m");
+    let shown = campaign::show(&pool, "spring").await.unwrap();
+    assert_eq!(shown.rules.redial.as_deref(), Some("timeout=1x30m"));
+    assert_eq!(shown.rules.max_attempts_per_day, Some(3), "kept");
+
+    let removed = RulesChange {
+        redial: Some(callbridge_types::campaign::RedialPolicy::NONE),
+        max_attempts_per_day: Some(None),
+        ..RulesChange::default()
+    };
+    campaign::set(&pool, now(), &ops(), "spring", &removed)
+        .await
+        .unwrap();
+    let shown = campaign::show(&pool, "spring").await.unwrap();
+    assert_eq!(
+        (shown.rules.redial, shown.rules.max_attempts_per_day),
+        (None, None)
+    );
+}

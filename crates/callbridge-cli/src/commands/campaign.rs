@@ -192,6 +192,8 @@ fn details(view: &CampaignView, actions: &[RecordedAction]) -> String {
         ("window", window(view)),
         ("time_zone", view.rules.time_zone.clone()),
         ("max_per_minute", opt(view.rules.max_per_minute)),
+        ("redial", opt(view.rules.redial.clone())),
+        ("max_attempts_per_day", opt(view.rules.max_attempts_per_day)),
         (
             "numbers",
             format!(
@@ -219,12 +221,12 @@ fn details(view: &CampaignView, actions: &[RecordedAction]) -> String {
     ];
     let mut text = String::new();
     for (name, value) in lines {
-        text.push_str(&format!("{name:<16} {value}\n"));
+        text.push_str(&format!("{name:<20} {value}\n"));
     }
     if actions.is_empty() {
-        text.push_str("actions          none\n");
+        text.push_str("actions              none\n");
     } else {
-        text.push_str("actions          (latest first)\n");
+        text.push_str("actions              (latest first)\n");
         for action in actions {
             text.push_str(&format!(
                 "  {}  {:<16} {} rows  by {} ({})\n",
