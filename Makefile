@@ -65,3 +65,10 @@ chaos: services ## fault-injection run (kills, cuts, private Postgres/RabbitMQ r
 	$(CARGO) build --bins -p callbridge-cli -p callbridge-ingress -p callbridge-persister \
 	  -p callbridge-submitter -p callbridge-sim -p callbridge-chaos
 	target/debug/callbridge-chaos --variant long --duration $(CHAOS_SECONDS) --out chaos/results/latest.md
+
+.PHONY: chaos-cluster
+chaos-cluster: services ## chaos run on a 3-node RabbitMQ cluster: persist leader killed, a node cut off, rolling restarts (root; CHAOS_SECONDS=300); writes chaos/results/cluster.md
+	$(CARGO) build --bins -p callbridge-cli -p callbridge-ingress -p callbridge-persister \
+	  -p callbridge-submitter -p callbridge-sim -p callbridge-chaos
+	target/debug/callbridge-chaos --variant long --rabbitmq-nodes 3 --duration $(CHAOS_SECONDS) \
+	  --out chaos/results/cluster.md

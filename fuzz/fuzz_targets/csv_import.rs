@@ -10,9 +10,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use callbridge_cli::commands::enqueue::{normalise_phone, read_campaign};
+use callbridge_cli::commands::enqueue::read_campaign;
 use callbridge_fuzz::assert_json_without_nul;
+use callbridge_runtime::config::NumbersConfig;
 use callbridge_types::event::limits::PHONE_NUMBER_CHARS;
+use callbridge_types::phone::{Region, SendForm, normalise};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -31,11 +33,19 @@ fn scratch_file() -> &'static PathBuf {
     })
 }
 
+/// The defaults: region IN, national form.
+fn numbers() -> NumbersConfig {
+    NumbersConfig {
+        default_region: Region::parse("IN").ok(),
+        send_form: SendForm::National,
+    }
+}
+
 fuzz_target!(|bytes: &[u8]| {
     phone_normalisation_is_idempotent_and_fits(&String::from_utf8_lossy(bytes));
     let path = scratch_file();
     std::fs::write(path, bytes).expect("the scratch file is writable");
-    let Ok(campaign) = read_campaign(path, &|_| {}) else {
+    let Ok(campaign) = read_campaign(path, numbers(), &|_| {}) else {
         return;
     };
 
@@ -53,13 +63,19 @@ fuzz_target!(|bytes: &[u8]| {
     for row in &campaign.rows {
         assert!(row.line >= previous_line, "rows keep file order");
         previous_line = row.line;
+        let e164 = normalise(&row.phone_e164, None).expect("the stored E.164 form normalises");
         assert_eq!(
-            normalise_phone(&row.phone_number).as_deref(),
-            Ok(row.phone_number.as_str()),
+            e164.as_str(),
+            row.phone_e164,
             "a stored number is already normalised"
         );
+        assert_eq!(
+            normalise(&row.phone_number, numbers().default_region).as_ref(),
+            Ok(&e164),
+            "the number sent is the same number"
+        );
         assert!(row.phone_number.chars().count() <= PHONE_NUMBER_CHARS);
-        assert!(numbers.insert(&row.phone_number), "a repeat was kept");
+        assert!(numbers.insert(&row.phone_e164), "a repeat was kept");
         if let Some(custom_data) = &row.custom_data {
             let value: Value = serde_json::from_str(custom_data).expect("custom_data is JSON text");
             let Value::Object(object) = &value else {
@@ -76,14 +92,11 @@ fuzz_target!(|bytes: &[u8]| {
 });
 
 fn phone_normalisation_is_idempotent_and_fits(cell: &str) {
-    if let Ok(number) = normalise_phone(cell) {
-        assert_eq!(normalise_phone(&number).as_deref(), Ok(number.as_str()));
-        assert!(number.chars().count() <= PHONE_NUMBER_CHARS);
-        assert!(
-            number
-                .trim_start_matches('+')
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        );
+    if let Ok(number) = normalise(cell, numbers().default_region) {
+        let text = number.as_str();
+        assert_eq!(normalise(text, None).as_ref(), Ok(&number));
+        assert!(text.chars().count() <= PHONE_NUMBER_CHARS);
+        assert!(text.starts_with('+'));
+        assert!(text[1..].bytes().all(|b| b.is_ascii_digit()));
     }
 }

@@ -5,6 +5,11 @@
 //! the affected services report ready and a callback the ingress received after that
 //! moment is in `call_events`. For the submitter it is until the request it was killed
 //! in the middle of has been reconciled.
+//!
+//! The RabbitMQ cluster's faults (the persist queue's leader killed, a node cut off) are
+//! not healed before recovery is measured: the cluster must go on without the node, so
+//! recovery counts from the fault itself, and the node comes back only afterwards. For
+//! them the report also gives how soon the ingress accepted a callback again.
 
 use std::fmt;
 use std::time::Duration;
@@ -13,7 +18,9 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use crate::infra::{Broker, Database};
+use callbridge_types::topology::PERSIST_QUEUE;
+
+use crate::infra::{Broker, Database, PrivateRabbitCluster};
 use crate::system::{INGRESS_SHUTDOWN_TIMEOUT, Role, System};
 
 /// How often [`Fault::KillPersisterRepeatedly`] kills the persister.
@@ -41,10 +48,27 @@ pub enum Fault {
     RestartBroker,
     /// Postgres stopped (immediate: a crash) for the outage time, then started again.
     RestartDatabase,
+    /// SIGKILL of the RabbitMQ node leading `callbridge.persist` (a cluster only); it is
+    /// started again once the pipeline works without it.
+    KillPersistLeader,
+    /// The node most service connections use cut off from every service (their proxies
+    /// to it cut; the nodes still see each other) for at least the outage time; a
+    /// cluster only.
+    CutBrokerNode,
+    /// Every node of the cluster stopped and started again in turn, each only once no
+    /// quorum queue would lose its majority without it.
+    RollingBrokerRestart,
 }
 
 impl Fault {
-    /// One of each, in the order a run cycles through them.
+    /// The faults only a RabbitMQ cluster can take.
+    pub const CLUSTER: [Fault; 3] = [
+        Fault::KillPersistLeader,
+        Fault::CutBrokerNode,
+        Fault::RollingBrokerRestart,
+    ];
+
+    /// One of each (of a single-node run), in the order a run cycles through them.
     pub const ALL: [Fault; 7] = [
         Fault::KillPersister,
         Fault::KillPersisterRepeatedly,
@@ -66,6 +90,9 @@ impl fmt::Display for Fault {
             Fault::CutIngressBroker => "network cut ingress ↔ RabbitMQ",
             Fault::RestartBroker => "RabbitMQ restart",
             Fault::RestartDatabase => "Postgres restart",
+            Fault::KillPersistLeader => "SIGKILL RabbitMQ node leading callbridge.persist",
+            Fault::CutBrokerNode => "one RabbitMQ node cut off from the services",
+            Fault::RollingBrokerRestart => "rolling restart of every RabbitMQ node",
         })
     }
 }
@@ -81,6 +108,9 @@ pub struct FaultRecord {
     /// From the end of the fault until the pipeline worked again; `None` when it did not
     /// recover within the run's recovery timeout.
     pub recovered_after: Option<Duration>,
+    /// For the cluster faults, from the fault until the ingress answered 200 to a
+    /// callback again; `None` when not measured or it never did.
+    pub accepting_after: Option<Duration>,
     /// How it was done.
     pub note: String,
     /// What went wrong: not injected, not recovered, an ingress that did not drain.
@@ -95,6 +125,9 @@ pub struct FaultTiming {
     /// How long the pipeline may take to work again before the fault counts as
     /// unrecovered.
     pub recovery_timeout: Duration,
+    /// For the cluster faults: the ingress must accept callbacks again this soon after
+    /// the fault, or the run fails.
+    pub accepting_within: Option<Duration>,
 }
 
 /// Injects `fault` into the running system and measures recovery.
@@ -110,12 +143,17 @@ pub async fn inject(
         at,
         outage: Duration::ZERO,
         recovered_after: None,
+        accepting_after: None,
         note: String::new(),
         problem: None,
     };
     tracing::info!(%fault, at_secs = at.as_secs(), "injecting");
     // An ingress told to stop, finishing its in-flight callbacks while recovery is timed.
     let mut draining = None;
+    // The broker node to bring back once recovery without it is measured.
+    let mut afterwards = None;
+    // Callbacks the ingress had accepted when a cluster fault began.
+    let mut accepted_before = None;
     let healed = match fault {
         Fault::KillPersister => {
             let pid = system.kill_and_replace(Role::Persister).await?;
@@ -181,9 +219,48 @@ pub async fn inject(
             record.outage = started.elapsed();
             Healed::now()
         }
+        Fault::KillPersistLeader | Fault::CutBrokerNode | Fault::RollingBrokerRestart => {
+            let Broker::Cluster(cluster) = &system.infra.broker else {
+                record.problem = Some("not injected: needs a RabbitMQ cluster".into());
+                return Ok(record);
+            };
+            let before = system.ingress_accepted().await;
+            let (note, healed, after) = match fault {
+                Fault::KillPersistLeader => kill_persist_leader(cluster).await?,
+                Fault::CutBrokerNode => cut_busiest_node(system)?,
+                _ => rolling_restart(cluster, timing.recovery_timeout).await?,
+            };
+            record.note = note;
+            afterwards = after;
+            accepted_before = before;
+            healed
+        }
     };
-    let recovery = wait_recovered(system, fault, &healed, timing.recovery_timeout).await;
+    let recovery = wait_recovered(
+        system,
+        fault,
+        &healed,
+        accepted_before,
+        timing.recovery_timeout,
+    )
+    .await;
     record.recovered_after = recovery.working;
+    record.accepting_after = recovery.accepting;
+    if let (Some(within), Some(_)) = (timing.accepting_within, accepted_before) {
+        match recovery.accepting {
+            Some(after) if after <= within => {}
+            Some(after) => {
+                record.problem = Some(format!(
+                    "the ingress accepted callbacks again only after {:.1} s (limit {} s)",
+                    after.as_secs_f64(),
+                    within.as_secs()
+                ));
+            }
+            None => {
+                record.problem = Some("the ingress never accepted a callback again".into());
+            }
+        }
+    }
     let ready: Vec<String> = recovery
         .ready
         .iter()
@@ -193,6 +270,26 @@ pub async fn inject(
         })
         .collect();
     record.note = format!("{}; {}", record.note, ready.join(", "));
+    if let Some(after) = record.accepting_after {
+        record.note = format!(
+            "{}; ingress accepting after {:.1} s",
+            record.note,
+            after.as_secs_f64()
+        );
+    }
+    if let Some(afterwards) = afterwards {
+        let started = Instant::now();
+        let back = bring_back(system, afterwards, timing).await?;
+        record.outage = match afterwards {
+            Afterwards::StartNode { down_since, .. }
+            | Afterwards::RestoreNode { down_since, .. } => down_since.elapsed(),
+        };
+        record.note = format!(
+            "{}; {back} ({:.1} s)",
+            record.note,
+            started.elapsed().as_secs_f64()
+        );
+    }
     if record.recovered_after.is_none() {
         record.problem = Some(format!(
             "not recovered within {} s",
@@ -273,6 +370,22 @@ async fn restart_broker(system: &mut System, outage: Duration) -> anyhow::Result
                 .context("while starting RabbitMQ again")?;
             Ok("rabbitmqctl stop, then rabbitmq-server".into())
         }
+        Broker::Cluster(cluster) => {
+            for node in cluster.nodes() {
+                node.stop()
+                    .await
+                    .context("while stopping a RabbitMQ node")?;
+            }
+            tokio::time::sleep(outage).await;
+            // Together: a node restarted alone waits for the peers that stopped after it.
+            let started =
+                futures::future::join_all(cluster.nodes().iter().map(|node| node.start_node()))
+                    .await;
+            for started in started {
+                started.context("while starting a RabbitMQ node again")?;
+            }
+            Ok("every node stopped with rabbitmqctl stop, then all started together".into())
+        }
         Broker::Shared(_) => {
             // The shared broker serves other tests: every connection of ours is cut
             // instead, which is what the services see of a restart.
@@ -306,11 +419,12 @@ async fn restart_database(system: &mut System, outage: Duration) -> anyhow::Resu
     }
 }
 
-/// When the pipeline worked again after a fault, and when each affected service first
-/// reported ready.
+/// When the pipeline worked again after a fault, when each affected service first
+/// reported ready, and (cluster faults) when the ingress accepted a callback again.
 struct Recovery {
     working: Option<Duration>,
     ready: Vec<(Role, Option<Duration>)>,
+    accepting: Option<Duration>,
 }
 
 /// Waits until the pipeline works again after `fault` (see the module doc).
@@ -318,6 +432,7 @@ async fn wait_recovered(
     system: &System,
     fault: Fault,
     healed: &Healed,
+    accepted_before: Option<u64>,
     timeout: Duration,
 ) -> Recovery {
     let roles: &[Role] = match fault {
@@ -326,10 +441,22 @@ async fn wait_recovered(
         Fault::TerminateIngressWithTakeover | Fault::CutIngressBroker => &[Role::Ingress],
         Fault::RestartBroker => &[Role::Ingress, Role::Persister],
         Fault::RestartDatabase => &[Role::Persister, Role::Submitter],
+        Fault::KillPersistLeader | Fault::CutBrokerNode | Fault::RollingBrokerRestart => {
+            &[Role::Ingress, Role::Persister]
+        }
     };
+    let mut accepting = None;
     let mut ready: Vec<(Role, Option<Duration>)> = roles.iter().map(|role| (*role, None)).collect();
     let deadline = healed.instant + timeout;
     loop {
+        if let (None, Some(before)) = (accepting, accepted_before)
+            && system
+                .ingress_accepted()
+                .await
+                .is_some_and(|now| now > before)
+        {
+            accepting = Some(healed.instant.elapsed());
+        }
         let mut all_ready = true;
         for (role, since) in &mut ready {
             if system.is_ready(*role).await {
@@ -345,17 +472,156 @@ async fn wait_recovered(
             _ => system.stored_callback_received_after(healed.wall).await,
         };
         if all_ready && working {
+            // A callback received after the fault is stored, so the ingress accepted
+            // one: the last poll may just have come before its answer.
+            if let (None, Some(_)) = (accepting, accepted_before) {
+                accepting = Some(healed.instant.elapsed());
+            }
             return Recovery {
                 working: Some(healed.instant.elapsed()),
                 ready,
+                accepting,
             };
         }
         if Instant::now() >= deadline {
             return Recovery {
                 working: None,
                 ready,
+                accepting,
             };
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What brings a broker node back after a cluster fault, once recovery without it was
+/// measured.
+#[derive(Debug, Clone, Copy)]
+enum Afterwards {
+    /// Start the killed node again.
+    StartNode { node: usize, down_since: Instant },
+    /// Restore the services' links to the node, no sooner than the outage time after
+    /// they were cut.
+    RestoreNode { node: usize, down_since: Instant },
+}
+
+/// SIGKILLs the node leading `callbridge.persist`.
+async fn kill_persist_leader(
+    cluster: &PrivateRabbitCluster,
+) -> anyhow::Result<(String, Healed, Option<Afterwards>)> {
+    let leader = cluster.queue_leader(PERSIST_QUEUE, None).await?;
+    let node = &cluster.nodes()[leader];
+    let pid = node
+        .kill()
+        .await?
+        .with_context(|| format!("the leader {} was not running", node.node_name()))?;
+    let healed = Healed::now();
+    let down_since = healed.instant;
+    Ok((
+        format!(
+            "{} (pid {pid}) led {PERSIST_QUEUE}; SIGKILL",
+            node.node_name()
+        ),
+        healed,
+        Some(Afterwards::StartNode {
+            node: leader,
+            down_since,
+        }),
+    ))
+}
+
+/// Cuts every service's link to the node most of their connections use.
+fn cut_busiest_node(system: &System) -> anyhow::Result<(String, Healed, Option<Afterwards>)> {
+    let ingress = system.ingress_broker_proxy.live_connections();
+    let persister = system.persister_broker_proxy.live_connections();
+    let busiest = (0..ingress.len())
+        .max_by_key(|node| ingress[*node] + persister[*node])
+        .context("the broker has no nodes")?;
+    system.ingress_broker_proxy.node(busiest).cut();
+    system.persister_broker_proxy.node(busiest).cut();
+    let healed = Healed::now();
+    let down_since = healed.instant;
+    Ok((
+        format!(
+            "node {} cut off (it held {} ingress and {} persister connections)",
+            busiest + 1,
+            ingress[busiest],
+            persister[busiest]
+        ),
+        healed,
+        Some(Afterwards::RestoreNode {
+            node: busiest,
+            down_since,
+        }),
+    ))
+}
+
+/// Stops and starts every node in turn, each once the others can carry every quorum
+/// queue without it.
+async fn rolling_restart(
+    cluster: &PrivateRabbitCluster,
+    timeout: Duration,
+) -> anyhow::Result<(String, Healed, Option<Afterwards>)> {
+    let started = Instant::now();
+    let mut steps = Vec::new();
+    for (index, node) in cluster.nodes().iter().enumerate() {
+        let waited = Instant::now();
+        cluster.await_online_quorum_plus_one(index, timeout).await?;
+        let stopping = Instant::now();
+        node.stop().await.context("while stopping a node")?;
+        node.start_node()
+            .await
+            .context("while starting a node again")?;
+        steps.push(format!(
+            "{} {:.0} s (+{:.0} s waiting for quorum + 1)",
+            node.node_name(),
+            stopping.elapsed().as_secs_f64(),
+            (stopping - waited).as_secs_f64()
+        ));
+    }
+    Ok((
+        format!(
+            "rabbitmqctl stop / rabbitmq-server node by node in {:.0} s: {}",
+            started.elapsed().as_secs_f64(),
+            steps.join(", ")
+        ),
+        Healed::now(),
+        None,
+    ))
+}
+
+/// Brings the node of a cluster fault back and waits until the cluster could lose a
+/// node again; says how.
+async fn bring_back(
+    system: &System,
+    afterwards: Afterwards,
+    timing: FaultTiming,
+) -> anyhow::Result<String> {
+    let Broker::Cluster(cluster) = &system.infra.broker else {
+        return Ok(String::new());
+    };
+    let node = match afterwards {
+        Afterwards::StartNode { node, .. } => {
+            cluster.nodes()[node]
+                .start_node()
+                .await
+                .context("while starting the killed node again")?;
+            node
+        }
+        Afterwards::RestoreNode { node, down_since } => {
+            let left = timing.outage.saturating_sub(down_since.elapsed());
+            tokio::time::sleep(left).await;
+            system.ingress_broker_proxy.node(node).restore();
+            system.persister_broker_proxy.node(node).restore();
+            node
+        }
+    };
+    cluster
+        .await_online_quorum_plus_one(node, timing.recovery_timeout)
+        .await?;
+    Ok(match afterwards {
+        Afterwards::StartNode { .. } => "node started again and back in its queues",
+        Afterwards::RestoreNode { .. } => "links restored",
+    }
+    .to_owned())
 }

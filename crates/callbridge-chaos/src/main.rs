@@ -35,6 +35,10 @@ struct Args {
     /// Override where RabbitMQ comes from (private needs root).
     #[arg(long, value_enum)]
     broker: Option<ServerChoice>,
+    /// RabbitMQ nodes: 3 (or more) runs a private cluster on this machine with the
+    /// cluster faults (root); 1 is a single node.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=7))]
+    rabbitmq_nodes: u16,
     /// Seed of the simulator's random choices.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -80,9 +84,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Some(dir) => Binaries::in_dir(dir)?,
         None => Binaries::beside_current_exe()?,
     };
-    let mut scenario = match args.variant {
-        Variant::Short => Scenario::short(args.seed),
-        Variant::Long => Scenario::long(args.seed, Duration::from_secs(args.duration)),
+    let duration = Duration::from_secs(args.duration);
+    let nodes = usize::from(args.rabbitmq_nodes);
+    let mut scenario = match (args.variant, nodes) {
+        (Variant::Short, 1) => Scenario::short(args.seed),
+        (Variant::Long, 1) => Scenario::long(args.seed, duration),
+        (Variant::Short, _) => Scenario {
+            rabbitmq_nodes: nodes,
+            ..Scenario::cluster_short(args.seed)
+        },
+        (Variant::Long, _) => Scenario::cluster_long(args.seed, duration, nodes),
     };
     scenario.database = args.database.unwrap_or(scenario.database);
     scenario.broker = args.broker.unwrap_or(scenario.broker);

@@ -443,7 +443,7 @@ pub async fn snapshot(pool: &PgPool, amqp_url: &str) -> anyhow::Result<Stored> {
 
 /// Messages in `callbridge.dead` and ready in `callbridge.persist`.
 async fn queue_depths(amqp_url: &str) -> anyhow::Result<(u64, u64)> {
-    let connection = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
+    let connection = callbridge_runtime::amqp::connect(amqp_url, "callbridge-chaos")
         .await
         .context("while connecting to RabbitMQ to count the queues")?;
     let channel = connection

@@ -278,6 +278,7 @@ mod tests {
             at: Duration::from_secs(10),
             outage: Duration::ZERO,
             recovered_after: recovered_secs.map(Duration::from_secs_f64),
+            accepting_after: None,
             note: "done".into(),
             problem: recovered_secs
                 .is_none()

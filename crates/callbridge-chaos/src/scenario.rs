@@ -24,6 +24,8 @@ pub struct Scenario {
     pub name: String,
     pub database: ServerChoice,
     pub broker: ServerChoice,
+    /// RabbitMQ nodes: more than one makes a private cluster (whatever `broker` says).
+    pub rabbitmq_nodes: usize,
     pub behaviour: SimBehaviour,
     pub traffic: TrafficShape,
     /// Traffic before the first fault.
@@ -47,6 +49,7 @@ impl Scenario {
             name: "short".into(),
             database: ServerChoice::Shared,
             broker: ServerChoice::Shared,
+            rabbitmq_nodes: 1,
             behaviour: SimBehaviour {
                 seed,
                 time_scale: 0.02,
@@ -72,6 +75,7 @@ impl Scenario {
             timing: FaultTiming {
                 outage: Duration::from_secs(3),
                 recovery_timeout: Duration::from_secs(60),
+                accepting_within: None,
             },
             drain_timeout: Duration::from_secs(120),
         }
@@ -92,6 +96,7 @@ impl Scenario {
             name: "long".into(),
             database: ServerChoice::Private,
             broker: ServerChoice::Private,
+            rabbitmq_nodes: 1,
             behaviour: SimBehaviour {
                 seed,
                 time_scale: 0.05,
@@ -109,11 +114,58 @@ impl Scenario {
             timing: FaultTiming {
                 outage: Duration::from_secs(10),
                 recovery_timeout: Duration::from_secs(120),
+                accepting_within: None,
             },
             drain_timeout: Duration::from_secs(300),
         }
     }
 }
+
+impl Scenario {
+    /// The cluster run in `make test` (about two minutes, root): three private RabbitMQ
+    /// nodes clustered on this machine and the shared Postgres; the node leading
+    /// `callbridge.persist` is killed once under traffic, and the ingress must accept
+    /// callbacks again within 8 s.
+    pub fn cluster_short(seed: u64) -> Scenario {
+        Scenario {
+            name: "cluster-short".into(),
+            broker: ServerChoice::Private,
+            rabbitmq_nodes: 3,
+            faults: vec![Fault::KillPersistLeader],
+            timing: FaultTiming {
+                outage: Duration::from_secs(3),
+                recovery_timeout: Duration::from_secs(60),
+                accepting_within: Some(CLUSTER_ACCEPTING_WITHIN),
+            },
+            ..Scenario::short(seed)
+        }
+    }
+
+    /// `make chaos-cluster`: `nodes` private RabbitMQ nodes clustered and a private
+    /// Postgres; cycles of the cluster faults (the persist leader killed, a node cut off,
+    /// a rolling restart) with a persister kill among them, for `duration`.
+    pub fn cluster_long(seed: u64, duration: Duration, nodes: usize) -> Scenario {
+        Scenario {
+            name: "cluster-long".into(),
+            rabbitmq_nodes: nodes,
+            faults: vec![
+                Fault::KillPersistLeader,
+                Fault::CutBrokerNode,
+                Fault::KillPersister,
+                Fault::RollingBrokerRestart,
+            ],
+            timing: FaultTiming {
+                outage: Duration::from_secs(10),
+                recovery_timeout: Duration::from_secs(120),
+                accepting_within: Some(CLUSTER_ACCEPTING_WITHIN),
+            },
+            ..Scenario::long(seed, duration)
+        }
+    }
+}
+
+/// How soon after losing a RabbitMQ node the ingress must accept callbacks again.
+pub const CLUSTER_ACCEPTING_WITHIN: Duration = Duration::from_secs(8);
 
 /// Runs `scenario` with the binaries in `binaries`; logs and campaign files go under
 /// `work_dir`. An `Err` means the run could not be carried out; a run that found
@@ -127,8 +179,12 @@ pub async fn run(
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("while creating {}", work_dir.display()))?;
     tracing::info!(scenario = %scenario.name, dir = %work_dir.display(), "provisioning servers");
-    let infra = Infra::provision(scenario.database, scenario.broker).await?;
-    let servers = [infra.database.describe(), infra.broker.describe()].map(str::to_owned);
+    let infra =
+        Infra::provision(scenario.database, scenario.broker, scenario.rabbitmq_nodes).await?;
+    let servers = [
+        infra.database.describe().to_owned(),
+        infra.broker.describe(),
+    ];
     let campaigns = work_dir.join("campaigns");
     std::fs::create_dir_all(&campaigns)
         .with_context(|| format!("while creating {}", campaigns.display()))?;

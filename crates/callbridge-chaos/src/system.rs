@@ -7,9 +7,12 @@
 //! ```
 //!
 //! Every service reaches the servers through a [`TcpProxy`] the runner controls, so a
-//! network cut can be aimed at one link; the runner's own connections go direct.
+//! network cut can be aimed at one link; the runner's own connections go direct. A
+//! service's link to a RabbitMQ cluster is one proxy per node ([`BrokerLinks`]), so one
+//! node can be cut off while the others stay reachable.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,6 +37,51 @@ pub const INGRESS_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const SUBMITTER_LEASE_SECS: u64 = 4;
 /// The submitter's request timeout: a lease must outlast the request made under it.
 const SUBMITTER_REQUEST_TIMEOUT_MS: u64 = 2_000;
+
+/// One service's link to the broker: a proxy in front of each node, in the nodes'
+/// order (one for a single node).
+#[derive(Debug)]
+pub struct BrokerLinks {
+    proxies: Vec<TcpProxy>,
+}
+
+impl BrokerLinks {
+    async fn start(nodes: &[SocketAddr]) -> anyhow::Result<BrokerLinks> {
+        let mut proxies = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            proxies.push(TcpProxy::try_start(*node).await?);
+        }
+        Ok(BrokerLinks { proxies })
+    }
+
+    /// Cuts the link to every node (see [`TcpProxy::cut`]).
+    pub fn cut(&self) {
+        self.proxies.iter().for_each(TcpProxy::cut);
+    }
+
+    /// Restores the link to every node.
+    pub fn restore(&self) {
+        self.proxies.iter().for_each(TcpProxy::restore);
+    }
+
+    /// The proxy in front of node `index`.
+    pub fn node(&self, index: usize) -> &TcpProxy {
+        &self.proxies[index]
+    }
+
+    /// Where the service connects, node by node.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.proxies.iter().map(TcpProxy::addr).collect()
+    }
+
+    /// Connections forwarded to each node right now.
+    pub fn live_connections(&self) -> Vec<usize> {
+        self.proxies
+            .iter()
+            .map(TcpProxy::live_connections)
+            .collect()
+    }
+}
 
 /// The three kinds of service the runner starts, stops and kills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,9 +132,9 @@ pub struct System {
     /// Persister and submitter → Postgres.
     pub database_proxy: TcpProxy,
     /// Ingress → RabbitMQ: the link the network-cut fault cuts.
-    pub ingress_broker_proxy: TcpProxy,
+    pub ingress_broker_proxy: BrokerLinks,
     /// Persister (consumer and outbox relay) → RabbitMQ.
-    pub persister_broker_proxy: TcpProxy,
+    pub persister_broker_proxy: BrokerLinks,
     pub infra: Infra,
     binaries: Binaries,
     logs: PathBuf,
@@ -118,8 +166,8 @@ impl System {
         .await?;
 
         let database_proxy = TcpProxy::try_start(infra.database.addr()?).await?;
-        let ingress_broker_proxy = TcpProxy::try_start(infra.broker.addr()).await?;
-        let persister_broker_proxy = TcpProxy::try_start(infra.broker.addr()).await?;
+        let ingress_broker_proxy = BrokerLinks::start(&infra.broker.addrs()).await?;
+        let persister_broker_proxy = BrokerLinks::start(&infra.broker.addrs()).await?;
         let pool = PgPoolOptions::new()
             .max_connections(4)
             // Polls during a database outage must fail fast, not wait out the default.
@@ -327,6 +375,20 @@ impl System {
         Ok(old.process)
     }
 
+    /// Callbacks the current ingress has answered 200 so far (its `callbacks_total`
+    /// metric); `None` when it cannot be asked.
+    pub async fn ingress_accepted(&self) -> Option<u64> {
+        let port = self.instance(Role::Ingress).port;
+        let response = self
+            .http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .ok()?;
+        let text = response.text().await.ok()?;
+        Some(accepted_in_metrics(&text))
+    }
+
     /// Whether a callback the ingress received after `since` has been stored: the whole
     /// path (sender → ingress → broker → persister → database) works again. `false`
     /// while the database cannot be asked.
@@ -392,6 +454,17 @@ impl System {
     }
 }
 
+/// The sum of the `callbacks_total` series with `outcome="accepted"` in a Prometheus
+/// text exposition.
+fn accepted_in_metrics(text: &str) -> u64 {
+    text.lines()
+        .filter(|line| {
+            line.starts_with("callbacks_total{") && line.contains(r#"outcome="accepted""#)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 fn next_log(logs: &Path, started: &mut BTreeMap<Role, u32>, role: Role) -> PathBuf {
     let count = started.entry(role).or_insert(0);
     *count += 1;
@@ -432,12 +505,12 @@ fn common_env() -> BTreeMap<String, String> {
     .collect()
 }
 
-fn ingress_env(infra: &Infra, broker: &TcpProxy, port: u16) -> BTreeMap<String, String> {
+fn ingress_env(infra: &Infra, broker: &BrokerLinks, port: u16) -> BTreeMap<String, String> {
     let mut env = common_env();
     env.extend(
         [
             ("INGRESS_BIND", format!("127.0.0.1:{port}")),
-            ("RABBITMQ_URL", infra.broker.amqp_url_via(broker.addr())),
+            ("RABBITMQ_URL", infra.broker.amqp_url_via(&broker.addrs())),
             ("CALLBACK_SECRET_KEY", CALLBACK_SECRET.to_owned()),
             // The sender retries a 503 after this; a second keeps the catch-up brisk.
             ("CALLBRIDGE__INGRESS__RETRY_AFTER_SECS", "1".to_owned()),
@@ -454,7 +527,7 @@ fn ingress_env(infra: &Infra, broker: &TcpProxy, port: u16) -> BTreeMap<String, 
 fn persister_env(
     infra: &Infra,
     database: &TcpProxy,
-    broker: &TcpProxy,
+    broker: &BrokerLinks,
     port: u16,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let mut env = common_env();
@@ -465,7 +538,7 @@ fn persister_env(
                 "CLIENT_CALLING_DB_URL",
                 infra.database.url_via(database.addr())?,
             ),
-            ("RABBITMQ_URL", infra.broker.amqp_url_via(broker.addr())),
+            ("RABBITMQ_URL", infra.broker.amqp_url_via(&broker.addrs())),
         ]
         .map(|(name, value)| (name.to_owned(), value)),
     );
@@ -510,4 +583,19 @@ fn submitter_env(
         .map(|(name, value)| (name.to_owned(), value)),
     );
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_callbacks_are_summed_over_event_types() {
+        let text = "# TYPE callbacks_total counter\n\
+            callbacks_total{event_type=\"call_started\",outcome=\"accepted\"} 12\n\
+            callbacks_total{event_type=\"call_completed\",outcome=\"accepted\"} 30\n\
+            callbacks_total{event_type=\"call_completed\",outcome=\"unavailable\"} 7\n\
+            callback_processing_time_seconds_count 49\n";
+        assert_eq!(accepted_in_metrics(text), 42);
+    }
 }

@@ -105,10 +105,11 @@ pub fn start_traffic(
     })
 }
 
-/// The phone number of the `index`-th number of the run: unique, valid E.164
-/// (`+1555` and seven digits), never a real subscriber's.
+/// The phone number of the `index`-th number of the run: unique, and a valid number of
+/// the default region (IN) as `callbridge enqueue` checks it (`+9198` and eight digits),
+/// so it is enqueued and sent in the national form. The simulator places no real call.
 pub fn phone_number(index: u64) -> String {
-    format!("+1555{:07}", index % 10_000_000)
+    format!("+9198{:08}", index % 100_000_000)
 }
 
 /// Writes campaign `campaign`'s CSV: its numbers and a customer id as custom data.
@@ -166,6 +167,14 @@ mod tests {
     fn phone_numbers_are_distinct_e164_numbers() {
         let numbers: std::collections::HashSet<String> = (0..1000).map(phone_number).collect();
         assert_eq!(numbers.len(), 1000);
-        assert_eq!(phone_number(42), "+15550000042");
+        assert_eq!(phone_number(42), "+919800000042");
+        let india = callbridge_types::phone::Region::parse("IN").ok();
+        for index in [0, 42, 99_999_999] {
+            let number = phone_number(index);
+            assert!(
+                callbridge_types::phone::normalise(&number, india).is_ok(),
+                "{number}"
+            );
+        }
     }
 }

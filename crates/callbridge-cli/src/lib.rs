@@ -39,6 +39,8 @@ pub enum Command {
     /// Delete callback events, published outbox rows and finished queue rows past their
     /// retention.
     Retention(commands::retention::RetentionArgs),
+    /// The do-not-call list: add, remove, import, list and check numbers.
+    Dnc(commands::dnc::DncArgs),
     /// List batches: local counts and status beside the centralized system's view.
     Batches(commands::batches::BatchesArgs),
     /// Show one batch in detail.
@@ -61,6 +63,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Campaign(args) => commands::campaign::run(args).await,
         Command::Queue(args) => commands::queue::run(args).await,
         Command::Retention(args) => commands::retention::run(args).await,
+        Command::Dnc(args) => commands::dnc::run(args).await,
         Command::Batches(args) => commands::batches::run_list(args).await,
         Command::Batch(args) => commands::batches::run_one(args).await,
         Command::Dlq(args) => commands::dlq::run(args).await,

@@ -7,7 +7,18 @@ use common::*;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+/// The UK numbers of [`campaign_csv`] are sent in E.164: the national form (the default)
+/// carries only numbers of the default region (IN).
 fn env(db_url: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("CLIENT_CALLING_DB_URL", db_url),
+        ("CENTRALIZED_CALLING_ACCOUNT_CODE", ACCOUNT_CODE),
+        ("CALLBRIDGE__NUMBERS__SEND_FORM", "e164"),
+    ]
+}
+
+/// The defaults: region IN, national form.
+fn env_national(db_url: &str) -> Vec<(&str, &str)> {
     vec![
         ("CLIENT_CALLING_DB_URL", db_url),
         ("CENTRALIZED_CALLING_ACCOUNT_CODE", ACCOUNT_CODE),
@@ -136,7 +147,7 @@ async fn invalid_numbers_stop_the_enqueue_with_their_lines_unless_skip_invalid()
     let csv = "phone_number\n9876543210\n12345\n9876543211\n98765x43210\n";
     let file = TempFile::with_contents("bad.csv", csv.as_bytes());
 
-    let refused = callbridge(&["enqueue", file.arg()], &env(db.url()), None).await;
+    let refused = callbridge(&["enqueue", file.arg()], &env_national(db.url()), None).await;
 
     let message = one_line_failure(&refused);
     assert!(
@@ -144,7 +155,12 @@ async fn invalid_numbers_stop_the_enqueue_with_their_lines_unless_skip_invalid()
         "{message}"
     );
     assert!(message.contains("--skip-invalid"), "{message}");
-    assert!(stderr(&refused).contains("line 3: invalid phone_number: 5 digits, at least 7 needed"));
+    assert!(
+        stderr(&refused)
+            .contains("line 3: invalid phone_number: not a valid number of country +91"),
+        "{}",
+        stderr(&refused)
+    );
     assert!(
         !stderr(&refused).contains("12345"),
         "the bad value is not echoed"
@@ -154,7 +170,7 @@ async fn invalid_numbers_stop_the_enqueue_with_their_lines_unless_skip_invalid()
 
     let skipped = callbridge(
         &["enqueue", file.arg(), "--skip-invalid"],
-        &env(db.url()),
+        &env_national(db.url()),
         None,
     )
     .await;
@@ -164,7 +180,14 @@ async fn invalid_numbers_stop_the_enqueue_with_their_lines_unless_skip_invalid()
         .into_iter()
         .map(|row| row.0)
         .collect();
+    // Sent in the national form, as the integration guide shows; kept in E.164 beside.
     assert_eq!(numbers, ["9876543210", "9876543211"]);
+    let e164: Vec<String> =
+        sqlx::query_scalar("SELECT phone_e164 FROM local_call_queue ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(e164, ["+919876543210", "+919876543211"]);
 }
 
 #[tokio::test]
@@ -274,9 +297,14 @@ async fn batch_size_is_bounded_by_the_apis_1000_and_chosen_per_run() {
 }
 
 #[tokio::test]
-async fn new_batch_ids_follow_the_highest_existing_one() {
+async fn new_batch_ids_come_from_the_shared_allocator_and_skip_ids_an_application_took() {
     let (db, pool) = migrated_db().await;
-    sqlx::query("INSERT INTO call_batches (batch_id, accountcode) VALUES (12345, 'OTHER')")
+    // An application's own batch and its own queue rows, under ids it chose itself.
+    sqlx::query("INSERT INTO call_batches (batch_id, accountcode) VALUES (1, 'OTHER')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO local_call_queue (phone_number, batch_id) VALUES ('9800000000', 2)")
         .execute(&pool)
         .await
         .unwrap();
@@ -286,11 +314,14 @@ async fn new_batch_ids_follow_the_highest_existing_one() {
 
     assert_success(&output);
     let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
-    assert_eq!(
-        report["batches"],
-        json!([{"batch_id": 12346, "numbers": 2}])
-    );
+    assert_eq!(report["batches"], json!([{"batch_id": 3, "numbers": 2}]));
     assert_eq!(report["enqueued"], 2);
+    // The allocator moved past it: the next id anyone gets is higher.
+    let next: i32 = sqlx::query_scalar("SELECT callbridge_allocate_batch_ids(1)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(next > 3, "{next}");
 }
 
 #[tokio::test]

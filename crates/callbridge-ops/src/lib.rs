@@ -1,6 +1,7 @@
 //! What an operator does to campaigns and to queue rows, and the SQL that does it: list and
-//! show campaigns with their figures, pause, resume, cancel, change rules, and the two
-//! repairs (`retry` failed rows, `resolve` rows whose outcome is unknown).
+//! show campaigns with their figures, pause, resume, cancel, change rules, the two
+//! repairs (`retry` failed rows, `resolve` rows whose outcome is unknown), and the
+//! do-not-call list (`dnc`).
 //!
 //! The CLI (`callbridge campaign …`, `callbridge queue …`) and the operator console call
 //! these same functions; the services never depend on this crate. Every control and
@@ -12,6 +13,7 @@
 
 pub mod audit;
 pub mod campaign;
+pub mod dnc;
 pub mod queue;
 pub mod retention;
 pub mod rules;

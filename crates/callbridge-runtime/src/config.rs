@@ -19,12 +19,14 @@
 mod amqp;
 mod api;
 mod api_key;
+mod console;
 mod database;
 mod database_url;
 mod de;
 mod ingress;
 mod layers;
 mod lifecycle;
+mod numbers;
 mod persister;
 mod secret;
 mod submitter;
@@ -37,12 +39,14 @@ use serde::Deserialize;
 pub use amqp::{AmqpSettings, DEFAULT_RABBITMQ_URL};
 pub use api::{ApiConfig, ApiSettings};
 pub use api_key::{decrypt_api_key, encrypt_api_key};
+pub use console::{ConsoleConfig, ConsoleSettings, MIN_TOKEN_CHARS};
 pub use database::{DEFAULT_DATABASE_URL, DatabaseConfig, DatabaseSettings};
 pub use database_url::{DatabaseIdentity, DatabaseUrl, normalise_database_url};
 pub use de::parse_strict_bool;
 pub use ingress::{CallbackSettings, IngressConfig, IngressSettings, TlsFiles};
 pub use layers::{CONFIG_FILE_VARIABLE, VERBATIM_VARIABLES, VariableKind, setting_name};
 pub use lifecycle::{LifecycleConfig, LifecycleSettings, parse_duration};
+pub use numbers::{NumbersConfig, NumbersSettings};
 pub use persister::{PersisterConfig, PersisterSettings};
 pub use secret::Secret;
 pub use submitter::{SubmitterConfig, SubmitterSettings};
@@ -81,6 +85,8 @@ pub struct Settings {
     pub ingress: IngressSettings,
     pub persister: PersisterSettings,
     pub submitter: SubmitterSettings,
+    pub console: ConsoleSettings,
+    pub numbers: NumbersSettings,
     pub telemetry: TelemetrySettings,
     pub lifecycle: LifecycleSettings,
 }

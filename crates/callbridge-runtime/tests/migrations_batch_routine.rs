@@ -498,6 +498,38 @@ async fn a_batch_all_of_whose_rows_are_cancelled_ends_cancelled() {
 }
 
 #[tokio::test]
+async fn a_batch_whose_rows_were_all_suppressed_or_cancelled_ends_cancelled() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 62, 0).await;
+    queue_row(&pool, 62, "9876543210", "suppressed").await;
+    queue_row(&pool, 62, "9876543211", "pending").await;
+    assert_eq!(refresh(&pool, 62).await, Some(BatchStatus::Pending));
+
+    sqlx::query(
+        "UPDATE local_call_queue SET queue_status = 'cancelled'
+          WHERE batch_id = 62 AND queue_status = 'pending'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(refresh(&pool, 62).await, Some(BatchStatus::Cancelled));
+
+    // Suppressed only, too.
+    create_batch(&pool, 63, 0).await;
+    queue_row(&pool, 63, "9876543212", "suppressed").await;
+    assert_eq!(refresh(&pool, 63).await, Some(BatchStatus::Cancelled));
+}
+
+#[tokio::test]
+async fn suppressed_rows_do_not_keep_a_batch_whose_calls_ended_from_completing_or_failing() {
+    let (_db, pool) = migrated().await;
+    create_batch(&pool, 64, 0).await;
+    queue_row(&pool, 64, "9876543210", "suppressed").await;
+    queue_row(&pool, 64, "9876543211", "failed").await;
+    assert_eq!(refresh(&pool, 64).await, Some(BatchStatus::Failed));
+}
+
+#[tokio::test]
 async fn a_batch_of_failed_and_cancelled_rows_ends_failed() {
     let (_db, pool) = migrated().await;
     create_batch(&pool, 61, 0).await;

@@ -21,17 +21,21 @@ use tokio::task::JoinHandle;
 /// `stall()` is the other kind of network failure: connections stay open but no byte
 /// crosses the proxy (a black hole, as when a link drops without a reset) until
 /// `unstall()`, which delivers what was held back.
+///
+/// `retarget()` points new connections elsewhere, as a failover moves a service address
+/// to the promoted server.
 #[derive(Debug)]
 pub struct TcpProxy {
     addr: SocketAddr,
-    target: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
     stalled: watch::Sender<bool>,
     accept_loop: JoinHandle<()>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ProxyState {
+    /// Where new connections are forwarded.
+    target: SocketAddr,
     cut: bool,
     next_id: u64,
     /// Connections accepted so far, including those closed at once while cut.
@@ -57,17 +61,18 @@ impl TcpProxy {
         let addr = listener
             .local_addr()
             .context("while reading the proxy's address")?;
-        let state = Arc::new(Mutex::new(ProxyState::default()));
-        let (stalled, _) = watch::channel(false);
-        let accept_loop = tokio::spawn(accept_connections(
-            listener,
+        let state = Arc::new(Mutex::new(ProxyState {
             target,
-            state.clone(),
-            stalled.clone(),
-        ));
+            cut: false,
+            next_id: 0,
+            accepted: 0,
+            live: HashMap::new(),
+        }));
+        let (stalled, _) = watch::channel(false);
+        let accept_loop =
+            tokio::spawn(accept_connections(listener, state.clone(), stalled.clone()));
         Ok(TcpProxy {
             addr,
-            target,
             state,
             stalled,
             accept_loop,
@@ -79,9 +84,15 @@ impl TcpProxy {
         self.addr
     }
 
-    /// Where the proxy forwards to.
+    /// Where the proxy forwards new connections to.
     pub fn target(&self) -> SocketAddr {
-        self.target
+        lock(&self.state).target
+    }
+
+    /// Forwards new connections to `target` from now on; live ones stay as they are
+    /// (`cut` ends them).
+    pub fn retarget(&self, target: SocketAddr) {
+        lock(&self.state).target = target;
     }
 
     /// Ends every live connection and closes new ones until [`TcpProxy::restore`].
@@ -152,7 +163,6 @@ fn shutdown_all(sockets: &[std::net::TcpStream]) {
 
 async fn accept_connections(
     listener: TcpListener,
-    target: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
     stalled: watch::Sender<bool>,
 ) {
@@ -164,13 +174,7 @@ async fn accept_connections(
         let Some((id, client)) = register(&state, None, client) else {
             continue;
         };
-        tokio::spawn(forward(
-            id,
-            client,
-            target,
-            state.clone(),
-            stalled.subscribe(),
-        ));
+        tokio::spawn(forward(id, client, state.clone(), stalled.subscribe()));
     }
 }
 
@@ -201,10 +205,10 @@ fn register(
 async fn forward(
     id: u64,
     client: TcpStream,
-    target: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
     stalled: watch::Receiver<bool>,
 ) {
+    let target = lock(&state).target;
     if let Ok(upstream) = TcpStream::connect(target).await
         && let Some((_, upstream)) = register(&state, Some(id), upstream)
     {
@@ -282,6 +286,42 @@ mod tests {
         let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(echo_once(&mut stream, b"hello").await.unwrap(), b"hello");
         assert_eq!(proxy.live_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn retarget_sends_new_connections_to_the_new_target_only() {
+        /// A server that answers every connection with `name`.
+        async fn named_server(name: &'static [u8]) -> SocketAddr {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let (mut socket, _) = listener.accept().await.unwrap();
+                    tokio::spawn(async move {
+                        let _ = socket.write_all(name).await;
+                        let mut sink = [0u8; 16];
+                        let _ = socket.read(&mut sink).await;
+                    });
+                }
+            });
+            addr
+        }
+        async fn greeting(stream: &mut TcpStream) -> Vec<u8> {
+            let mut buffer = [0u8; 3];
+            stream.read_exact(&mut buffer).await.unwrap();
+            buffer.to_vec()
+        }
+        let old = named_server(b"old").await;
+        let new = named_server(b"new").await;
+        let proxy = TcpProxy::start(old).await;
+        let mut before = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(greeting(&mut before).await, b"old");
+
+        proxy.retarget(new);
+        assert_eq!(proxy.target(), new);
+        let mut after = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(greeting(&mut after).await, b"new");
+        assert_eq!(proxy.live_connections(), 2, "the live connection stays");
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ async fn store(pool: &PgPool, event_id: &str, received_at: DateTime<Utc>, payloa
         envelope: Envelope::new(event_id.to_owned(), received_at, event, &payload),
         trace_id: None,
     };
-    store_batch(pool, &[&incoming]).await.unwrap();
+    store_batch(pool, &[&incoming], Utc::now()).await.unwrap();
 }
 
 async fn scalar(pool: &PgPool, sql: &'static str) -> i64 {

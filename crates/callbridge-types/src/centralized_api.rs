@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::phone::{Region, normalise};
+
 /// `POST`: queue a batch's numbers. Relative to the API's base URL, which may carry a
 /// path prefix.
 pub const INSERT_PATH: &str = "api/v1/queues/insertdataincallqueue/";
@@ -386,20 +388,34 @@ pub enum NumberMatch {
     /// Only the digits count: `+91 98765-43210` and `919876543210` are one number.
     #[default]
     Digits,
+    /// Both are read as E.164 numbers, one without a country code as a national number of
+    /// the region: `9876543210` and `+91 98765 43210` are one number with region IN. A
+    /// text that is no valid number is compared by its digits.
+    E164(Region),
 }
 
 impl NumberMatch {
-    pub fn parse(text: &str) -> Result<NumberMatch, String> {
+    /// `digits`, or `e164` with the default region numbers without a country code belong
+    /// to (`None`: there is none, and `e164` is refused).
+    pub fn parse(text: &str, default_region: Option<Region>) -> Result<NumberMatch, String> {
         match text.trim() {
             "digits" => Ok(NumberMatch::Digits),
-            other => Err(format!("must be digits, got {other:?}")),
+            "e164" => default_region.map(NumberMatch::E164).ok_or_else(|| {
+                "is e164, which reads numbers without a country code in the default region, and none is configured".to_owned()
+            }),
+            other => Err(format!("must be digits or e164, got {other:?}")),
         }
     }
 
     /// The form two numbers are compared in.
     pub fn key(self, number: &str) -> String {
+        let digits = || number.chars().filter(char::is_ascii_digit).collect();
         match self {
-            NumberMatch::Digits => number.chars().filter(char::is_ascii_digit).collect(),
+            NumberMatch::Digits => digits(),
+            NumberMatch::E164(region) => match normalise(number, Some(region)) {
+                Ok(number) => number.as_str().to_owned(),
+                Err(_) => digits(),
+            },
         }
     }
 }
@@ -707,8 +723,21 @@ mod tests {
         let key = |number| NumberMatch::Digits.key(number);
         assert_eq!(key("+91 98765-43210"), "919876543210");
         assert_eq!(key(" (0)98 765 "), "098765");
-        assert_eq!(NumberMatch::parse("digits"), Ok(NumberMatch::Digits));
-        assert!(NumberMatch::parse("exact").is_err());
+        assert_eq!(NumberMatch::parse("digits", None), Ok(NumberMatch::Digits));
+        assert!(NumberMatch::parse("exact", None).is_err());
+    }
+
+    #[test]
+    fn e164_match_reads_national_numbers_in_the_default_region() {
+        let india = Region::parse("IN").unwrap();
+        let matching = NumberMatch::parse("e164", Some(india)).unwrap();
+        assert_eq!(matching, NumberMatch::E164(india));
+        assert_eq!(matching.key("9876543210"), matching.key("+91 98765 43210"));
+        assert_eq!(matching.key("9876543210"), "+919876543210");
+        // Not a number: its digits, which no E.164 key equals.
+        assert_eq!(matching.key("12"), "12");
+        let error = NumberMatch::parse("e164", None).unwrap_err();
+        assert!(error.contains("default region"), "{error}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod envelope;
 pub mod event;
 pub mod lifecycle;
+pub mod phone;
 pub mod signature;
 pub mod status;
 pub mod topology;

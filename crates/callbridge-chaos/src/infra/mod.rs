@@ -6,6 +6,7 @@
 
 pub mod postgres;
 pub mod rabbitmq;
+pub mod rabbitmq_cluster;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -18,6 +19,7 @@ use clap::ValueEnum;
 
 pub use postgres::PrivatePostgres;
 pub use rabbitmq::PrivateRabbitMq;
+pub use rabbitmq_cluster::PrivateRabbitCluster;
 
 /// Which kind of server a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,38 +86,52 @@ impl Database {
 pub enum Broker {
     Private(PrivateRabbitMq),
     Shared(TestVhost),
+    /// Private nodes clustered together.
+    Cluster(PrivateRabbitCluster),
 }
 
 impl Broker {
-    /// The AMQP URL, connecting directly (the runner's own connections).
+    /// The AMQP URL (every node's, comma-separated, for a cluster), connecting directly
+    /// (the runner's own connections).
     pub fn amqp_url(&self) -> String {
+        self.amqp_url_via(&self.addrs())
+    }
+
+    /// The same broker (and vhost) reached at `addrs` (proxies in front of its nodes, in
+    /// the nodes' order): the services' `RABBITMQ_URL`.
+    pub fn amqp_url_via(&self, addrs: &[SocketAddr]) -> String {
+        let urls: Vec<String> = addrs
+            .iter()
+            .map(|addr| match self {
+                Broker::Private(_) | Broker::Cluster(_) => PrivateRabbitMq::amqp_url_via(*addr),
+                Broker::Shared(vhost) => vhost.amqp_url_via(*addr),
+            })
+            .collect();
+        urls.join(",")
+    }
+
+    /// The AMQP address of each node.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
         match self {
-            Broker::Private(node) => PrivateRabbitMq::amqp_url_via(node.addr()),
-            Broker::Shared(vhost) => vhost.amqp_url(),
+            Broker::Private(node) => vec![node.addr()],
+            Broker::Shared(vhost) => vec![vhost.amqp_socket_addr()],
+            Broker::Cluster(cluster) => cluster.nodes().iter().map(PrivateRabbitMq::addr).collect(),
         }
     }
 
-    /// The same broker (and vhost) reached at `addr` (a proxy in front of it).
-    pub fn amqp_url_via(&self, addr: SocketAddr) -> String {
+    pub fn describe(&self) -> String {
         match self {
-            Broker::Private(_) => PrivateRabbitMq::amqp_url_via(addr),
-            Broker::Shared(vhost) => vhost.amqp_url_via(addr),
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        match self {
-            Broker::Private(node) => node.addr(),
-            Broker::Shared(vhost) => vhost.amqp_socket_addr(),
-        }
-    }
-
-    pub fn describe(&self) -> &'static str {
-        match self {
-            Broker::Private(_) => "private RabbitMQ node (restarted with rabbitmqctl stop/start)",
-            Broker::Shared(_) => {
-                "shared RabbitMQ, own vhost (restart simulated by cutting connections)"
+            Broker::Private(_) => {
+                "private RabbitMQ node (restarted with rabbitmqctl stop/start)".into()
             }
+            Broker::Shared(_) => {
+                "shared RabbitMQ, own vhost (restart simulated by cutting connections)".into()
+            }
+            Broker::Cluster(cluster) => format!(
+                "private RabbitMQ cluster of {} nodes (quorum queues with 3 members; \
+                 every service given every node)",
+                cluster.len()
+            ),
         }
     }
 }
@@ -130,10 +146,16 @@ pub struct Infra {
 }
 
 impl Infra {
-    /// Provisions the servers a run asked for. Private instances live under a fresh
+    /// Provisions the servers a run asked for: a private broker of `rabbitmq_nodes`
+    /// clustered nodes when that is more than one. Private instances live under a fresh
     /// directory in the system temp dir (their users must be able to reach it).
-    pub async fn provision(database: ServerChoice, broker: ServerChoice) -> anyhow::Result<Infra> {
-        let scratch = (database == ServerChoice::Private || broker == ServerChoice::Private)
+    pub async fn provision(
+        database: ServerChoice,
+        broker: ServerChoice,
+        rabbitmq_nodes: usize,
+    ) -> anyhow::Result<Infra> {
+        let private_broker = broker == ServerChoice::Private || rabbitmq_nodes > 1;
+        let scratch = (database == ServerChoice::Private || private_broker)
             .then(ScratchDir::create)
             .transpose()?;
         let scratch_path = |name: &str| -> PathBuf {
@@ -155,6 +177,11 @@ impl Infra {
             ),
         };
         let broker = match broker {
+            _ if rabbitmq_nodes > 1 => Broker::Cluster(
+                PrivateRabbitCluster::start(scratch_path("rabbitmq"), rabbitmq_nodes)
+                    .await
+                    .context("while starting the private RabbitMQ cluster")?,
+            ),
             ServerChoice::Private => Broker::Private(
                 PrivateRabbitMq::start(scratch_path("rabbitmq"))
                     .await

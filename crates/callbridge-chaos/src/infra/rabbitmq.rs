@@ -1,7 +1,9 @@
 //! A private RabbitMQ node on its own ports, so a "RabbitMQ restart" never touches the
 //! shared broker other tests use. It runs as the `rabbitmq` user with that user's Erlang
 //! cookie (so `rabbitmqctl` can reach it), with its own node name, data, logs, config
-//! file (the system one pins the listener to 5672) and no plugins.
+//! file (the system one pins the listener to 5672) and no plugins. The nodes of a
+//! private cluster ([`super::rabbitmq_cluster`]) share a home of their own instead, with
+//! a cookie only they know.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use crate::ports::free_port_block;
 use crate::process::run_command;
 
 /// The operating-system user RabbitMQ runs as on Debian, and its home (the cookie).
-const OWNER: &str = "rabbitmq";
+pub(crate) const OWNER: &str = "rabbitmq";
 const OWNER_HOME: &str = "/var/lib/rabbitmq";
 /// The scripts the `/usr/sbin` wrappers call after switching user (Debian).
 const SCRIPTS: &str = "/usr/lib/rabbitmq/bin";
@@ -27,12 +29,22 @@ pub struct PrivateRabbitMq {
     dir: PathBuf,
     node: String,
     port: u16,
+    /// `HOME` of the node and of `rabbitmqctl`: where the Erlang cookie is.
+    home: PathBuf,
 }
 
 impl PrivateRabbitMq {
     /// Creates the node's files under `dir` (which must not exist yet) and starts it.
     #[tracing::instrument(skip_all, fields(dir = %dir.display()))]
     pub async fn start(dir: PathBuf) -> anyhow::Result<PrivateRabbitMq> {
+        let node = PrivateRabbitMq::create(dir, PathBuf::from(OWNER_HOME)).await?;
+        node.start_node().await?;
+        Ok(node)
+    }
+
+    /// Creates the node's files under `dir` (which must not exist yet), to run with
+    /// `home` (holding the Erlang cookie), without starting it.
+    pub(crate) async fn create(dir: PathBuf, home: PathBuf) -> anyhow::Result<PrivateRabbitMq> {
         if !Path::new(SCRIPTS).join("rabbitmq-server").is_file() {
             bail!("{SCRIPTS}/rabbitmq-server is missing: install rabbitmq-server (Debian)");
         }
@@ -63,9 +75,17 @@ impl PrivateRabbitMq {
             Command::new("chown").args(["-R", OWNER, &dir.to_string_lossy()]),
         )
         .await?;
-        let node = PrivateRabbitMq { dir, node, port };
-        node.start_node().await?;
-        Ok(node)
+        Ok(PrivateRabbitMq {
+            dir,
+            node,
+            port,
+            home,
+        })
+    }
+
+    /// The Erlang node name (`chaos-<port>@localhost`).
+    pub fn node_name(&self) -> &str {
+        &self.node
     }
 
     /// `amqp://` URL of the default vhost reached at `addr` (the node itself, or a proxy
@@ -112,6 +132,42 @@ impl PrivateRabbitMq {
         .map(drop)
     }
 
+    /// SIGKILLs the node's VM, as a crashed machine or an OOM kill would end it, and waits
+    /// until the process is gone. Returns its pid; `None` when it was not running.
+    #[tracing::instrument(skip_all, fields(node = %self.node))]
+    pub async fn kill(&self) -> anyhow::Result<Option<u32>> {
+        let Some(pid) = self.running_pid() else {
+            return Ok(None);
+        };
+        crate::process::send_signal(pid, "KILL").await?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "node {} (pid {pid}) still runs 30 s after SIGKILL",
+                    self.node
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(Some(pid))
+    }
+
+    /// `rabbitmqctl` with `args`, run against this node; its standard output.
+    pub async fn rabbitmqctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let what = format!("rabbitmqctl -n {} {}", self.node, args.join(" "));
+        run_command(&what, self.ctl().args(args)).await
+    }
+
+    /// A RabbitMQ command-line tool (`rabbitmq-queues`, `rabbitmq-upgrade`, …) with
+    /// `args`, run against this node; its standard output.
+    pub async fn tool(&self, tool: &str, args: &[&str]) -> anyhow::Result<String> {
+        let what = format!("{tool} -n {} {}", self.node, args.join(" "));
+        let mut command = self.as_owner(tool);
+        command.args(["-n", &self.node]).args(args);
+        run_command(&what, &mut command).await
+    }
+
     /// The pid in the node's pid file, if that process is still this node's VM (a stale
     /// pid file must never get an unrelated process killed).
     fn running_pid(&self) -> Option<u32> {
@@ -143,7 +199,8 @@ impl PrivateRabbitMq {
         let mut command = Command::new("runuser");
         command
             .args(["-u", OWNER, "--", "env"])
-            .arg(format!("HOME={OWNER_HOME}"))
+            .arg(format!("HOME={}", self.home.display()))
+            .arg("RABBITMQ_USE_LONGNAME=false")
             .arg(format!("RABBITMQ_NODENAME={}", self.node))
             .arg(format!("RABBITMQ_NODE_PORT={}", self.port))
             .arg(format!("RABBITMQ_DIST_PORT={}", self.port + 1))
@@ -167,7 +224,7 @@ impl PrivateRabbitMq {
             ))
             .arg(Path::new(SCRIPTS).join(script))
             // The scripts start from the user's home, as the Debian wrappers do.
-            .current_dir(OWNER_HOME);
+            .current_dir(&self.home);
         command
     }
 }

@@ -3,6 +3,7 @@
 pub mod batches;
 pub mod campaign;
 pub mod dlq;
+pub mod dnc;
 pub mod doctor;
 pub mod doctor_batch_status;
 pub mod encrypt_key;

@@ -9,8 +9,8 @@ use callbridge_types::centralized_api::{
 use serde::Deserialize;
 
 use super::{
-    ApiConfig, ConfigError, DatabaseConfig, LifecycleConfig, Settings, at_least, bind_address, de,
-    setting_name,
+    ApiConfig, ConfigError, DatabaseConfig, LifecycleConfig, NumbersConfig, Settings, at_least,
+    bind_address, de, setting_name,
 };
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -67,6 +67,9 @@ pub struct SubmitterConfig {
     pub analyze_after_rows: u64,
     /// How batch-status answers are read when an insert's outcome is unknown.
     pub batch_status: BatchStatusReading,
+    /// How numbers are read: the do-not-call check of rows an application inserted reads
+    /// a number without a country code in the default region.
+    pub numbers: NumbersConfig,
     /// The callback deadline (calls without a terminal callback become `expired`).
     pub lifecycle: LifecycleConfig,
 }
@@ -80,8 +83,11 @@ impl Settings {
         Ok(BatchStatusReading {
             numbers_path: NumbersPath::parse(&submitter.batch_status_numbers_path)
                 .map_err(|message| invalid("submitter.batch_status_numbers_path", message))?,
-            number_match: NumberMatch::parse(&submitter.batch_status_number_match)
-                .map_err(|message| invalid("submitter.batch_status_number_match", message))?,
+            number_match: NumberMatch::parse(
+                &submitter.batch_status_number_match,
+                self.numbers()?.default_region,
+            )
+            .map_err(|message| invalid("submitter.batch_status_number_match", message))?,
             not_found: NotFoundMeaning::parse(&submitter.batch_status_not_found)
                 .map_err(|message| invalid("submitter.batch_status_not_found", message))?,
         })
@@ -122,6 +128,7 @@ impl Settings {
             migrate_on_start: submitter.migrate_on_start,
             analyze_after_rows: submitter.analyze_after_rows,
             batch_status: self.batch_status_reading()?,
+            numbers: self.numbers()?,
             lifecycle: self.lifecycle()?,
         })
     }

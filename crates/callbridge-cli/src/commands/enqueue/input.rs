@@ -1,12 +1,14 @@
 //! Reading a campaign CSV: header `phone_number` (any position, any case), every other
 //! column becomes a key of `custom_data`. An optional `timezone` column gives a row its
-//! own IANA zone for the campaign's calling window (it stays in `custom_data` too). Numbers are normalised, invalid ones and
-//! repeats are collected with their line numbers, and what remains is hashed so a
-//! campaign can be identified by its content.
+//! own IANA zone for the campaign's calling window (it stays in `custom_data` too). Numbers
+//! are normalised to E.164 (`callbridge_types::phone`, with the configured default region)
+//! and kept in the form sent to the API beside it; invalid ones and repeats (the same
+//! E.164 number, however it was typed) are collected with their line numbers, and what
+//! remains is hashed so a campaign can be identified by its content.
 //!
 //! The reader streams: each kept row is handed on as it is read and then forgotten, so a
 //! file of millions of rows needs memory only for what it has to remember: the numbers
-//! already seen, each as one integer (see [`phone_key`]), and the problem lines.
+//! already seen, each as one integer (see [`E164::key`]), and the problem lines.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -15,10 +17,10 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use callbridge_runtime::config::{NumbersConfig, setting_name};
 use callbridge_types::campaign::parse_time_zone;
+use callbridge_types::phone::{E164, RefusedNumber, normalise};
 use sha2::{Digest, Sha256};
-
-use super::phone::{PhoneError, normalise_phone_into, phone_key};
 
 /// The column that holds the numbers.
 pub const PHONE_COLUMN: &str = "phone_number";
@@ -35,7 +37,9 @@ const NUL_IN_CSV: &str = "a NUL character (which Postgres cannot store) is in";
 pub struct CampaignRow {
     /// Line of the CSV it came from (1 is the header).
     pub line: u64,
+    /// The form sent to the API (`CALLBRIDGE__NUMBERS__SEND_FORM`).
     pub phone_number: String,
+    pub phone_e164: String,
     /// `custom_data` as JSON text, or `None` when the row's other cells are all empty.
     pub custom_data: Option<String>,
     /// The row's own IANA zone (its `timezone` cell), or `None`: the campaign's.
@@ -46,7 +50,9 @@ pub struct CampaignRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeptRow<'a> {
     pub line: u64,
+    /// The form sent to the API.
     pub phone_number: &'a str,
+    pub phone_e164: &'a E164,
     pub custom_data: Option<&'a str>,
     /// The zone's canonical name.
     pub time_zone: Option<&'a str>,
@@ -57,6 +63,7 @@ impl KeptRow<'_> {
         CampaignRow {
             line: self.line,
             phone_number: self.phone_number.to_owned(),
+            phone_e164: self.phone_e164.as_str().to_owned(),
             custom_data: self.custom_data.map(str::to_owned),
             time_zone: self.time_zone.map(str::to_owned),
         }
@@ -72,14 +79,18 @@ pub struct InvalidRow {
 /// Why a row cannot be enqueued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowProblem {
-    Phone(PhoneError),
+    Phone(RefusedNumber),
+    /// A valid number of another country than the default region's, which the national
+    /// form cannot carry (it would reach a number of the default region instead): the
+    /// country calling code.
+    OtherCountry(u16),
     /// Its `timezone` cell is not an IANA zone name (the cell, which is no personal data).
     TimeZone(String),
 }
 
 impl RowProblem {
     pub fn is_phone(&self) -> bool {
-        matches!(self, RowProblem::Phone(_))
+        matches!(self, RowProblem::Phone(_) | RowProblem::OtherCountry(_))
     }
 }
 
@@ -87,6 +98,11 @@ impl std::fmt::Display for RowProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RowProblem::Phone(problem) => write!(f, "invalid phone_number: {problem}"),
+            RowProblem::OtherCountry(code) => write!(
+                f,
+                "invalid phone_number: a number of country +{code}, which the national form cannot carry ({} is national); send e164 instead",
+                setting_name("numbers.send_form")
+            ),
             RowProblem::TimeZone(cell) => write!(
                 f,
                 "invalid {TIME_ZONE_COLUMN} {cell:?}: not an IANA zone name (for example America/New_York or Asia/Kolkata)"
@@ -139,9 +155,13 @@ pub struct CampaignFile {
 
 /// Reads and validates the whole file into memory; `progress` is told how many bytes were
 /// read.
-pub fn read_campaign(path: &Path, progress: &dyn Fn(u64)) -> anyhow::Result<CampaignFile> {
+pub fn read_campaign(
+    path: &Path,
+    numbers: NumbersConfig,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<CampaignFile> {
     let mut rows = Vec::new();
-    let scan = CampaignReader::open(path)?.read(progress, &mut |row| {
+    let scan = CampaignReader::open(path, numbers)?.read(progress, &mut |row| {
         rows.push(row.to_owned());
         Ok(())
     })?;
@@ -162,12 +182,13 @@ pub struct CampaignReader {
     phone_index: usize,
     time_zone_index: Option<usize>,
     custom_columns: CustomColumns,
+    numbers: NumbersConfig,
 }
 
 impl CampaignReader {
     /// Opens the file and reads its header, so a file without a `phone_number` column is
     /// refused before anything else happens.
-    pub fn open(path: &Path) -> anyhow::Result<CampaignReader> {
+    pub fn open(path: &Path, numbers: NumbersConfig) -> anyhow::Result<CampaignReader> {
         let file = File::open(path).with_context(|| format!("while opening {}", path.display()))?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
@@ -197,6 +218,7 @@ impl CampaignReader {
             phone_index,
             time_zone_index,
             custom_columns: CustomColumns::new(&headers, phone_index),
+            numbers,
         })
     }
 
@@ -212,7 +234,6 @@ impl CampaignReader {
         let mut first_seen: HashMap<u64, u64> = HashMap::new();
         let mut hasher = Sha256::new();
         let mut record = csv::StringRecord::new();
-        let mut phone_number = String::new();
         let mut json = Vec::new();
         loop {
             let more = self
@@ -245,13 +266,25 @@ impl CampaignReader {
             }
 
             let raw = record.get(self.phone_index).unwrap_or_default();
-            if let Err(problem) = normalise_phone_into(raw, &mut phone_number) {
+            let e164 = match normalise(raw, self.numbers.default_region) {
+                Ok(e164) => e164,
+                Err(problem) => {
+                    scan.invalid.push(InvalidRow {
+                        line,
+                        problem: RowProblem::Phone(problem),
+                    });
+                    continue;
+                }
+            };
+            let Some(phone_number) =
+                e164.sent_form(self.numbers.send_form, self.numbers.default_region)
+            else {
                 scan.invalid.push(InvalidRow {
                     line,
-                    problem: RowProblem::Phone(problem),
+                    problem: RowProblem::OtherCountry(e164.calling_code()),
                 });
                 continue;
-            }
+            };
             let time_zone = match self
                 .time_zone_index
                 .and_then(|index| record.get(index))
@@ -270,7 +303,7 @@ impl CampaignReader {
                     }
                 },
             };
-            match first_seen.entry(phone_key(&phone_number)) {
+            match first_seen.entry(e164.key()) {
                 Entry::Occupied(first) => {
                     scan.duplicates.push(DuplicateRow {
                         line,
@@ -293,7 +326,8 @@ impl CampaignReader {
             hasher.update([b'\n']);
             keep(KeptRow {
                 line,
-                phone_number: &phone_number,
+                phone_number,
+                phone_e164: &e164,
                 custom_data,
                 time_zone,
             })?;
@@ -387,6 +421,13 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    fn india() -> NumbersConfig {
+        NumbersConfig {
+            default_region: Some(callbridge_types::phone::Region::parse("IN").unwrap()),
+            send_form: callbridge_types::phone::SendForm::National,
+        }
+    }
+
     fn read(text: &str) -> anyhow::Result<CampaignFile> {
         let path = std::env::temp_dir().join(format!(
             "callbridge-enqueue-{}-{:?}.csv",
@@ -397,7 +438,7 @@ mod tests {
             .unwrap()
             .write_all(text.as_bytes())
             .unwrap();
-        let campaign = read_campaign(&path, &|_| {});
+        let campaign = read_campaign(&path, india(), &|_| {});
         std::fs::remove_file(&path).ok();
         campaign
     }
@@ -515,11 +556,11 @@ mod tests {
             [
                 InvalidRow {
                     line: 3,
-                    problem: RowProblem::Phone(PhoneError::TooFewDigits(2))
+                    problem: RowProblem::Phone(RefusedNumber::NotValid("+91".into()))
                 },
                 InvalidRow {
                     line: 5,
-                    problem: RowProblem::Phone(PhoneError::UnexpectedCharacter)
+                    problem: RowProblem::Phone(RefusedNumber::UnexpectedCharacter)
                 },
             ]
         );
@@ -529,6 +570,35 @@ mod tests {
                 line: 4,
                 first_line: 2
             }]
+        );
+    }
+
+    #[test]
+    fn a_number_typed_two_ways_is_one_number_and_the_national_form_keeps_to_its_region() {
+        let campaign =
+            read("phone_number\n+91 98765 43210\n098765-43210\n+44 20 7183 8750\n").unwrap();
+        assert_eq!(campaign.rows.len(), 1);
+        assert_eq!(campaign.rows[0].phone_number, "9876543210");
+        assert_eq!(campaign.rows[0].phone_e164, "+919876543210");
+        assert_eq!(
+            campaign.duplicates,
+            [DuplicateRow {
+                line: 3,
+                first_line: 2
+            }]
+        );
+        assert_eq!(
+            campaign.invalid,
+            [InvalidRow {
+                line: 4,
+                problem: RowProblem::OtherCountry(44)
+            }]
+        );
+        assert!(
+            campaign.invalid[0]
+                .problem
+                .to_string()
+                .contains("CALLBRIDGE__NUMBERS__SEND_FORM")
         );
     }
 

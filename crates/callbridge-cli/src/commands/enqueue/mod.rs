@@ -11,19 +11,23 @@
 //! (start time, calling window, time zone, pacing); later runs add to it under its own
 //! rules, which `callbridge campaign set` changes.
 //!
+//! Numbers are normalised to E.164 with `CALLBRIDGE__NUMBERS__DEFAULT_REGION` and stored
+//! in the form `CALLBRIDGE__NUMBERS__SEND_FORM` names (`phone_number`, what the API is
+//! sent) beside their E.164 form (`phone_e164`, what the do-not-call list is checked
+//! against). Numbers already on the list are stored `suppressed` and reported.
+//!
 //! The file is read twice, streaming: first to check it (nothing touches the database
 //! when a number is invalid) and to hash it, then while its rows are COPYed into the
 //! queue (see `store.rs`). Only each distinct number (as one integer, to spot repeats)
 //! and the problem lines stay in memory: a million-row file peaks at about 90 MB.
 
 mod input;
-mod phone;
 mod store;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use callbridge_runtime::config::{DatabaseIdentity, Settings};
+use callbridge_runtime::config::{DatabaseIdentity, NumbersConfig, Settings};
 use clap::Args;
 use sqlx::{Connection, PgConnection};
 
@@ -32,7 +36,6 @@ use crate::operator::{ActorArgs, RuleArgs};
 use crate::output::{Progress, count_lines};
 pub use input::{CampaignFile, RowProblem, read_campaign};
 use input::{CampaignReader, CampaignScan};
-pub use phone::{PhoneError, normalise_phone};
 pub use store::StopEnqueue;
 use store::{
     COPY_CHUNKS_IN_FLIGHT, CampaignIdentity, Stored, begin_enqueue, refresh_planner_statistics,
@@ -94,6 +97,10 @@ struct Report<'a> {
     duplicates: usize,
     already_enqueued: u64,
     enqueued: u64,
+    /// On the do-not-call list: stored `suppressed`, never sent.
+    suppressed: u64,
+    /// Their lines (the first ones).
+    suppressed_lines: Vec<u64>,
     batches: Vec<BatchReport>,
 }
 
@@ -121,12 +128,13 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
             callbridge_types::event::limits::ACCOUNTCODE_CHARS
         );
     }
+    let numbers = settings.numbers()?;
     let rules = args.rules.change()?;
     let actor = args.actor.actor()?;
     let database = args.database.resolve(&settings)?;
 
     let size = regular_file_size(&args.file)?;
-    let checked = check_campaign(&args.file, size).await?;
+    let checked = check_campaign(&args.file, size, numbers).await?;
 
     let identity = identity(&args, &checked)?;
     report_problems(&checked);
@@ -157,6 +165,7 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
             size,
             rules: &rules,
             actor: &actor,
+            numbers,
         },
     )
     .await?;
@@ -179,6 +188,8 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
         duplicates: checked.duplicates.len(),
         already_enqueued: stored.already_enqueued,
         enqueued: stored.enqueued,
+        suppressed: stored.suppressed,
+        suppressed_lines: stored.suppressed_lines.clone(),
         batches: stored
             .batches
             .iter()
@@ -207,8 +218,12 @@ fn regular_file_size(path: &Path) -> anyhow::Result<u64> {
 }
 
 /// The first reading: every line checked, the kept rows hashed, nothing stored.
-async fn check_campaign(path: &Path, size: u64) -> anyhow::Result<CampaignScan> {
-    let reader = CampaignReader::open(path)?;
+async fn check_campaign(
+    path: &Path,
+    size: u64,
+    numbers: NumbersConfig,
+) -> anyhow::Result<CampaignScan> {
+    let reader = CampaignReader::open(path, numbers)?;
     let checking = Progress::bytes(size, "checking");
     let progress = checking.clone();
     let checked = tokio::task::spawn_blocking(move || {
@@ -230,6 +245,7 @@ struct Campaign<'a> {
     /// The rules of a campaign this enqueue creates (or restates).
     rules: &'a callbridge_ops::RulesChange,
     actor: &'a callbridge_ops::Actor,
+    numbers: NumbersConfig,
 }
 
 /// The second reading, inside the enqueue's transaction: each kept row is COPYed into the
@@ -243,18 +259,30 @@ async fn copy_campaign(
 ) -> anyhow::Result<Stored> {
     let in_database = || format!("while enqueuing into {database}");
     let now = crate::operator::now();
-    let mut enqueue = begin_enqueue(conn, campaign.identity, campaign.rules, now)
-        .await
-        .map_err(|error| {
-            if error.is::<StopEnqueue>() {
-                error
-            } else {
-                error.context(in_database())
-            }
-        })?;
+    // Every row the first reading found could be new: ids for as many batches as they fill.
+    let batches_at_most = campaign
+        .checked
+        .records
+        .div_ceil(u64::from(args.batch_size));
+    let mut enqueue = begin_enqueue(
+        conn,
+        campaign.identity,
+        campaign.rules,
+        now,
+        campaign.numbers.default_region,
+        batches_at_most,
+    )
+    .await
+    .map_err(|error| {
+        if error.is::<StopEnqueue>() {
+            error
+        } else {
+            error.context(in_database())
+        }
+    })?;
     let (chunks, received) = tokio::sync::mpsc::channel(COPY_CHUNKS_IN_FLIGHT);
     let mut lines = enqueue.queue_lines(campaign.identity, args.batch_size, chunks);
-    let reader = CampaignReader::open(&args.file)?;
+    let reader = CampaignReader::open(&args.file, campaign.numbers)?;
     let copying = Progress::bytes(campaign.size, "copying");
     let progress = copying.clone();
     let read = tokio::task::spawn_blocking(move || {
@@ -362,12 +390,20 @@ fn print_report(report: &Report<'_>) {
         "already enqueued  {} (by an earlier run)",
         report.already_enqueued
     );
+    if report.suppressed > 0 {
+        println!(
+            "suppressed        {} (on the do-not-call list, never sent: {})",
+            report.suppressed,
+            count_lines(&report.suppressed_lines, 10)
+        );
+    }
     let batches = match report.batches.as_slice() {
         [] => {
             println!("enqueued          0 (nothing new)");
             return;
         }
-        // One enqueue allocates consecutive ids: a long list reads better as a range.
+        // One enqueue's ids ascend (consecutive unless redials took some meanwhile): a long
+        // list reads better as a range.
         [first, .., last] if report.batches.len() > 10 => {
             format!("ids {} to {}", first.batch_id, last.batch_id)
         }

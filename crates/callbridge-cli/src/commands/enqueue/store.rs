@@ -7,6 +7,10 @@
 //! INSERT … SELECT: Postgres then paid a staging COPY (1.7 s per million rows) on top of
 //! an insert as dear as this COPY, which on its own runs as fast as a raw COPY of the
 //! same rows.
+//!
+//! Numbers on the do-not-call list when the enqueue runs are stored `suppressed`, in no
+//! batch, and reported; the submitter's claim checks the list again right before sending,
+//! which is what stops a number listed later.
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -21,8 +25,9 @@ use futures::TryStreamExt;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::mpsc;
 
+use callbridge_types::phone::{Region, normalise};
+
 use super::input::KeptRow;
-use super::phone::{normalise_phone, phone_key};
 
 /// COPY data is handed from the reading thread to the connection in chunks of about this
 /// size.
@@ -54,8 +59,12 @@ pub struct Stored {
     pub campaign_created: bool,
     /// Numbers an earlier run of the same campaign already enqueued (left as they are).
     pub already_enqueued: u64,
-    /// Rows inserted into `local_call_queue`.
+    /// Rows inserted into `local_call_queue` to be sent.
     pub enqueued: u64,
+    /// Rows inserted `suppressed` (in no batch): their numbers are on the do-not-call list.
+    pub suppressed: u64,
+    /// The file lines of the first suppressed rows (at most [`LISTED_SUPPRESSED`]).
+    pub suppressed_lines: Vec<u64>,
     /// The new batches, ascending, each with how many numbers it got.
     pub batches: Vec<(i32, u64)>,
 }
@@ -67,11 +76,13 @@ pub struct Enqueue<'c> {
     /// The campaign in `campaigns`, found or created under the enqueue lock.
     campaign: EnqueueCampaign,
     campaign_name: String,
-    /// One above the highest batch id in `call_batches`; checked against the API's
-    /// 32-bit limit once the number of batches is known.
-    first_batch_id: i64,
-    /// The campaign's numbers already in the queue, as [`phone_key`]s.
+    /// The batch ids this enqueue may use, ascending, from the allocator it shares with
+    /// the persister's redials: enough for every row the file could add.
+    batch_ids: Vec<i32>,
+    /// The campaign's numbers already in the queue, as E.164 keys.
     enqueued_before: HashSet<u64>,
+    /// The do-not-call list, as E.164 keys.
+    do_not_call: HashSet<u64>,
 }
 
 /// Begins the enqueue's transaction: takes the enqueue lock, reads which numbers the
@@ -86,6 +97,8 @@ pub async fn begin_enqueue<'c>(
     campaign: &CampaignIdentity,
     rules: &RulesChange,
     now: DateTime<Utc>,
+    default_region: Option<Region>,
+    batches_at_most: u64,
 ) -> anyhow::Result<Enqueue<'c>> {
     let mut tx = conn
         .begin()
@@ -122,36 +135,66 @@ pub async fn begin_enqueue<'c>(
             refused => anyhow::Error::new(StopEnqueue(refused.to_string())),
         })?;
 
-    // A stored number that is not in normalised form was not put there by enqueue, and
-    // no number from the file can equal it.
+    // Rows enqueued before numbers were kept in E.164 have only the form sent; a stored
+    // number that does not normalise was not put there by enqueue, and no number from
+    // the file can equal it.
     let enqueued_before: HashSet<u64> = sqlx::query_scalar::<_, String>(
-        "SELECT phone_number FROM local_call_queue WHERE campaign_key = $1",
+        "SELECT coalesce(phone_e164, phone_number) FROM local_call_queue WHERE campaign_key = $1",
     )
     .bind(&campaign.key)
     .fetch(&mut *tx)
     .try_filter_map(|stored| async move {
-        Ok(normalise_phone(&stored)
+        Ok(normalise(&stored, default_region)
             .ok()
-            .filter(|normalised| *normalised == stored)
-            .map(|normalised| phone_key(&normalised)))
+            .map(|normalised| normalised.key()))
     })
     .try_collect()
     .await
     .context("while looking for numbers enqueued by an earlier run")?;
-
-    let highest: i64 =
-        sqlx::query_scalar("SELECT coalesce(max(batch_id), 0)::BIGINT FROM call_batches")
-            .fetch_one(&mut *tx)
+    // The whole list, 8 bytes a number: the file is streamed, so each of its numbers is
+    // looked up here as it passes rather than in the database.
+    let do_not_call: HashSet<u64> =
+        sqlx::query_scalar::<_, String>("SELECT phone_number FROM do_not_call")
+            .fetch(&mut *tx)
+            .try_filter_map(|listed| async move {
+                Ok(normalise(&listed, None).ok().map(|number| number.key()))
+            })
+            .try_collect()
             .await
-            .context("while reading the highest batch id")?;
-    let first_batch_id = highest + 1;
+            .context("while reading the do-not-call list")?;
+
+    let batch_ids = allocate_batch_ids(&mut tx, batches_at_most).await?;
     Ok(Enqueue {
         tx,
         campaign_name: name,
         campaign: found,
-        first_batch_id,
+        batch_ids,
         enqueued_before,
+        do_not_call,
     })
+}
+
+/// `count` new batch ids, ascending, from `callbridge_allocate_batch_ids` (migration
+/// 0012): the one allocator that enqueues and the persister's redials share, so no two of
+/// them ever get the same id, however many run at once. Ids a rolled-back or smaller
+/// enqueue does not use are never handed out again: the API only needs them unique.
+pub async fn allocate_batch_ids(conn: &mut PgConnection, count: u64) -> anyhow::Result<Vec<i32>> {
+    let count = i32::try_from(count).context("while counting the batches to allocate")?;
+    sqlx::query_scalar("SELECT callbridge_allocate_batch_ids($1)")
+        .bind(count)
+        .fetch_all(conn)
+        .await
+        .map_err(|error| {
+            // The sequence is INTEGER: it stops rather than wrap past the API's limit.
+            if error.to_string().contains("reached maximum value") {
+                anyhow::anyhow!(
+                    "batch ids would pass {} (the API's 32-bit limit): callbridge_batch_id_seq is used up",
+                    i32::MAX
+                )
+            } else {
+                anyhow::Error::new(error).context("while allocating batch ids")
+            }
+        })
 }
 
 /// An enqueue the operator must change before running it again (the message says how).
@@ -175,8 +218,9 @@ impl Enqueue<'_> {
             chunk: empty_chunk(),
             chunks,
             enqueued_before: std::mem::take(&mut self.enqueued_before),
+            do_not_call: std::mem::take(&mut self.do_not_call),
             campaign_key,
-            first_batch_id: self.first_batch_id,
+            batch_ids: self.batch_ids.clone(),
             batch_size: u64::from(batch_size),
             counts: QueueCounts::default(),
         }
@@ -190,8 +234,8 @@ impl Enqueue<'_> {
             .tx
             .copy_in_raw(
                 "COPY local_call_queue
-                     (phone_number, batch_id, custom_data, queue_status, retry_count,
-                      campaign_key, campaign_id, time_zone)
+                     (phone_number, phone_e164, batch_id, custom_data, queue_status,
+                      retry_count, campaign_key, campaign_id, time_zone)
                  FROM STDIN",
             )
             .await
@@ -213,26 +257,25 @@ impl Enqueue<'_> {
         counts: QueueCounts,
         (now, actor): (DateTime<Utc>, &Actor),
     ) -> anyhow::Result<Stored> {
-        let batches = batch_sizes(self.first_batch_id, counts.enqueued, batch_size)?;
-        // A row another writer adds with one of these ids before we commit makes this
+        let batches = batch_sizes(&self.batch_ids, counts.enqueued, batch_size)?;
+        let batch_ids: Vec<i32> = batches.iter().map(|batch| batch.0).collect();
+        // A row an application adds with one of these ids before we commit makes this
         // INSERT fail (unique batch_id), and the whole enqueue with it: nothing is shared.
         sqlx::query(
             "INSERT INTO call_batches
                     (batch_id, accountcode, batch_name, total_calls, completed_calls, failed_calls,
                      batch_status, campaign_id)
-             SELECT $1 + n, $2, $3, 0, 0, 0, $5, $6
-               FROM generate_series(0, $4 - 1) AS n",
+             SELECT batch_id, $2, $3, 0, 0, 0, $4, $5
+               FROM unnest($1::int4[]) AS batch_id",
         )
-        .bind(self.first_batch_id)
+        .bind(&batch_ids)
         .bind(accountcode)
         .bind(&campaign.batch_name)
-        .bind(batches.len() as i32)
         .bind(BatchStatus::Pending.as_str())
         .bind(self.campaign.id)
         .execute(&mut *self.tx)
         .await
         .context("while creating the batches")?;
-        let batch_ids: Vec<i32> = batches.iter().map(|batch| batch.0).collect();
         audit::record(
             &mut self.tx,
             now,
@@ -248,6 +291,7 @@ impl Enqueue<'_> {
                 detail: Some(serde_json::json!({
                     "created": self.campaign.created,
                     "already_enqueued": counts.already_enqueued,
+                    "suppressed": counts.suppressed,
                     "rules": self.campaign.rules.view(),
                 })),
             },
@@ -260,18 +304,27 @@ impl Enqueue<'_> {
             campaign_created: self.campaign.created,
             already_enqueued: counts.already_enqueued,
             enqueued: counts.enqueued,
+            suppressed: counts.suppressed,
+            suppressed_lines: counts.suppressed_lines,
             batches,
         })
     }
 }
 
+/// Suppressed lines an enqueue lists; beyond, they are counted.
+pub const LISTED_SUPPRESSED: usize = 1000;
+
 /// What [`QueueLines`] did with the rows it was given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueCounts {
-    /// Rows written for the COPY.
+    /// Rows written for the COPY, to be sent.
     pub enqueued: u64,
     /// Rows left out because the campaign holds their number already.
     pub already_enqueued: u64,
+    /// Rows written `suppressed`: their number is on the do-not-call list.
+    pub suppressed: u64,
+    /// The first [`LISTED_SUPPRESSED`] of their lines.
+    pub suppressed_lines: Vec<u64>,
 }
 
 /// Kept rows as lines of COPY's text format for `local_call_queue`, sent on in chunks:
@@ -281,10 +334,11 @@ pub struct QueueLines {
     chunk: Vec<u8>,
     chunks: mpsc::Sender<Vec<u8>>,
     enqueued_before: HashSet<u64>,
+    do_not_call: HashSet<u64>,
     /// The campaign key, escaped for COPY once for all rows, and the campaign id after
     /// it (the two columns that are the same on every row).
     campaign_key: Vec<u8>,
-    first_batch_id: i64,
+    batch_ids: Vec<i32>,
     batch_size: u64,
     counts: QueueCounts,
 }
@@ -292,20 +346,36 @@ pub struct QueueLines {
 impl QueueLines {
     /// Appends the next kept row; a full chunk is sent, waiting while the COPY is behind.
     pub fn push(&mut self, row: KeptRow<'_>) -> anyhow::Result<()> {
-        if self.enqueued_before.contains(&phone_key(row.phone_number)) {
+        let key = row.phone_e164.key();
+        if self.enqueued_before.contains(&key) {
             self.counts.already_enqueued += 1;
             return Ok(());
         }
-        let batch_id = nth_batch_id(self.first_batch_id, self.counts.enqueued / self.batch_size)?;
-        self.counts.enqueued += 1;
         let out = &mut self.chunk;
-        write!(out, "{}\t{batch_id}\t", row.phone_number).expect("writing into a Vec cannot fail");
+        // Digits and a leading `+` (see `callbridge_types::phone`): nothing to escape.
+        write!(out, "{}\t{}\t", row.phone_number, row.phone_e164)
+            .expect("writing into a Vec cannot fail");
+        let status = if self.do_not_call.contains(&key) {
+            // In no batch: it takes no batch's room and never holds a batch open.
+            self.counts.suppressed += 1;
+            if self.counts.suppressed_lines.len() < LISTED_SUPPRESSED {
+                self.counts.suppressed_lines.push(row.line);
+            }
+            out.extend_from_slice(b"\\N");
+            QueueStatus::Suppressed
+        } else {
+            let batch_id = nth_batch_id(&self.batch_ids, self.counts.enqueued / self.batch_size)?;
+            self.counts.enqueued += 1;
+            write!(out, "{batch_id}").expect("writing into a Vec cannot fail");
+            QueueStatus::Pending
+        };
+        out.push(b'\t');
         match row.custom_data {
             Some(json) => append_copy_text(out, json),
             None => out.extend_from_slice(b"\\N"),
         }
         out.push(b'\t');
-        out.extend_from_slice(QueueStatus::Pending.as_str().as_bytes());
+        out.extend_from_slice(status.as_str().as_bytes());
         out.extend_from_slice(b"\t0\t");
         out.extend_from_slice(&self.campaign_key);
         out.push(b'\t');
@@ -357,28 +427,27 @@ fn append_copy_text(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// The batches `rows` consecutive positions fill from `first_batch_id` on: full ones, and
-/// the remainder in the last.
-fn batch_sizes(first_batch_id: i64, rows: u64, batch_size: u32) -> anyhow::Result<Vec<(i32, u64)>> {
+/// The batches `rows` consecutive positions fill from the first of `batch_ids` on: full
+/// ones, and the remainder in the last.
+fn batch_sizes(batch_ids: &[i32], rows: u64, batch_size: u32) -> anyhow::Result<Vec<(i32, u64)>> {
     let size = u64::from(batch_size);
     (0..rows.div_ceil(size))
         .map(|index| {
-            let batch_id = nth_batch_id(first_batch_id, index)?;
+            let batch_id = nth_batch_id(batch_ids, index)?;
             Ok((batch_id, size.min(rows - index * size)))
         })
         .collect()
 }
 
-/// The id of the campaign's `index`-th new batch (from 0). The API's batch ids are
-/// 32-bit, as is `call_batches.batch_id`.
-fn nth_batch_id(first_batch_id: i64, index: u64) -> anyhow::Result<i32> {
-    i32::try_from(first_batch_id + index as i64).map_err(|_| {
-        anyhow::anyhow!(
-            "batch ids would pass {} (the API's 32-bit limit): the highest batch id in call_batches is {}",
-            i32::MAX,
-            first_batch_id - 1
-        )
-    })
+/// The id of the campaign's `index`-th new batch (from 0).
+fn nth_batch_id(batch_ids: &[i32], index: u64) -> anyhow::Result<i32> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|index| batch_ids.get(index))
+        .copied()
+        // The ids were allocated for every row the file holds: only a file that grew
+        // between the two readings gets here, and that enqueue is refused anyway.
+        .ok_or_else(|| anyhow::anyhow!("the file holds more rows than when it was checked"))
 }
 
 /// The tables an enqueue adds to, and how to analyse each (statements are static text).
@@ -426,21 +495,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_are_full_but_the_last_and_ids_stay_32_bit() {
+    fn batches_are_full_but_the_last_and_take_the_allocated_ids_in_order() {
+        // Ids with a gap: another enqueue or a redial took 102 meanwhile.
+        let ids = [101, 103, 104];
         assert_eq!(
-            batch_sizes(101, 1201, 500).unwrap(),
-            [(101, 500), (102, 500), (103, 201)]
+            batch_sizes(&ids, 1201, 500).unwrap(),
+            [(101, 500), (103, 500), (104, 201)]
         );
-        assert_eq!(batch_sizes(7, 1000, 1000).unwrap(), [(7, 1000)]);
-        assert_eq!(batch_sizes(7, 0, 500).unwrap(), []);
-        let last = i64::from(i32::MAX);
-        assert_eq!(batch_sizes(last, 500, 500).unwrap(), [(i32::MAX, 500)]);
-        assert!(batch_sizes(last, 501, 500).is_err());
-        assert_eq!(batch_sizes(last + 1, 0, 500).unwrap(), []);
+        assert_eq!(batch_sizes(&[7], 1000, 1000).unwrap(), [(7, 1000)]);
+        assert_eq!(batch_sizes(&[7], 0, 500).unwrap(), []);
+        assert_eq!(batch_sizes(&[], 0, 500).unwrap(), []);
+        assert!(batch_sizes(&ids, 1501, 500).is_err());
     }
 
     #[test]
-    fn queue_lines_escape_text_fill_batches_and_leave_out_earlier_numbers() {
+    fn queue_lines_escape_text_fill_batches_and_leave_out_earlier_and_listed_numbers() {
+        let india = Some(Region::parse("IN").unwrap());
+        let e164 = |raw: &str| normalise(raw, india).unwrap();
         let (sender, mut receiver) = mpsc::channel(1);
         let campaign_key = "campaign:tab\there\\";
         let mut key = Vec::new();
@@ -449,23 +520,27 @@ mod tests {
         let mut lines = QueueLines {
             chunk: empty_chunk(),
             chunks: sender,
-            enqueued_before: HashSet::from([phone_key("9876543211")]),
+            enqueued_before: HashSet::from([e164("9876543211").key()]),
+            do_not_call: HashSet::from([e164("+91 98765 43213").key()]),
             campaign_key: key,
-            first_batch_id: 41,
+            batch_ids: vec![41, 42],
             batch_size: 2,
             counts: QueueCounts::default(),
         };
         let rows = [
-            ("+447700900123", Some(r#"{"a\\b":"x\"\n"}"#), None),
+            ("+447700000500", Some(r#"{"a\\b":"x\"\n"}"#), None),
             ("9876543211", None, None),
+            ("9876543213", None, None),
             ("9876543210", None, Some("Asia/Kolkata")),
             ("9876543212", Some("{}"), None),
         ];
         for (line, (phone_number, custom_data, time_zone)) in rows.into_iter().enumerate() {
+            let number = e164(phone_number);
             lines
                 .push(KeptRow {
                     line: line as u64 + 2,
                     phone_number,
+                    phone_e164: &number,
                     custom_data,
                     time_zone,
                 })
@@ -478,16 +553,19 @@ mod tests {
             counts,
             QueueCounts {
                 enqueued: 3,
-                already_enqueued: 1
+                already_enqueued: 1,
+                suppressed: 1,
+                suppressed_lines: vec![4],
             }
         );
         let copied = String::from_utf8(receiver.blocking_recv().unwrap()).unwrap();
         assert_eq!(
             copied,
             concat!(
-                "+447700900123\t41\t{\"a\\\\\\\\b\":\"x\\\\\"\\\\n\"}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
-                "9876543210\t41\t\\N\tpending\t0\tcampaign:tab\\there\\\\\t7\tAsia/Kolkata\n",
-                "9876543212\t42\t{}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
+                "+447700000500\t+447700000500\t41\t{\"a\\\\\\\\b\":\"x\\\\\"\\\\n\"}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
+                "9876543213\t+919876543213\t\\N\t\\N\tsuppressed\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
+                "9876543210\t+919876543210\t41\t\\N\tpending\t0\tcampaign:tab\\there\\\\\t7\tAsia/Kolkata\n",
+                "9876543212\t+919876543212\t42\t{}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
             )
         );
     }
