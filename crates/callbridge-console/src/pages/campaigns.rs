@@ -143,6 +143,7 @@ fn table(session: &Session, campaigns: &[CampaignView]) -> Markup {
                     tr {
                         th { "Campaign" } th { "Status" } th { "Progress" } th class="num" { "Done" }
                         th class="num" { "Numbers" } th class="num" { "Attempts" } th class="num" { "Reached" }
+                        th class="num" { "ASR" } th class="num" { "ACD" }
                         th { "" }
                     }
                 }
@@ -157,6 +158,8 @@ fn table(session: &Session, campaigns: &[CampaignView]) -> Markup {
                             td class="num" { (campaign.figures.numbers) }
                             td class="num" { (campaign.figures.attempts) }
                             td class="num" { (view::percent(campaign.figures.reached, campaign.figures.numbers)) " %" }
+                            td class="num asr" { @if let Some(asr) = campaign.figures.asr { (format!("{:.0} %", asr * 100.0)) } @else { "-" } }
+                            td class="num acd" { @if let Some(acd) = campaign.figures.acd_seconds { (view::duration_text(acd)) } @else { "-" } }
                             td class="actions" { (controls(session, campaign)) }
                         }
                     }
