@@ -8,13 +8,20 @@ use reqwest::StatusCode;
 use support::{Console, OPERATOR_TOKEN, VIEWER_TOKEN, csrf_in, location, session_cookie};
 
 /// Every page of the console (and its live fragments).
-const PAGES: &[&str] = &["/", "/campaigns", "/campaigns?fragment=1"];
+const PAGES: &[&str] = &[
+    "/",
+    "/campaigns",
+    "/campaigns?fragment=1",
+    "/review",
+    "/review?fragment=1",
+];
 /// Every state-changing request, with a well-formed form (apart from the CSRF token).
 const ACTIONS: &[(&str, &[(&str, &str)])] = &[
     (
         "/campaigns/action",
         &[("campaign", "spring"), ("action", "pause")],
     ),
+    ("/review/resolve", &[("id", "1"), ("as", "pending")]),
     ("/logout", &[]),
 ];
 

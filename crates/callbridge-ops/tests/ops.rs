@@ -586,6 +586,19 @@ async fn figures_count_each_status_and_an_active_campaign_with_nothing_waiting_r
     .execute(&pool)
     .await
     .unwrap();
+    // What submitter and persister keep on the batch: two numbers accepted, the calls
+    // counted, the answered call's 120 seconds, the busy number exhausted.
+    sqlx::query(
+        "UPDATE call_batches SET total_calls = 2, answered_seconds = 120, exhausted_calls = 1
+          WHERE batch_id = 1",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT callbridge_refresh_batch(1)")
+        .execute(&pool)
+        .await
+        .unwrap();
     campaign_with(&pool, "empty", &[]).await;
 
     let listed = campaign::list(&pool).await.unwrap();
@@ -605,12 +618,21 @@ async fn figures_count_each_status_and_an_active_campaign_with_nothing_waiting_r
         ("needs_review", 1),
         ("cancelled", 1),
         ("suppressed", 1),
-        // failed: 3 attempts; submitted and needs_review: one each.
-        ("attempts", 6),
+        // Calls placed: the two numbers the centralized system accepted.
+        ("attempts", 2),
+        ("redials", 0),
+        ("exhausted", 1),
         ("batches", 1),
+        ("answered_seconds", 120),
     ] {
         assert_eq!(json[field], expected, "{field}");
     }
+    assert_eq!(json["asr"], 0.5, "one answered call of two attempts");
+    assert_eq!(json["acd_seconds"], 120.0);
+    assert_eq!(
+        serde_json::to_value(&listed[1]).unwrap()["asr"],
+        Value::Null
+    );
     assert_eq!(json["status"], "completed");
     assert_eq!(json["name"], "spring");
     assert_eq!(json["time_zone"], "UTC");

@@ -12,7 +12,9 @@
 //!   commit leaves neither the outcome nor the redial, and the redelivered callback
 //!   settles the row then.
 //!
-//! Not redialled: a call whose campaign is cancelled, an outcome the policy does not
+//! Not redialled: a call whose campaign is cancelled or whose number is on the
+//! do-not-call list (the submitter's claim, which is authoritative, would suppress the
+//! redial anyway), an outcome the policy does not
 //! name, an attempt past the outcome's retries (the number is then *exhausted*, counted
 //! on its batch once). A paused campaign's redial is created all the same and waits
 //! with its campaign.
@@ -62,6 +64,9 @@ struct Candidate {
     queue_id: i32,
     batch_id: i32,
     phone_number: String,
+    phone_e164: Option<String>,
+    /// The number is on the do-not-call list.
+    do_not_call: bool,
     custom_data: Option<Value>,
     attempt: i32,
     row_zone: Option<String>,
@@ -180,7 +185,8 @@ pub async fn settle_terminal_calls(
         };
         let campaign_status =
             CampaignStatus::parse(&candidate.campaign_status).unwrap_or(CampaignStatus::Paused);
-        if campaign_status == CampaignStatus::Cancelled {
+        // Whoever opted out is not called again; a cancelled campaign calls no one.
+        if campaign_status == CampaignStatus::Cancelled || candidate.do_not_call {
             continue;
         }
         let attempt = u32::try_from(candidate.attempt).unwrap_or(1);
@@ -241,11 +247,18 @@ async fn settle_rows(
                 SET settled_status = found.call_status
                FROM found
               WHERE q.id = found.id AND q.settled_status IS NULL
-             RETURNING q.id, q.batch_id, q.phone_number, q.custom_data, q.attempt,
-                       q.time_zone, q.campaign_id
+             RETURNING q.id, q.batch_id, q.phone_number, q.phone_e164, q.custom_data,
+                       q.attempt, q.time_zone, q.campaign_id
          )
          SELECT DISTINCT ON (s.id)
-                found.call_id, s.id AS queue_id, s.batch_id, s.phone_number, s.custom_data,
+                found.call_id, s.id AS queue_id, s.batch_id, s.phone_number, s.phone_e164,
+                -- A row without its E.164 form (an application's) is looked up when its
+                -- number is written in E.164; the submitter's claim checks every row again.
+                EXISTS (SELECT 1 FROM do_not_call d
+                         WHERE d.phone_number = coalesce(s.phone_e164,
+                                   CASE WHEN s.phone_number LIKE '+%' THEN s.phone_number END))
+                    AS do_not_call,
+                s.custom_data,
                 s.attempt, s.time_zone AS row_zone, b.accountcode, c.id AS campaign_id,
                 c.name AS campaign_name, c.status AS campaign_status, c.start_at,
                 c.window_start, c.window_end, c.window_days, c.time_zone AS campaign_zone,
@@ -389,6 +402,7 @@ async fn insert_redials(
         for redial in chunk.iter() {
             let of = redial.of;
             rows.phone_numbers.push(of.phone_number.as_str());
+            rows.phone_e164s.push(of.phone_e164.as_deref());
             rows.batch_ids.push(*batch_id);
             rows.custom_data.push(of.custom_data.clone());
             rows.campaign_ids.push(of.campaign_id);
@@ -409,13 +423,13 @@ async fn insert_redials(
     let used: Vec<i32> = sqlx::query_scalar(
         "INSERT INTO local_call_queue
                 (phone_number, batch_id, custom_data, queue_status, retry_count, campaign_id,
-                 time_zone, next_attempt_at, attempt, redial_of)
+                 time_zone, next_attempt_at, attempt, redial_of, phone_e164)
          SELECT phone_number, batch_id, custom_data, 'pending', 0, campaign_id, time_zone,
-                due, attempt, redial_of
+                due, attempt, redial_of, phone_e164
            FROM unnest($1::text[], $2::int4[], $3::jsonb[], $4::int4[], $5::text[],
-                       $6::timestamptz[], $7::int4[], $8::int4[])
+                       $6::timestamptz[], $7::int4[], $8::int4[], $9::text[])
                 AS r(phone_number, batch_id, custom_data, campaign_id, time_zone, due,
-                     attempt, redial_of)
+                     attempt, redial_of, phone_e164)
           ORDER BY redial_of
          ON CONFLICT (redial_of) WHERE redial_of IS NOT NULL DO NOTHING
          RETURNING batch_id",
@@ -428,6 +442,7 @@ async fn insert_redials(
     .bind(&rows.dues)
     .bind(&rows.attempts)
     .bind(&rows.redial_of)
+    .bind(&rows.phone_e164s)
     .fetch_all(&mut *tx)
     .await
     .map_err(|e| StoreError::from_sqlx(e, "while adding redials to local_call_queue"))?;
@@ -472,6 +487,7 @@ async fn insert_redials(
 #[derive(Default)]
 struct RedialColumns<'a> {
     phone_numbers: Vec<&'a str>,
+    phone_e164s: Vec<Option<&'a str>>,
     batch_ids: Vec<i32>,
     custom_data: Vec<Option<Value>>,
     campaign_ids: Vec<i32>,

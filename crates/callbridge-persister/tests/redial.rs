@@ -2,8 +2,9 @@
 //! exactly one per attempt whatever duplicates, orderings and replicas, due the policy's
 //! interval after the outcome was stored (by the injected clock) and inside the
 //! campaign's window, in a new batch; none for an outcome the policy does not name, for
-//! a used-up attempt (then the number is exhausted, counted once), or for a cancelled
-//! campaign; and the daily cap counted across campaigns.
+//! a used-up attempt (then the number is exhausted, counted once), for a cancelled
+//! campaign or for a number on the do-not-call list; and the daily cap counted across
+//! campaigns.
 
 mod common;
 
@@ -286,6 +287,17 @@ async fn only_named_outcomes_of_live_campaigns_are_redialled_and_inside_the_wind
     let failed = submitted_row(&h.pool, windowed, 610, "9000000004").await;
     let of_cancelled = submitted_row(&h.pool, cancelled, 611, "9000000005").await;
     let of_paused = submitted_row(&h.pool, paused, 612, "9000000006").await;
+    let opted_out = submitted_row(&h.pool, windowed, 610, "9000000007").await;
+    // Enqueue writes each row's E.164 form; the redial keeps it.
+    sqlx::query("UPDATE local_call_queue SET phone_e164 = '+91' || phone_number")
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    // It opted out after its first call went out.
+    sqlx::query("INSERT INTO do_not_call (phone_number, source) VALUES ('+919000000007', 'cli')")
+        .execute(&h.pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE campaigns SET status = 'cancelled' WHERE id = $1")
         .bind(cancelled)
         .execute(&h.pool)
@@ -304,6 +316,7 @@ async fn only_named_outcomes_of_live_campaigns_are_redialled_and_inside_the_wind
     events.extend(call(610, "w4", "9000000004", "failed"));
     events.extend(call(611, "x1", "9000000005", "busy"));
     events.extend(call(612, "p1", "9000000006", "busy"));
+    events.extend(call(610, "w5", "9000000007", "busy"));
     h.publish_all(&events).await;
     let persister = RunningPersister::start_with_clock(h.config(8), Arc::new(clock.clone())).await;
     h.settle().await;
@@ -326,6 +339,15 @@ async fn only_named_outcomes_of_live_campaigns_are_redialled_and_inside_the_wind
     assert!(redials_of(&h.pool, of_cancelled).await.is_empty());
     assert_eq!(exhausted(&h.pool, 611).await, 0);
     assert_eq!(redials_of(&h.pool, of_paused).await.len(), 1);
+    // A number on the do-not-call list is not called again.
+    assert!(redials_of(&h.pool, opted_out).await.is_empty());
+    let e164: Option<String> =
+        sqlx::query_scalar("SELECT phone_e164 FROM local_call_queue WHERE redial_of = $1")
+            .bind(no_answer)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(e164.as_deref(), Some("+919000000002"));
 
     let settled: Vec<(i32, Option<String>)> = sqlx::query_as(
         "SELECT id, settled_status FROM local_call_queue WHERE redial_of IS NULL ORDER BY id",
@@ -342,6 +364,7 @@ async fn only_named_outcomes_of_live_campaigns_are_redialled_and_inside_the_wind
             (failed, Some("failed".to_owned())),
             (of_cancelled, Some("busy".to_owned())),
             (of_paused, Some("busy".to_owned())),
+            (opted_out, Some("busy".to_owned())),
         ]
     );
 }

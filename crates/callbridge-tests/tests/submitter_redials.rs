@@ -254,4 +254,32 @@ async fn scripted_busy_busy_completed_is_called_three_times_each_an_interval_aft
     // The busy number after its third call, and the failed one.
     assert_eq!(exhausted, 2);
     assert!(first_batch > 0);
+
+    // The campaign's figures, from the batches' aggregates, agree with call_logs.
+    let figures = callbridge_ops::campaign::show(&pool, "spring")
+        .await
+        .unwrap()
+        .figures;
+    let (answered, answered_seconds): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(duration), 0)::int8 FROM call_logs
+          WHERE call_status = 'completed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            figures.numbers,
+            figures.attempts,
+            figures.redials,
+            figures.reached,
+            figures.not_reached,
+            figures.exhausted
+        ),
+        (4, 8, 4, 2, 6, 2)
+    );
+    assert_eq!(answered, 2);
+    assert_eq!(figures.answered_seconds, answered_seconds);
+    assert_eq!(figures.asr, Some(2.0 / 8.0));
+    assert_eq!(figures.acd_seconds, Some(answered_seconds as f64 / 2.0));
 }

@@ -211,11 +211,26 @@ fn details(view: &CampaignView, actions: &[RecordedAction]) -> String {
         (
             "calls",
             format!(
-                "reached {}, not reached {}",
-                figures.reached, figures.not_reached
+                "{} attempts ({} redials): reached {}, not reached {}; {} numbers exhausted",
+                figures.attempts,
+                figures.redials,
+                figures.reached,
+                figures.not_reached,
+                figures.exhausted
             ),
         ),
-        ("attempts", figures.attempts.to_string()),
+        (
+            "asr",
+            figures
+                .asr
+                .map_or("-".to_owned(), |asr| format!("{:.1} %", asr * 100.0)),
+        ),
+        (
+            "acd",
+            figures
+                .acd_seconds
+                .map_or("-".to_owned(), |acd| format!("{acd:.0} s")),
+        ),
         ("created_at", view.created_at.to_rfc3339()),
         ("updated_at", view.updated_at.to_rfc3339()),
     ];
