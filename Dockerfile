@@ -28,23 +28,24 @@ FROM chef AS builder
 ENV SQLX_OFFLINE=true \
     CARGO_TERM_COLOR=never
 COPY --from=planner /src/recipe.json recipe.json
-# The product binaries (the five the README lists), named in each step alike so the cooked
+# The product binaries (the six the README lists), named in each step alike so the cooked
 # dependencies are the ones the final build needs; the local benchmark harness
 # (callbridge-bench) stays out. This layer is rebuilt only when recipe.json changes (a
 # manifest or Cargo.lock changed).
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
       --bin callbridge --bin callbridge-ingress --bin callbridge-persister \
-      --bin callbridge-submitter --bin callbridge-sim
+      --bin callbridge-submitter --bin callbridge-sim --bin callbridge-console
 COPY . .
 RUN cargo build --release --locked \
       --bin callbridge --bin callbridge-ingress --bin callbridge-persister \
-      --bin callbridge-submitter --bin callbridge-sim \
+      --bin callbridge-submitter --bin callbridge-sim --bin callbridge-console \
  && mkdir -p /out \
  && cp target/release/callbridge \
        target/release/callbridge-ingress \
        target/release/callbridge-persister \
        target/release/callbridge-submitter \
        target/release/callbridge-sim \
+       target/release/callbridge-console \
        /out/
 
 # Same Debian release as the builder, so the binaries find the glibc they were linked
@@ -63,6 +64,6 @@ COPY --from=builder /out/ /usr/local/bin/
 USER 10001:10001
 WORKDIR /tmp
 ENV RUST_LOG=info
-# ingress, simulator, persister (health/metrics), submitter (health/metrics)
-EXPOSE 8080 8090 9101 9102
+# ingress, simulator, persister (health/metrics), submitter (health/metrics), console
+EXPOSE 8080 8090 9101 9102 9103
 CMD ["callbridge", "--help"]

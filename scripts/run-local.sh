@@ -2,20 +2,22 @@
 # `make run`: the whole loop on this machine, in one command.
 #
 # Ensures Postgres and RabbitMQ, builds the binaries, migrates the demo database, starts
-# the simulator (playing the centralized system), the ingress, the persister and the
-# submitter on local ports with their logs under run/<timestamp>/, enqueues
-# examples/demo-campaign.csv, shows the batches filling up until they are complete,
-# prints the final table, and keeps everything running until Ctrl-C, which stops
-# exactly the processes it started. The demo's settings stay in run/<timestamp>/
-# callbridge.env (run/latest.env links to the newest), so the CLI can be pointed at it:
+# the simulator (playing the centralized system), the ingress, the persister, the
+# submitter and the operator console on local ports with their logs under
+# run/<timestamp>/, enqueues examples/demo-campaign.csv, shows the batches filling up
+# until they are complete, prints the final table and the console's URL and sign-in
+# token, and keeps everything running until Ctrl-C, which stops exactly the processes it
+# started. The demo's settings stay in run/<timestamp>/callbridge.env (run/latest.env
+# links to the newest), so the CLI can be pointed at it:
 #   set -a; . run/latest.env; set +a; target/debug/callbridge batches
 #
 #   scripts/run-local.sh                     # interactive demo
 #   scripts/run-local.sh --exit-when-done    # stop once the batches are complete (CI)
 #   scripts/run-local.sh path/to/other.csv   # another campaign
 #
-# Ports (override with the variables): INGRESS_PORT 8080, SIM_PORT 8090,
-# PERSISTER_PORT 9101, SUBMITTER_PORT 9102. Database: CLIENT_CALLING_DB_URL, default
+# Ports (override with the variables): INGRESS_PORT 8080, SIM_PORT 8090, PERSISTER_PORT
+# 9101, SUBMITTER_PORT 9102, CONSOLE_PORT 9103; CALLBRIDGE_CONSOLE_TOKEN chooses the
+# console's token (default: a fresh random one). Database: CLIENT_CALLING_DB_URL, default
 # postgres://postgres@127.0.0.1:5432/callbridge_demo. RUN_LOCAL_DIR (default run) holds
 # the runs' directories and latest.env.
 set -euo pipefail
@@ -26,7 +28,7 @@ csv=examples/demo-campaign.csv
 for arg in "$@"; do
   case "$arg" in
     --exit-when-done) exit_when_done=1 ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run-local: unknown option $arg (try --help)" >&2; exit 2 ;;
     *) csv=$arg ;;
   esac
@@ -37,14 +39,15 @@ INGRESS_PORT=${INGRESS_PORT:-8080}
 SIM_PORT=${SIM_PORT:-8090}
 PERSISTER_PORT=${PERSISTER_PORT:-9101}
 SUBMITTER_PORT=${SUBMITTER_PORT:-9102}
+CONSOLE_PORT=${CONSOLE_PORT:-9103}
 TIMEOUT_SECS=${RUN_LOCAL_TIMEOUT_SECS:-180}
 
 say() { printf '\033[1mrun-local:\033[0m %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for port in "$INGRESS_PORT" "$SIM_PORT" "$PERSISTER_PORT" "$SUBMITTER_PORT"; do
-  port_open "$port" && die "port $port is already in use (another make run?): stop it, or set INGRESS_PORT/SIM_PORT/PERSISTER_PORT/SUBMITTER_PORT"
+for port in "$INGRESS_PORT" "$SIM_PORT" "$PERSISTER_PORT" "$SUBMITTER_PORT" "$CONSOLE_PORT"; do
+  port_open "$port" && die "port $port is already in use (another make run?): stop it, or set INGRESS_PORT/SIM_PORT/PERSISTER_PORT/SUBMITTER_PORT/CONSOLE_PORT"
 done
 
 say "checking Postgres and RabbitMQ"
@@ -52,7 +55,7 @@ scripts/ensure-services.sh
 
 say "building"
 cargo build --quiet -p callbridge-cli -p callbridge-ingress -p callbridge-persister \
-  -p callbridge-submitter -p callbridge-sim --bins
+  -p callbridge-submitter -p callbridge-sim -p callbridge-console --bins
 bin=${CARGO_TARGET_DIR:-target}/debug
 
 runs=${RUN_LOCAL_DIR:-run}
@@ -71,6 +74,11 @@ export INGRESS_BIND=127.0.0.1:$INGRESS_PORT
 export PERSISTER_BIND=127.0.0.1:$PERSISTER_PORT
 export SUBMITTER_BIND=127.0.0.1:$SUBMITTER_PORT
 export SIM_BIND=127.0.0.1:$SIM_PORT
+export CONSOLE_BIND=127.0.0.1:$CONSOLE_PORT
+# The console: a fresh operator token per run (unless given), plain HTTP on loopback.
+export CALLBRIDGE_CONSOLE_TOKEN=${CALLBRIDGE_CONSOLE_TOKEN:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}
+export CALLBRIDGE__CONSOLE__SECURE_COOKIE=false
+export CALLBRIDGE__CONSOLE__SERVICES="ingress=http://127.0.0.1:$INGRESS_PORT,persister=http://127.0.0.1:$PERSISTER_PORT,submitter=http://127.0.0.1:$SUBMITTER_PORT,simulator=http://127.0.0.1:$SIM_PORT"
 # The simulator is registered with the same key, URL and secret, like the real system.
 export SIM_API_KEY=$CENTRALIZED_CALLING_API_KEY
 export SIM_CALLBACK_URL=$CENTRALIZED_CALLING_CALLBACK_URL
@@ -133,15 +141,18 @@ wait_ready() { # name url
   die "$1 did not become ready at $2 within 60 s (log: $run_dir/$1.log)"
 }
 
-say "starting the simulator, ingress, persister and submitter (logs: $run_dir)"
+say "starting the simulator, ingress, persister, submitter and console (logs: $run_dir)"
 start sim callbridge-sim
 start ingress callbridge-ingress
 start persister callbridge-persister
 start submitter callbridge-submitter
+start console callbridge-console
 wait_ready sim "http://127.0.0.1:$SIM_PORT/healthz"
 wait_ready ingress "http://127.0.0.1:$INGRESS_PORT/readyz"
 wait_ready persister "http://127.0.0.1:$PERSISTER_PORT/readyz"
 wait_ready submitter "http://127.0.0.1:$SUBMITTER_PORT/readyz"
+wait_ready console "http://127.0.0.1:$CONSOLE_PORT/readyz"
+say "operator console: http://127.0.0.1:$CONSOLE_PORT  token: $CALLBRIDGE_CONSOLE_TOKEN"
 
 # A campaign per run: the same numbers again make new batches, each run is a fresh demo.
 campaign="demo $(basename "$run_dir")"
@@ -175,5 +186,6 @@ if [ "$exit_when_done" = 1 ]; then
   exit 0
 fi
 say "the stack keeps running: ingress http://127.0.0.1:$INGRESS_PORT, simulator http://127.0.0.1:$SIM_PORT"
+say "operator console: http://127.0.0.1:$CONSOLE_PORT  token: $CALLBRIDGE_CONSOLE_TOKEN"
 say "Ctrl-C stops everything"
 wait

@@ -38,6 +38,7 @@ SERVICE_BINARIES = {
     "callbridge-persister": "persister",
     "callbridge-submitter": "submitter",
     "callbridge-sim": "sim",
+    "callbridge-console": "console",
 }
 
 # Workspace binaries the image leaves out, and why.
@@ -69,6 +70,12 @@ REQUIRED_SETTINGS: dict[str, list[frozenset[str]]] = {
         frozenset({"SIM_API_KEY"}),
         frozenset({"SIM_CALLBACK_URL"}),
         frozenset({"SIM_CALLBACK_SECRET"}),
+    ],
+    # The operator console: its database, the broker (dead letters) and the operator's token.
+    "callbridge-console": [
+        _DATABASE,
+        frozenset({"RABBITMQ_URL"}),
+        frozenset({"CALLBRIDGE_CONSOLE_TOKEN"}),
     ],
     # `callbridge migrate up`: the database and nothing else.
     "callbridge": [_DATABASE],
@@ -332,12 +339,16 @@ def bind_variable(binary: str) -> str:
 def drain_seconds(binary: str, env: dict[str, str | None]) -> int:
     """How long a service may keep working after SIGTERM, from its settings: the ingress's
     shutdown timeout; the submitter's request timeout (the request in flight finishes);
+    the console's page requests (10 s);
     the persister commits one batch (milliseconds of linger), given 30 s here."""
     model = config_model()
     if binary == "callbridge-ingress":
         return int(model.value(env, "ingress.shutdown_timeout_secs"))
     if binary == "callbridge-submitter":
         return int(model.value(env, "api.request_timeout_ms")) // 1000
+    if binary == "callbridge-console":
+        # Page requests in flight: the console's fixed shutdown timeout (startup.rs).
+        return 10
     return 30
 
 

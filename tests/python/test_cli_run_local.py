@@ -28,6 +28,7 @@ def test_run_local_completes_the_demo_campaign_and_stops_what_it_started():
         "SIM_PORT": "18090",
         "PERSISTER_PORT": "19101",
         "SUBMITTER_PORT": "19102",
+        "CONSOLE_PORT": "19103",
         # Not the developer's run/: its latest.env must keep pointing at their own demo.
         "RUN_LOCAL_DIR": tempfile.mkdtemp(prefix="callbridge-run-local-"),
     }
@@ -50,9 +51,13 @@ def test_run_local_completes_the_demo_campaign_and_stops_what_it_started():
             cells = row.split()
             assert "completed" in cells, row
         # Every process it started is gone.
-        for name in ("sim", "ingress", "persister", "submitter"):
+        for name in ("sim", "ingress", "persister", "submitter", "console"):
             pid = int((run_dir / f"{name}.pid").read_text())
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), name
+        # It printed the console's URL and a sign-in token of its own making.
+        console = re.search(r"operator console: (http://127\.0\.0\.1:19103)  token: ([0-9a-f]{48})$", result.stderr, re.MULTILINE)
+        assert console, result.stderr[-3000:]
+        assert (run_dir / "console.log").read_text(), "the console ran and logged"
         with psycopg.connect(db_url) as conn:
             (calls,) = conn.execute("SELECT count(*) FROM call_logs").fetchone()
             (numbers,) = conn.execute("SELECT count(DISTINCT phone_number) FROM local_call_queue").fetchone()

@@ -5,6 +5,7 @@ the security and lifecycle policy, and every binary gets the settings it needs."
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import urlparse
 
@@ -463,3 +464,27 @@ def test_required_settings_are_real_variables():
         assert binary in workspace_binaries()
         for variable in set().union(*alternatives):
             assert variable in model.known_variables(binary), f"{binary}: {variable}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_console_is_reachable_only_on_its_port_and_never_from_the_public_ingress(overlay):
+    console = workload_running(overlay, "callbridge-console")
+    labels = console["spec"]["template"]["metadata"]["labels"]
+    policies = [
+        p for p in objects(overlay, "NetworkPolicy")
+        if selects(p["spec"]["podSelector"]["matchLabels"], labels)
+    ]
+    assert len(policies) == 1, f"{len(policies)} NetworkPolicies select the console"
+    (policy,) = policies
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    for rule in policy["spec"]["ingress"]:
+        assert rule["ports"] == [{"protocol": "TCP", "port": default_port("callbridge-console")}]
+        assert rule["from"], "an empty `from` would admit every source"
+    (service,) = [s for s in objects(overlay, "Service") if selects(s["spec"]["selector"], labels)]
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    for ingress in objects(overlay, "Ingress"):
+        backends = json.dumps(ingress["spec"])
+        assert service["metadata"]["name"] not in backends, "the console must not be public"
+    # Secure cookies by default: nothing in the cluster turns them off.
+    (container,) = console["spec"]["template"]["spec"]["containers"]
+    assert container_env(overlay, container).get("CALLBRIDGE__CONSOLE__SECURE_COOKIE", "true") == "true"

@@ -21,6 +21,7 @@ pub mod private_postgres;
 pub mod procs;
 pub mod report;
 pub mod services;
+pub mod stage_dnc;
 pub mod stage_e2e;
 pub mod stage_ingress;
 pub mod stage_persister;
@@ -73,6 +74,8 @@ pub enum Stage {
     Submitter,
     /// Stage 5's claim-cost figures alone (5i-5k), which need no service.
     ClaimCost,
+    /// Stage 7: `callbridge dnc import` beside a raw COPY (7a-7c).
+    Dnc,
 }
 
 /// What to run and how big.
@@ -90,7 +93,7 @@ pub struct Options {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "limits,ingress,persister,e2e,submitter"
+        default_value = "limits,ingress,persister,e2e,submitter,dnc"
     )]
     pub stages: Vec<Stage>,
     /// Where latest.md and latest.json are written.
@@ -393,6 +396,9 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         }
         if has(&bench, Stage::Submitter) || has(&bench, Stage::ClaimCost) {
             stage_submitter::claim_cost(&mut bench).await?;
+        }
+        if has(&bench, Stage::Dnc) {
+            stage_dnc::run(&mut bench).await?;
         }
     }
     let (figures, sweep) = bench.collector.finish(figures::ALL);

@@ -360,6 +360,8 @@ async fn claim_and_mark(pool: &PgPool, round: usize, shape: ClaimShape) -> anyho
             .bind(i64::from(shape.claim_limit))
             .bind(shape.lease.as_secs_f64())
             .bind(chrono::Utc::now())
+            // The default region's calling code, as the submitter binds it (IN's).
+            .bind("91")
             .fetch_all(pool)
             .await
             .context("while claiming due local_call_queue rows")?;
@@ -431,6 +433,7 @@ mod tests {
             campaign_id: None,
             time_zone: None,
             paced_slot_at: None,
+            suppressed: false,
         }
     }
 

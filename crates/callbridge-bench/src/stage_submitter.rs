@@ -1,6 +1,7 @@
 //! Stage 5: `callbridge enqueue` loads a CSV campaign into `local_call_queue` (COPY),
-//! then the submitter sends it to the simulator; both rates in rows per second, each
-//! beside its raw limit of the same run (1d, 1c). With the queue drained, single rows
+//! then the submitter sends it to the simulator, with 1,000,000 other numbers on the
+//! do-not-call list; both rates in rows per second, each beside its raw limit of the same
+//! run (1d, 1c). With the queue drained, single rows
 //! inserted into the idle queue measure how soon the simulator holds them (5e, 5f).
 //! Last, a naive submitter run by the bench (one row claimed, sent and marked at a time)
 //! is the contrast (5g, 5h). [`claim_cost`] times the claim itself, with an empty queue
@@ -121,6 +122,10 @@ pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
     bench
         .collector
         .record(ENQUEUE_RATIO, enqueue_rate / limits.queue_copy, &[]);
+
+    // The submitter is measured against a do-not-call list of a million numbers (none of
+    // the campaign's): its claim looks each row up in it.
+    crate::stage_dnc::fill_list(&env.pool).await?;
 
     let submitter_bind = format!("127.0.0.1:{}", free_port()?);
     let mut submitter_env = service_env(&env, &bench.options);
@@ -578,6 +583,7 @@ async fn time_claims(pool: &PgPool) -> anyhow::Result<f64> {
             1000,
             Duration::from_secs(120),
             Utc::now(),
+            Some(91),
         )
         .await?;
         ensure!(claimed.is_empty(), "{} rows were due", claimed.len());

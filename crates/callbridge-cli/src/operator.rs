@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use callbridge_ops::{Actor, RulesChange};
-use callbridge_types::campaign::{Days, parse_hours, parse_time_zone};
+use callbridge_types::campaign::{Days, RedialPolicy, parse_hours, parse_time_zone};
 use callbridge_types::clock::{Clock, SystemClock};
 use chrono::{DateTime, Utc};
 use clap::Args;
@@ -63,10 +63,40 @@ pub struct RuleArgs {
     /// `none` removes the limit.
     #[arg(long, value_name = "N")]
     pub max_per_minute: Option<String>,
+
+    /// Call numbers again after these outcomes: outcome=retries x interval, comma
+    /// separated (busy=2x15m,no_answer=1x60m,timeout=1x30m; intervals like 20s, 15m, 2h).
+    /// failed and completed are not redialled unless named; `none` redials nothing.
+    #[arg(long, value_name = "POLICY")]
+    pub redial: Option<String>,
+
+    /// At most N calls to one number per day (the local day of the row's time zone),
+    /// counting every campaign's calls to it; `none` removes the cap.
+    #[arg(long, value_name = "N")]
+    pub max_attempts_per_day: Option<String>,
 }
 
 fn is_none(raw: &str) -> bool {
     raw.trim().eq_ignore_ascii_case("none")
+}
+
+/// A positive limit option: absent, `none` (removed) or a whole number of at least 1.
+fn limit(option: &str, raw: Option<&str>) -> anyhow::Result<Option<Option<u32>>> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if is_none(raw) => Ok(Some(None)),
+        Some(raw) => {
+            let limit: u32 = raw
+                .trim()
+                .parse()
+                .ok()
+                .filter(|limit| *limit > 0 && i32::try_from(*limit).is_ok())
+                .with_context(|| {
+                    format!("{option} {raw:?} is not a whole number of at least 1 (or none)")
+                })?;
+            Ok(Some(Some(limit)))
+        }
+    }
 }
 
 impl RuleArgs {
@@ -104,29 +134,25 @@ impl RuleArgs {
             .map(parse_time_zone)
             .transpose()
             .map_err(|error| anyhow::anyhow!("--time-zone: {error}"))?;
-        let max_per_minute = match self.max_per_minute.as_deref() {
-            None => None,
-            Some(raw) if is_none(raw) => Some(None),
-            Some(raw) => {
-                let limit: u32 = raw
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|limit| *limit > 0 && i32::try_from(*limit).is_ok())
-                    .with_context(|| {
-                        format!(
-                            "--max-per-minute {raw:?} is not a whole number of at least 1 (or none)"
-                        )
-                    })?;
-                Some(Some(limit))
-            }
-        };
+        let max_per_minute = limit("--max-per-minute", self.max_per_minute.as_deref())?;
+        let redial = self
+            .redial
+            .as_deref()
+            .map(RedialPolicy::parse)
+            .transpose()
+            .map_err(|error| anyhow::anyhow!("--redial: {error}"))?;
+        let max_attempts_per_day = limit(
+            "--max-attempts-per-day",
+            self.max_attempts_per_day.as_deref(),
+        )?;
         Ok(RulesChange {
             start_at,
             hours,
             days,
             time_zone,
             max_per_minute,
+            redial,
+            max_attempts_per_day,
         })
     }
 }
@@ -143,9 +169,16 @@ mod tests {
             days: Some("mon-sat".into()),
             time_zone: Some("America/New_York".into()),
             max_per_minute: Some("600".into()),
+            redial: Some("busy=2x15m,no_answer=1x60m".into()),
+            max_attempts_per_day: Some("3".into()),
         }
         .change()
         .unwrap();
+        assert_eq!(
+            change.redial.unwrap().to_string(),
+            "busy=2x15m,no_answer=1x1h"
+        );
+        assert_eq!(change.max_attempts_per_day, Some(Some(3)));
         assert_eq!(
             change.start_at,
             Some(Some("2026-03-02T14:00:00Z".parse().unwrap()))
@@ -157,10 +190,14 @@ mod tests {
             start_at: Some("none".into()),
             window: Some("None".into()),
             max_per_minute: Some("none".into()),
+            redial: Some("none".into()),
+            max_attempts_per_day: Some("none".into()),
             ..RuleArgs::default()
         }
         .change()
         .unwrap();
+        assert_eq!(removed.redial, Some(RedialPolicy::NONE));
+        assert_eq!(removed.max_attempts_per_day, Some(None));
         assert_eq!(
             (removed.start_at, removed.hours, removed.max_per_minute),
             (Some(None), Some(None), Some(None))
@@ -198,6 +235,20 @@ mod tests {
                     ..RuleArgs::default()
                 },
                 "--max-per-minute \"0\" is not a whole number of at least 1",
+            ),
+            (
+                RuleArgs {
+                    redial: Some("busy=2".into()),
+                    ..RuleArgs::default()
+                },
+                "--redial: redial policy \"busy=2\"",
+            ),
+            (
+                RuleArgs {
+                    max_attempts_per_day: Some("-1".into()),
+                    ..RuleArgs::default()
+                },
+                "--max-attempts-per-day \"-1\" is not a whole number of at least 1",
             ),
             (
                 RuleArgs {

@@ -297,9 +297,14 @@ async fn batch_size_is_bounded_by_the_apis_1000_and_chosen_per_run() {
 }
 
 #[tokio::test]
-async fn new_batch_ids_follow_the_highest_existing_one() {
+async fn new_batch_ids_come_from_the_shared_allocator_and_skip_ids_an_application_took() {
     let (db, pool) = migrated_db().await;
-    sqlx::query("INSERT INTO call_batches (batch_id, accountcode) VALUES (12345, 'OTHER')")
+    // An application's own batch and its own queue rows, under ids it chose itself.
+    sqlx::query("INSERT INTO call_batches (batch_id, accountcode) VALUES (1, 'OTHER')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO local_call_queue (phone_number, batch_id) VALUES ('9800000000', 2)")
         .execute(&pool)
         .await
         .unwrap();
@@ -309,11 +314,14 @@ async fn new_batch_ids_follow_the_highest_existing_one() {
 
     assert_success(&output);
     let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
-    assert_eq!(
-        report["batches"],
-        json!([{"batch_id": 12346, "numbers": 2}])
-    );
+    assert_eq!(report["batches"], json!([{"batch_id": 3, "numbers": 2}]));
     assert_eq!(report["enqueued"], 2);
+    // The allocator moved past it: the next id anyone gets is higher.
+    let next: i32 = sqlx::query_scalar("SELECT callbridge_allocate_batch_ids(1)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(next > 3, "{next}");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::audit::{self, Action, Actor};
-use crate::rules::{RuleColumns, Rules, RulesChange, RulesView};
+use crate::rules::{RULE_COLUMNS_SQL, RuleColumns, Rules, RulesChange, RulesView};
 use crate::{OpsError, db_error};
 
 /// One campaign with its rules and figures, as `campaign list` and `show` print it.
@@ -34,30 +34,60 @@ pub struct CampaignView {
 }
 
 /// What happened to a campaign's numbers so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+///
+/// Read without scanning `call_logs` or the campaign's sent rows: the call figures are
+/// sums of per-batch aggregates the persister and submitter maintain under each batch's
+/// lock (`completed_calls`, `failed_calls`, `total_calls`, `answered_seconds`,
+/// `exhausted_calls`), and the queue figures are index range counts of the statuses a
+/// row can still leave or stopped in (`idx_local_queue_campaign_status`), which stay as
+/// small as the work left, not the history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Figures {
-    /// Its rows in `local_call_queue`.
+    /// Distinct numbers enqueued (a redial is not a new number).
     pub numbers: i64,
-    /// Still to be sent: `pending` (perhaps waiting for its window, start time or a
-    /// retry) or `submitting` (in a submitter's hands).
+    /// Still to be sent: `pending` (perhaps waiting for its window, start time, a retry
+    /// or, for a redial, its interval) or `submitting` (in a submitter's hands).
     pub waiting: i64,
-    /// Accepted by the centralized system.
+    /// Accepted by the centralized system (the batches' `total_calls`).
     pub submitted: i64,
-    /// Calls that ended `completed` (call_logs).
+    /// Calls that ended `completed`: answered.
     pub reached: i64,
-    /// Calls that ended in another final status: failed, busy, no_answer, timeout.
+    /// Calls that ended in another final status: failed, busy, no_answer, timeout (or
+    /// expired).
     pub not_reached: i64,
+    /// Numbers whose last call did not reach anyone and that will not be called again:
+    /// their outcome is not redialled, or its retries are used up.
+    pub exhausted: i64,
     /// Rows the submitter gave up on (`queue retry` sends them again).
     pub failed: i64,
     /// Rows whose outcome is unknown (`queue resolve` settles them).
     pub needs_review: i64,
     pub cancelled: i64,
     pub suppressed: i64,
-    /// Insert requests that carried its numbers: each failed attempt (retry_count) plus
-    /// each accepted or unsettled one.
+    /// Calls placed: numbers the centralized system accepted, each redial its own attempt.
     pub attempts: i64,
+    /// Redial rows added by the campaign's redial policy.
+    pub redials: i64,
     /// Its batches in `call_batches`.
     pub batches: i64,
+    /// Seconds of its answered calls, summed.
+    pub answered_seconds: i64,
+    /// Answer-seizure ratio: answered calls ÷ attempts (0–1); `null` before any attempt.
+    #[sqlx(skip)]
+    pub asr: Option<f64>,
+    /// Average call duration: mean seconds of the answered calls; `null` before one.
+    #[sqlx(skip)]
+    pub acd_seconds: Option<f64>,
+}
+
+impl Figures {
+    /// Fills in the ratios from the counts.
+    fn with_ratios(mut self) -> Figures {
+        self.asr = (self.attempts > 0).then(|| self.reached as f64 / self.attempts as f64);
+        self.acd_seconds =
+            (self.reached > 0).then(|| self.answered_seconds as f64 / self.reached as f64);
+        self
+    }
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -73,49 +103,61 @@ struct CampaignRow {
     figures: Figures,
 }
 
-/// Campaigns with their figures; `$1` a name, or NULL for all. `$2` the waiting statuses.
-/// Each campaign's rows are read through idx_local_queue_campaign_status, its calls
-/// through its batches.
+/// Campaigns with their figures (see [`Figures`]); `$1` a name, or NULL for all; `$2`
+/// every queue status except `submitted`, which the batches' `total_calls` count.
 const CAMPAIGNS_SQL: &str = "
 SELECT c.id, c.name, c.status, c.start_at, c.window_start, c.window_end, c.window_days,
-       c.time_zone, c.max_per_minute, c.created_at, c.updated_at,
-       q.numbers, q.waiting, q.submitted, q.failed, q.needs_review, q.cancelled,
-       q.suppressed, q.attempts, l.reached, l.not_reached, b.batches
+       c.time_zone, c.max_per_minute, c.redial_busy_retries, c.redial_busy_interval_secs,
+       c.redial_no_answer_retries, c.redial_no_answer_interval_secs, c.redial_timeout_retries,
+       c.redial_timeout_interval_secs, c.redial_failed_retries, c.redial_failed_interval_secs,
+       c.redial_completed_retries, c.redial_completed_interval_secs, c.max_attempts_per_day,
+       c.created_at, c.updated_at,
+       coalesce(b.submitted, 0) + q.unsent - coalesce(r.redials, 0) AS numbers,
+       q.waiting, coalesce(b.submitted, 0) AS submitted, q.failed, q.needs_review,
+       q.cancelled, q.suppressed, coalesce(b.submitted, 0) AS attempts,
+       coalesce(r.redials, 0) AS redials, coalesce(b.reached, 0) AS reached,
+       coalesce(b.not_reached, 0) AS not_reached, coalesce(b.exhausted, 0) AS exhausted,
+       coalesce(b.batches, 0) AS batches, coalesce(b.answered_seconds, 0) AS answered_seconds
   FROM campaigns c
  CROSS JOIN LATERAL (
-       SELECT count(*) AS numbers,
-              count(*) FILTER (WHERE queue_status = ANY($2)) AS waiting,
-              count(*) FILTER (WHERE queue_status = $3) AS submitted,
-              count(*) FILTER (WHERE queue_status = $4) AS failed,
-              count(*) FILTER (WHERE queue_status = $5) AS needs_review,
-              count(*) FILTER (WHERE queue_status = $6) AS cancelled,
-              count(*) FILTER (WHERE queue_status = $7) AS suppressed,
-              (coalesce(sum(retry_count), 0)
-               + count(*) FILTER (WHERE queue_status IN ($3, $5)))::BIGINT AS attempts
+       SELECT count(*) AS unsent,
+              count(*) FILTER (WHERE queue_status IN ('pending', 'submitting')) AS waiting,
+              count(*) FILTER (WHERE queue_status = 'failed') AS failed,
+              count(*) FILTER (WHERE queue_status = 'needs_review') AS needs_review,
+              count(*) FILTER (WHERE queue_status = 'cancelled') AS cancelled,
+              count(*) FILTER (WHERE queue_status = 'suppressed') AS suppressed
          FROM local_call_queue
-        WHERE campaign_id = c.id) AS q
- CROSS JOIN LATERAL (
-       SELECT count(*) AS batches
+        WHERE campaign_id = c.id AND queue_status = ANY($2)) AS q
+  -- One pass over the batches for every campaign (call_batches has no campaign index;
+  -- a campaign's batches are hundreds of rows, not its millions of calls).
+  LEFT JOIN (
+       SELECT campaign_id, count(*) AS batches,
+              sum(coalesce(total_calls, 0))::BIGINT AS submitted,
+              sum(coalesce(completed_calls, 0))::BIGINT AS reached,
+              sum(coalesce(failed_calls, 0))::BIGINT AS not_reached,
+              sum(exhausted_calls)::BIGINT AS exhausted,
+              sum(answered_seconds)::BIGINT AS answered_seconds
          FROM call_batches
-        WHERE campaign_id = c.id) AS b
- CROSS JOIN LATERAL (
-       SELECT count(*) FILTER (WHERE callbridge_call_count_kind(call_status) = 'completed') AS reached,
-              count(*) FILTER (WHERE callbridge_call_count_kind(call_status) = 'failed') AS not_reached
-         FROM call_logs
-        WHERE batch_id IN (SELECT batch_id FROM call_batches WHERE campaign_id = c.id)) AS l
+        WHERE campaign_id IS NOT NULL
+        GROUP BY campaign_id) AS b ON b.campaign_id = c.id
+  -- Redial rows only, through the partial index on redial_of.
+  LEFT JOIN (
+       SELECT campaign_id, count(*) AS redials
+         FROM local_call_queue
+        WHERE redial_of IS NOT NULL
+        GROUP BY campaign_id) AS r ON r.campaign_id = c.id
  WHERE $1::TEXT IS NULL OR c.name = $1
  ORDER BY c.id";
 
 async fn load_views(pool: &PgPool, name: Option<&str>) -> Result<Vec<CampaignView>, OpsError> {
-    let waiting: Vec<&str> = QueueStatus::WAITING.iter().map(|s| s.as_str()).collect();
+    let unsent: Vec<&str> = QueueStatus::ALL
+        .iter()
+        .filter(|status| **status != QueueStatus::Submitted)
+        .map(|s| s.as_str())
+        .collect();
     let rows: Vec<CampaignRow> = sqlx::query_as(CAMPAIGNS_SQL)
         .bind(name)
-        .bind(&waiting)
-        .bind(QueueStatus::Submitted.as_str())
-        .bind(QueueStatus::Failed.as_str())
-        .bind(QueueStatus::NeedsReview.as_str())
-        .bind(QueueStatus::Cancelled.as_str())
-        .bind(QueueStatus::Suppressed.as_str())
+        .bind(&unsent)
         .fetch_all(pool)
         .await
         .map_err(db_error("while reading the campaigns and their figures"))?;
@@ -137,7 +179,7 @@ async fn load_views(pool: &PgPool, name: Option<&str>) -> Result<Vec<CampaignVie
                 name: row.name,
                 created_at: row.created_at,
                 updated_at: row.updated_at,
-                figures: row.figures,
+                figures: row.figures.with_ratios(),
             })
         })
         .collect()
@@ -199,11 +241,9 @@ pub(crate) async fn lock_campaign(
         #[sqlx(flatten)]
         rules: RuleColumns,
     }
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT id, name, status, start_at, window_start, window_end, window_days, time_zone,
-                max_per_minute
-           FROM campaigns WHERE name = $1 FOR UPDATE",
-    )
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, name, status, {RULE_COLUMNS_SQL} FROM campaigns WHERE name = $1 FOR UPDATE"
+    )))
     .bind(name)
     .fetch_optional(&mut *conn)
     .await
@@ -427,7 +467,7 @@ pub async fn set(
 ) -> Result<ActionOutcome, OpsError> {
     if change.is_empty() {
         return Err(OpsError::Refused(
-            "campaign set needs a rule to change: --start-at, --window, --days, --time-zone or --max-per-minute".into(),
+            "campaign set needs a rule to change: --start-at, --window, --days, --time-zone, --max-per-minute, --redial or --max-attempts-per-day".into(),
         ));
     }
     let mut tx = begin(pool).await?;
@@ -460,10 +500,17 @@ async fn store_rules(
     rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<(), OpsError> {
+    let redial = rules.redial.stored();
     sqlx::query(
         "UPDATE campaigns
             SET start_at = $2, window_start = $3, window_end = $4, window_days = $5,
-                time_zone = $6, max_per_minute = $7, updated_at = $8
+                time_zone = $6, max_per_minute = $7, updated_at = $8,
+                max_attempts_per_day = $9,
+                redial_busy_retries = $10[1], redial_busy_interval_secs = $11[1],
+                redial_no_answer_retries = $10[2], redial_no_answer_interval_secs = $11[2],
+                redial_timeout_retries = $10[3], redial_timeout_interval_secs = $11[3],
+                redial_failed_retries = $10[4], redial_failed_interval_secs = $11[4],
+                redial_completed_retries = $10[5], redial_completed_interval_secs = $11[5]
           WHERE id = $1",
     )
     .bind(campaign_id)
@@ -474,6 +521,10 @@ async fn store_rules(
     .bind(rules.time_zone.name())
     .bind(rules.max_per_minute_column())
     .bind(now)
+    .bind(rules.max_attempts_per_day_column())
+    // In REDIAL_OUTCOMES order, as the column pairs above are listed.
+    .bind(redial.map(|column| column.retries).to_vec())
+    .bind(redial.map(|column| column.interval_secs).to_vec())
     .execute(conn)
     .await
     .map_err(db_error("while storing the campaign's rules"))?;

@@ -1,9 +1,12 @@
 //! A campaign's rules as `campaigns` stores them (start time, calling window and days,
-//! time zone, pacing), and a change to them as `enqueue` and `campaign set` give it.
+//! time zone, pacing, redial policy, attempts per number per day), and a change to them
+//! as `enqueue` and `campaign set` give it.
 //! Parsing the operator's text is `callbridge_types::campaign`'s; this module only
 //! combines what was parsed and checks the combination.
 
-use callbridge_types::campaign::{CallingWindow, Days, Tz, parse_time_zone};
+use callbridge_types::campaign::{
+    CallingWindow, Days, RedialPolicy, StoredRedial, Tz, parse_time_zone,
+};
 use chrono::{DateTime, NaiveTime, Utc};
 use serde::Serialize;
 
@@ -20,6 +23,10 @@ pub struct Rules {
     pub time_zone: Tz,
     /// At most this many numbers sent in any 60 seconds, across every submitter.
     pub max_per_minute: Option<u32>,
+    /// Which outcomes are called again, how often and how long after.
+    pub redial: RedialPolicy,
+    /// At most this many calls to one number in a day, across every campaign.
+    pub max_attempts_per_day: Option<u32>,
 }
 
 impl Default for Rules {
@@ -29,6 +36,8 @@ impl Default for Rules {
             window: None,
             time_zone: Tz::UTC,
             max_per_minute: None,
+            redial: RedialPolicy::NONE,
+            max_attempts_per_day: None,
         }
     }
 }
@@ -42,6 +51,57 @@ pub(crate) struct RuleColumns {
     pub window_days: i16,
     pub time_zone: String,
     pub max_per_minute: Option<i32>,
+    #[sqlx(flatten)]
+    pub redial: RedialColumns,
+    pub max_attempts_per_day: Option<i32>,
+}
+
+/// The stored columns of a [`RedialPolicy`]: retries and interval per outcome.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub(crate) struct RedialColumns {
+    pub redial_busy_retries: i16,
+    pub redial_busy_interval_secs: Option<i32>,
+    pub redial_no_answer_retries: i16,
+    pub redial_no_answer_interval_secs: Option<i32>,
+    pub redial_timeout_retries: i16,
+    pub redial_timeout_interval_secs: Option<i32>,
+    pub redial_failed_retries: i16,
+    pub redial_failed_interval_secs: Option<i32>,
+    pub redial_completed_retries: i16,
+    pub redial_completed_interval_secs: Option<i32>,
+}
+
+/// The campaign columns [`RuleColumns`] reads, for a SELECT list.
+pub(crate) const RULE_COLUMNS_SQL: &str = "start_at, window_start, window_end, window_days, \
+     time_zone, max_per_minute, redial_busy_retries, redial_busy_interval_secs, \
+     redial_no_answer_retries, redial_no_answer_interval_secs, redial_timeout_retries, \
+     redial_timeout_interval_secs, redial_failed_retries, redial_failed_interval_secs, \
+     redial_completed_retries, redial_completed_interval_secs, max_attempts_per_day";
+
+impl RedialColumns {
+    /// In `callbridge_types::campaign::REDIAL_OUTCOMES` order.
+    fn stored(self) -> [StoredRedial; 5] {
+        let pair = |retries, interval_secs| StoredRedial {
+            retries,
+            interval_secs,
+        };
+        [
+            pair(self.redial_busy_retries, self.redial_busy_interval_secs),
+            pair(
+                self.redial_no_answer_retries,
+                self.redial_no_answer_interval_secs,
+            ),
+            pair(
+                self.redial_timeout_retries,
+                self.redial_timeout_interval_secs,
+            ),
+            pair(self.redial_failed_retries, self.redial_failed_interval_secs),
+            pair(
+                self.redial_completed_retries,
+                self.redial_completed_interval_secs,
+            ),
+        ]
+    }
 }
 
 impl RuleColumns {
@@ -71,6 +131,10 @@ impl RuleColumns {
             max_per_minute: self
                 .max_per_minute
                 .and_then(|limit| u32::try_from(limit).ok()),
+            redial: RedialPolicy::from_stored(self.redial.stored()),
+            max_attempts_per_day: self
+                .max_attempts_per_day
+                .and_then(|limit| u32::try_from(limit).ok()),
         })
     }
 }
@@ -87,6 +151,12 @@ impl Rules {
             .map(|limit| i32::try_from(limit).unwrap_or(i32::MAX))
     }
 
+    /// `max_attempts_per_day` as stored.
+    pub fn max_attempts_per_day_column(&self) -> Option<i32> {
+        self.max_attempts_per_day
+            .map(|limit| i32::try_from(limit).unwrap_or(i32::MAX))
+    }
+
     /// How `show` and the audit print them.
     pub fn view(&self) -> RulesView {
         RulesView {
@@ -100,6 +170,8 @@ impl Rules {
             days: self.window.map(|window| window.days().to_string()),
             time_zone: self.time_zone.name().to_owned(),
             max_per_minute: self.max_per_minute,
+            redial: (!self.redial.is_empty()).then(|| self.redial.to_string()),
+            max_attempts_per_day: self.max_attempts_per_day,
         }
     }
 }
@@ -116,6 +188,10 @@ pub struct RulesView {
     pub time_zone: String,
     /// `null`: unpaced.
     pub max_per_minute: Option<u32>,
+    /// `busy=2x15m,no_answer=1x1h`; `null`: no outcome is redialled.
+    pub redial: Option<String>,
+    /// `null`: no cap.
+    pub max_attempts_per_day: Option<u32>,
 }
 
 /// What `enqueue` or `campaign set` was told to change; `None` leaves a rule as it is,
@@ -128,6 +204,9 @@ pub struct RulesChange {
     pub days: Option<Days>,
     pub time_zone: Option<Tz>,
     pub max_per_minute: Option<Option<u32>>,
+    /// The whole policy (`--redial`; `none` is [`RedialPolicy::NONE`]).
+    pub redial: Option<RedialPolicy>,
+    pub max_attempts_per_day: Option<Option<u32>>,
 }
 
 impl RulesChange {
@@ -153,6 +232,17 @@ impl RulesChange {
                 ));
             }
             changed.max_per_minute = max_per_minute;
+        }
+        if let Some(redial) = self.redial {
+            changed.redial = redial;
+        }
+        if let Some(max_attempts_per_day) = self.max_attempts_per_day {
+            if max_attempts_per_day == Some(0) {
+                return Err(OpsError::Refused(
+                    "--max-attempts-per-day must be at least 1 (or none, for no cap)".into(),
+                ));
+            }
+            changed.max_attempts_per_day = max_attempts_per_day;
         }
         let days = self
             .days
@@ -208,6 +298,8 @@ mod tests {
                 days: Some("mon-sat".into()),
                 time_zone: "America/New_York".into(),
                 max_per_minute: Some(900),
+                redial: None,
+                max_attempts_per_day: None,
             }
         );
     }
@@ -238,6 +330,44 @@ mod tests {
         .unwrap();
         assert_eq!(weekend.view().window.as_deref(), Some("10:00-20:00"));
         assert_eq!(weekend.window_days(), 0b110_0000);
+    }
+
+    #[test]
+    fn a_redial_policy_and_a_daily_cap_are_set_kept_and_removed() {
+        let rules = RulesChange {
+            redial: Some(RedialPolicy::parse("busy=2x15m").unwrap()),
+            max_attempts_per_day: Some(Some(3)),
+            ..RulesChange::default()
+        }
+        .apply(&Rules::default())
+        .unwrap();
+        assert_eq!(rules.view().redial.as_deref(), Some("busy=2x15m"));
+        assert_eq!(rules.max_attempts_per_day_column(), Some(3));
+
+        let paced = RulesChange {
+            max_per_minute: Some(Some(10)),
+            ..RulesChange::default()
+        }
+        .apply(&rules)
+        .unwrap();
+        assert_eq!(paced.redial, rules.redial);
+
+        let removed = RulesChange {
+            redial: Some(RedialPolicy::NONE),
+            max_attempts_per_day: Some(None),
+            ..RulesChange::default()
+        }
+        .apply(&paced)
+        .unwrap();
+        assert_eq!(removed.view().redial, None);
+        assert_eq!(removed.max_attempts_per_day, None);
+
+        let zero = RulesChange {
+            max_attempts_per_day: Some(Some(0)),
+            ..RulesChange::default()
+        }
+        .apply(&Rules::default());
+        assert!(zero.unwrap_err().to_string().contains("at least 1"));
     }
 
     #[test]

@@ -586,6 +586,19 @@ async fn figures_count_each_status_and_an_active_campaign_with_nothing_waiting_r
     .execute(&pool)
     .await
     .unwrap();
+    // What submitter and persister keep on the batch: two numbers accepted, the calls
+    // counted, the answered call's 120 seconds, the busy number exhausted.
+    sqlx::query(
+        "UPDATE call_batches SET total_calls = 2, answered_seconds = 120, exhausted_calls = 1
+          WHERE batch_id = 1",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT callbridge_refresh_batch(1)")
+        .execute(&pool)
+        .await
+        .unwrap();
     campaign_with(&pool, "empty", &[]).await;
 
     let listed = campaign::list(&pool).await.unwrap();
@@ -605,12 +618,21 @@ async fn figures_count_each_status_and_an_active_campaign_with_nothing_waiting_r
         ("needs_review", 1),
         ("cancelled", 1),
         ("suppressed", 1),
-        // failed: 3 attempts; submitted and needs_review: one each.
-        ("attempts", 6),
+        // Calls placed: the two numbers the centralized system accepted.
+        ("attempts", 2),
+        ("redials", 0),
+        ("exhausted", 1),
         ("batches", 1),
+        ("answered_seconds", 120),
     ] {
         assert_eq!(json[field], expected, "{field}");
     }
+    assert_eq!(json["asr"], 0.5, "one answered call of two attempts");
+    assert_eq!(json["acd_seconds"], 120.0);
+    assert_eq!(
+        serde_json::to_value(&listed[1]).unwrap()["asr"],
+        Value::Null
+    );
     assert_eq!(json["status"], "completed");
     assert_eq!(json["name"], "spring");
     assert_eq!(json["time_zone"], "UTC");
@@ -661,4 +683,66 @@ async fn enqueue_into_an_existing_campaign_keeps_its_rules_and_refuses_other_one
         .await
         .unwrap_err();
     assert!(error.to_string().contains("cannot be added to"), "{error}");
+}
+
+#[tokio::test]
+async fn a_redial_policy_and_a_daily_cap_are_stored_as_columns_and_shown() {
+    let (_db, pool) = migrated().await;
+    let policy =
+        callbridge_types::campaign::RedialPolicy::parse("busy=2x15m,no_answer=1x60m").unwrap();
+    let rules = RulesChange {
+        redial: Some(policy),
+        max_attempts_per_day: Some(Some(3)),
+        ..RulesChange::default()
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    campaign::for_enqueue(&mut conn, "spring", &rules, now())
+        .await
+        .unwrap();
+    drop(conn);
+    // Retries and interval of busy, no_answer and failed, then the cap, as text.
+    let columns: String = sqlx::query_scalar(
+        "SELECT concat_ws(',', redial_busy_retries, redial_busy_interval_secs,
+                          redial_no_answer_retries, redial_no_answer_interval_secs,
+                          redial_failed_retries, coalesce(redial_failed_interval_secs::text, '-'),
+                          max_attempts_per_day)
+           FROM campaigns WHERE name = 'spring'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(columns, "2,900,1,3600,0,-,3");
+    let shown = campaign::show(&pool, "spring").await.unwrap();
+    assert_eq!(
+        shown.rules.redial.as_deref(),
+        Some("busy=2x15m,no_answer=1x1h")
+    );
+    assert_eq!(shown.rules.max_attempts_per_day, Some(3));
+
+    let change = RulesChange {
+        redial: Some(callbridge_types::campaign::RedialPolicy::parse("timeout=1x30m").unwrap()),
+        ..RulesChange::default()
+    };
+    let set = campaign::set(&pool, now(), &ops(), "spring", &change)
+        .await
+        .unwrap();
+    assert_eq!(set.detail["before"]["redial"], "busy=2x15m,no_answer=1x1h");
+    assert_eq!(set.detail["after"]["redial"], "timeout=1x30m");
+    let shown = campaign::show(&pool, "spring").await.unwrap();
+    assert_eq!(shown.rules.redial.as_deref(), Some("timeout=1x30m"));
+    assert_eq!(shown.rules.max_attempts_per_day, Some(3), "kept");
+
+    let removed = RulesChange {
+        redial: Some(callbridge_types::campaign::RedialPolicy::NONE),
+        max_attempts_per_day: Some(None),
+        ..RulesChange::default()
+    };
+    campaign::set(&pool, now(), &ops(), "spring", &removed)
+        .await
+        .unwrap();
+    let shown = campaign::show(&pool, "spring").await.unwrap();
+    assert_eq!(
+        (shown.rules.redial, shown.rules.max_attempts_per_day),
+        (None, None)
+    );
 }

@@ -24,6 +24,7 @@ use callbridge_runtime::amqp::{CLOSE_TIMEOUT, Reconnect, close_gracefully, run_r
 use callbridge_runtime::health::Readiness;
 use callbridge_runtime::telemetry::PER_MESSAGE_SPANS;
 use callbridge_runtime::telemetry::extract_context;
+use callbridge_types::clock::SharedClock;
 use callbridge_types::envelope::Envelope;
 use callbridge_types::topology::PERSIST_QUEUE;
 use futures::StreamExt;
@@ -78,6 +79,8 @@ pub(crate) struct BatchConsumer {
     pub readiness: Readiness,
     /// Woken after each commit so the outbox relay publishes new outcomes at once.
     pub outbox_wakeup: std::sync::Arc<Notify>,
+    /// When a redial is due is counted from this clock's now.
+    pub clock: SharedClock,
 }
 
 /// How settling a batch ended.
@@ -397,7 +400,7 @@ impl BatchConsumer {
             .collect();
         let mut backoff = crate::database_backoff().build();
         loop {
-            let attempt = store::store_batch(&self.pool, &events)
+            let attempt = store::store_batch(&self.pool, &events, self.clock.now())
                 .instrument(db_spans[0].clone())
                 .await;
             match attempt {

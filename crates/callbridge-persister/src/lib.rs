@@ -19,6 +19,7 @@ pub mod error;
 pub mod failpoint;
 pub mod metrics;
 mod outbox;
+pub mod redial;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use anyhow::Context;
 use backon::BackoffBuilder;
 use callbridge_runtime::config::PersisterConfig;
 use callbridge_runtime::health::{HealthServer, Readiness, install_metrics_recorder};
+use callbridge_types::clock::{SharedClock, SystemClock};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +47,7 @@ pub struct Persister {
     config: PersisterConfig,
     readiness: Readiness,
     health: HealthServer,
+    clock: SharedClock,
 }
 
 impl Persister {
@@ -74,7 +77,15 @@ impl Persister {
             config,
             readiness,
             health,
+            clock: SystemClock::shared(),
         })
+    }
+
+    /// Reads the time from `clock` instead of the system clock: when a redial is due
+    /// (the policy's interval after the terminal outcome is stored) follows it.
+    pub fn with_clock(mut self, clock: SharedClock) -> Persister {
+        self.clock = clock;
+        self
     }
 
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
@@ -89,6 +100,7 @@ impl Persister {
             config,
             readiness,
             health,
+            clock,
         } = self;
         let Some(pool) = connect_database(&config, &readiness, &shutdown).await? else {
             return health.stop().await;
@@ -108,6 +120,7 @@ impl Persister {
             pool: pool.clone(),
             readiness: readiness.clone(),
             outbox_wakeup: outbox_wakeup.clone(),
+            clock,
         };
         let relay = OutboxRelay {
             amqp_url,

@@ -11,7 +11,9 @@
 //! 4. fold each call's events into its `call_logs` row ([`crate::call_log::fold_call`]);
 //! 5. upsert those rows;
 //! 6. write an outbox row for every call whose deciding event is terminal;
-//! 7. create the calls' `call_batches` rows if missing and let `callbridge_refresh_batch`
+//! 7. settle the queue rows of terminal calls and add the redials their campaigns ask
+//!    for ([`crate::redial`]): exactly once, because a row is settled once;
+//! 8. create the calls' `call_batches` rows if missing and let `callbridge_refresh_batch`
 //!    add each batch's deltas of completed and failed calls (step 5 computes them from
 //!    each call's row before and after) and decide its status, in batch id order; a
 //!    batch row created here is recounted instead. O(1) per batch, whatever its size.
@@ -37,7 +39,8 @@
 //! global order, and the kinds in a fixed sequence — event ids (a duplicate insert waits
 //! for the inserting transaction) in id order, then call locks in key order, then
 //! `call_logs` and outbox rows (both keyed by calls the call locks already cover), then
-//! batch rows in id order.
+//! the settled queue rows (keyed by those calls too) and number locks in key order (only
+//! for capped redials), then batch rows in id order.
 //! A transaction only ever waits for a lock of the kind it is taking now, held by a
 //! transaction at the same step or later, so waits cannot form a cycle. (The submitter
 //! also locks batch rows; a deadlock with it is detected by Postgres and retried.)
@@ -55,6 +58,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::call_log::{CallLog, StoredEvent, fold_call};
 use crate::error::StoreError;
 use crate::failpoint::{self, Failpoint};
+use crate::redial;
 
 /// One event to store: the envelope and the trace it arrived in.
 #[derive(Debug, Clone)]
@@ -73,6 +77,8 @@ pub struct StoredBatch {
     pub duplicates: usize,
     /// Each outcome this batch decided: the terminal status and the call's duration.
     pub outcomes: Vec<(CallStatus, Option<i32>)>,
+    /// Redial rows this batch added to `local_call_queue`.
+    pub redials: usize,
 }
 
 /// Stores `events` in one transaction (see the module docs) and commits it.
@@ -80,6 +86,7 @@ pub struct StoredBatch {
 pub async fn store_batch(
     pool: &PgPool,
     events: &[&IncomingEvent],
+    now: DateTime<Utc>,
 ) -> Result<StoredBatch, StoreError> {
     let mut tx = pool
         .begin()
@@ -97,6 +104,7 @@ pub async fn store_batch(
         stored: new_events.iter().map(|e| e.envelope.received_at).collect(),
         duplicates: events.len() - new_events.len(),
         outcomes: Vec::new(),
+        redials: 0,
     };
 
     let calls: BTreeSet<&str> = new_events
@@ -112,8 +120,11 @@ pub async fn store_batch(
             .values()
             .filter_map(|events| fold_call(events))
             .collect::<Vec<CallLog>>();
-        let deltas = upsert_call_logs(&mut tx, &logs).await?;
+        let mut deltas = upsert_call_logs(&mut tx, &logs).await?;
         outcome.outcomes = insert_outcomes(&mut tx, &logs).await?;
+        let settled = redial::settle_terminal_calls(&mut tx, &logs, now).await?;
+        outcome.redials = settled.redials;
+        add_exhausted(&mut deltas, &settled.exhausted);
         refresh_batches(&mut tx, &logs, &deltas).await?;
     }
 
@@ -284,7 +295,8 @@ async fn upsert_call_logs(
     }
     let deltas: Vec<BatchDelta> = sqlx::query_as(
         "WITH previous AS (
-             SELECT call_id, batch_id, call_status FROM call_logs WHERE call_id = ANY($1::text[])
+             SELECT call_id, batch_id, call_status, duration
+               FROM call_logs WHERE call_id = ANY($1::text[])
          ), folded AS (
              SELECT *
                FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
@@ -328,17 +340,21 @@ async fn upsert_call_logs(
                      EXCLUDED.server_code, EXCLUDED.error_message, EXCLUDED.custom_data)
              RETURNING call_id
          ), changes AS (
-             SELECT batch_id, callbridge_call_count_kind(call_status) AS kind, -1 AS sign
+             SELECT batch_id, callbridge_call_count_kind(call_status) AS kind, -1 AS sign,
+                    coalesce(duration, 0) AS duration
                FROM previous
               WHERE call_id IN (SELECT call_id FROM written)
              UNION ALL
-             SELECT batch_id, callbridge_call_count_kind(call_status), 1
+             SELECT batch_id, callbridge_call_count_kind(call_status), 1, coalesce(duration, 0)
                FROM folded
               WHERE call_id IN (SELECT call_id FROM written)
          )
          SELECT batch_id,
                 coalesce(sum(sign) FILTER (WHERE kind = 'completed'), 0)::int4 AS completed,
-                coalesce(sum(sign) FILTER (WHERE kind = 'failed'), 0)::int4 AS failed
+                coalesce(sum(sign) FILTER (WHERE kind = 'failed'), 0)::int4 AS failed,
+                coalesce(sum(sign * duration::int8) FILTER (WHERE kind = 'completed'), 0)::int8
+                    AS answered_seconds,
+                0::int4 AS exhausted
            FROM changes
           WHERE batch_id IS NOT NULL
           GROUP BY batch_id",
@@ -362,12 +378,34 @@ async fn upsert_call_logs(
     Ok(deltas)
 }
 
-/// How one transaction changes a batch's counts (see [`upsert_call_logs`]).
+/// How one transaction changes a batch's counts (see [`upsert_call_logs`]) and the
+/// aggregates the campaign figures are summed from: the seconds of its answered
+/// (`completed`) calls and its numbers whose redials are used up.
 #[derive(Debug, sqlx::FromRow)]
 struct BatchDelta {
     batch_id: i32,
     completed: i32,
     failed: i32,
+    answered_seconds: i64,
+    exhausted: i32,
+}
+
+/// Adds the numbers [`redial::settle_terminal_calls`] found exhausted to their batches'
+/// deltas (a batch only they touch gets a delta of its own, so its row is locked in
+/// order with the others).
+fn add_exhausted(deltas: &mut Vec<BatchDelta>, exhausted: &BTreeMap<i32, i32>) {
+    for (batch_id, count) in exhausted {
+        match deltas.iter_mut().find(|delta| delta.batch_id == *batch_id) {
+            Some(delta) => delta.exhausted += count,
+            None => deltas.push(BatchDelta {
+                batch_id: *batch_id,
+                completed: 0,
+                failed: 0,
+                answered_seconds: 0,
+                exhausted: *count,
+            }),
+        }
+    }
 }
 
 /// `call_logs` columns as arrays, for one `unnest`.
@@ -447,7 +485,7 @@ async fn insert_outcomes(
         .collect())
 }
 
-/// Step 7: creates the batches' rows if missing (a callback can arrive for a batch this
+/// Step 8: creates the batches' rows if missing (a callback can arrive for a batch this
 /// database never submitted) and lets the shared routine apply each batch's deltas and
 /// decide its status. Batch rows are locked (by the routine) in ascending id order.
 ///
@@ -498,11 +536,15 @@ async fn refresh_batches(
     let mut batch_ids = Vec::with_capacity(touched.len());
     let mut completed = Vec::with_capacity(touched.len());
     let mut failed = Vec::with_capacity(touched.len());
+    let mut answered_seconds = Vec::with_capacity(touched.len());
+    let mut exhausted = Vec::with_capacity(touched.len());
     for delta in touched {
         let recount = created.contains(&delta.batch_id);
         batch_ids.push(delta.batch_id);
         completed.push((!recount).then_some(delta.completed));
         failed.push((!recount).then_some(delta.failed));
+        answered_seconds.push((!recount).then_some(delta.answered_seconds));
+        exhausted.push(delta.exhausted);
     }
     sqlx::query(
         "SELECT callbridge_refresh_batch(batch_id, completed, failed)
@@ -510,12 +552,33 @@ async fn refresh_batches(
                    AS delta(batch_id, completed, failed)
                   ORDER BY batch_id) AS ordered",
     )
-    .bind(batch_ids)
+    .bind(&batch_ids)
     .bind(completed)
     .bind(failed)
     .execute(&mut *tx)
     .await
     .map_err(|e| StoreError::from_sqlx(e, "while refreshing call_batches"))?;
+    // The routine above holds each row's lock now: the figures' aggregates change under
+    // it, added like the counts (a created row is recounted, as its counts are).
+    sqlx::query(
+        "UPDATE call_batches b
+            SET answered_seconds = coalesce(
+                    b.answered_seconds + d.answered_seconds,
+                    (SELECT coalesce(sum(coalesce(l.duration, 0)), 0)::int8
+                       FROM call_logs l
+                      WHERE l.batch_id = b.batch_id AND l.call_status = 'completed')),
+                exhausted_calls = b.exhausted_calls + d.exhausted
+           FROM unnest($1::int4[], $2::int8[], $3::int4[])
+                AS d(batch_id, answered_seconds, exhausted)
+          WHERE b.batch_id = d.batch_id
+            AND (d.answered_seconds IS DISTINCT FROM 0 OR d.exhausted <> 0)",
+    )
+    .bind(&batch_ids)
+    .bind(answered_seconds)
+    .bind(exhausted)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| StoreError::from_sqlx(e, "while adding to the batches' figures"))?;
     Ok(())
 }
 

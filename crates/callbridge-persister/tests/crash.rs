@@ -220,3 +220,62 @@ async fn outcomes_survive_a_crash_between_commit_and_publish() {
     assert_eq!(outcomes, expected);
     assert_scenario_is_exact(&harness, &events).await;
 }
+
+#[tokio::test]
+async fn killed_mid_batch_a_busy_call_still_gets_exactly_one_redial() {
+    let harness = Harness::new().await;
+    let campaign: i32 = sqlx::query_scalar(
+        "INSERT INTO campaigns (name, redial_busy_retries, redial_busy_interval_secs)
+         VALUES ('spring', 2, 900) RETURNING id",
+    )
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO call_batches (batch_id, accountcode, total_calls, batch_status, campaign_id)
+         VALUES (510, $1, 1, 'submitted', $2)",
+    )
+    .bind(ACCOUNT_CODE)
+    .bind(campaign)
+    .execute(&harness.pool)
+    .await
+    .unwrap();
+    let row: i32 = sqlx::query_scalar(
+        "INSERT INTO local_call_queue (phone_number, batch_id, queue_status, campaign_id)
+         VALUES ('9876543210', 510, 'submitted', $1) RETURNING id",
+    )
+    .bind(campaign)
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap();
+    let events = [
+        call_event(510, "r1", "started", json!({"duration": 0})),
+        call_event(510, "r1", "busy", json!({})),
+        call_event(510, "r1", "busy", json!({})),
+    ];
+    harness.publish_all(&events).await;
+
+    for _ in 0..2 {
+        run_until_killed_at(&harness, Failpoint::BeforeCommit).await;
+    }
+    let redials = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM local_call_queue WHERE redial_of = $1")
+            .bind(row)
+            .fetch_one(&harness.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(redials().await, 0, "nothing was committed");
+    run_until_killed_at(&harness, Failpoint::AfterCommitBeforeAck).await;
+    run_to_completion(&harness).await;
+
+    assert_eq!(redials().await, 1);
+    let attempt: i32 =
+        sqlx::query_scalar("SELECT attempt FROM local_call_queue WHERE redial_of = $1")
+            .bind(row)
+            .fetch_one(&harness.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempt, 2);
+    harness.assert_all_acknowledged().await;
+}

@@ -250,7 +250,7 @@ async fn check_case(
         let size = cuts.next().unwrap_or(1).min(rest.len());
         let (batch, tail) = rest.split_at(size);
         let refs: Vec<&IncomingEvent> = batch.iter().collect();
-        store_batch(pool, &refs)
+        store_batch(pool, &refs, chrono::Utc::now())
             .await
             .map_err(|e| TestCaseError::fail(format!("store_batch failed: {e}")))?;
         rest = tail;

@@ -19,6 +19,7 @@
 mod amqp;
 mod api;
 mod api_key;
+mod console;
 mod database;
 mod database_url;
 mod de;
@@ -38,6 +39,7 @@ use serde::Deserialize;
 pub use amqp::{AmqpSettings, DEFAULT_RABBITMQ_URL};
 pub use api::{ApiConfig, ApiSettings};
 pub use api_key::{decrypt_api_key, encrypt_api_key};
+pub use console::{ConsoleConfig, ConsoleSettings, MIN_TOKEN_CHARS};
 pub use database::{DEFAULT_DATABASE_URL, DatabaseConfig, DatabaseSettings};
 pub use database_url::{DatabaseIdentity, DatabaseUrl, normalise_database_url};
 pub use de::parse_strict_bool;
@@ -83,6 +85,7 @@ pub struct Settings {
     pub ingress: IngressSettings,
     pub persister: PersisterSettings,
     pub submitter: SubmitterSettings,
+    pub console: ConsoleSettings,
     pub numbers: NumbersSettings,
     pub telemetry: TelemetrySettings,
     pub lifecycle: LifecycleSettings,

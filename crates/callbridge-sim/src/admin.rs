@@ -1,7 +1,9 @@
 //! `/admin/*`: change knobs live, hold and release API requests, change the API key or the
-//! callback target, read the ground truth, wait for deliveries, reset. Open unless
-//! `SIM_ADMIN_TOKEN` is set, in which case `Authorization: Bearer <token>` is required.
+//! callback target, script outcomes per number, read the ground truth, wait for
+//! deliveries, reset. Open unless `SIM_ADMIN_TOKEN` is set, in which case
+//! `Authorization: Bearer <token>` is required.
 
+use std::collections::BTreeMap;
 use std::future::{Ready, ready};
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::config::parse_secret;
+use crate::config::{Outcome, parse_secret};
 use crate::state::SimState;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -24,6 +26,8 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             .route("/release", web::post().to(release))
             .route("/api-key", web::put().to(put_api_key))
             .route("/callback", web::put().to(put_callback))
+            .route("/script", web::get().to(get_script))
+            .route("/script", web::put().to(put_script))
             .route("/ground-truth", web::get().to(ground_truth))
             .route("/wait-idle", web::get().to(wait_idle))
             .route("/reset", web::post().to(reset)),
@@ -148,6 +152,28 @@ async fn put_callback(
     };
     state.set_callback(url, secret);
     HttpResponse::NoContent().finish()
+}
+
+async fn get_script(_: Admin, state: web::Data<SimState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.script())
+}
+
+/// `{"<phone_number>": ["busy", "busy", "completed"], …}`: replaces the script. An
+/// unknown outcome is a 400 naming it (through `Outcome`'s own parsing), and nothing
+/// changes.
+async fn put_script(_: Admin, state: web::Data<SimState>, body: web::Bytes) -> HttpResponse {
+    match serde_json::from_slice::<BTreeMap<String, Vec<Outcome>>>(&body) {
+        Ok(script) => {
+            tracing::info!(numbers = script.len(), "outcome script set");
+            state.set_script(script);
+            HttpResponse::Ok().json(state.script())
+        }
+        Err(error) => HttpResponse::BadRequest().json(json!({
+            "error": format!(
+                "script: {error}; expected {{\"<phone_number>\": [\"busy\", \"completed\"], …}}"
+            )
+        })),
+    }
 }
 
 #[derive(Deserialize)]

@@ -349,10 +349,15 @@ async fn handle_batch_status(
         record.fault = Some("batch_status_hidden".into());
         return Err(ApiError::BatchNotFound);
     }
-    let view = store
+    let mut view = store
         .batch_status(batch_id)
         .ok_or(ApiError::BatchNotFound)?;
     drop(store);
+    if !knobs.batch_status_number_prefix.is_empty() {
+        for number in &mut view.phone_numbers {
+            number.insert_str(0, &knobs.batch_status_number_prefix);
+        }
+    }
     Ok(Reply::Json(
         StatusCode::OK,
         batch_status_answer(knobs.batch_status_layout, view),

@@ -573,6 +573,16 @@ pub struct Knobs {
     )]
     pub batch_status_hidden_ms: u64,
 
+    /// Written before every number batch-status lists (e.g. `+91`): a system that answers
+    /// in E.164 for the national numbers it was sent.
+    #[arg(
+        long,
+        env = "SIM_BATCH_STATUS_NUMBER_PREFIX",
+        value_name = "SIM_BATCH_STATUS_NUMBER_PREFIX",
+        default_value = ""
+    )]
+    pub batch_status_number_prefix: String,
+
     /// When set, an insert keeps only its first N items and answers `status: "warning"`.
     #[arg(
         long,
@@ -623,6 +633,7 @@ impl Default for Knobs {
             response_layout: ResponseLayout::Flat,
             batch_status_layout: BatchStatusLayout::Flat,
             batch_status_hidden_ms: 0,
+            batch_status_number_prefix: String::new(),
             partial_accept_max: None,
             fault_budget: None,
             fault_endpoints: Endpoint::ALL.to_vec(),

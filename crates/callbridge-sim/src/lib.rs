@@ -139,6 +139,13 @@ impl Simulator {
         self.state.held_now()
     }
 
+    /// Scripts outcomes per number, as `PUT /admin/script` does: the nth call placed to a
+    /// number named here ends in the nth outcome listed for it, then in the outcome mix.
+    /// Replaces any earlier script.
+    pub fn set_script(&self, script: std::collections::BTreeMap<String, Vec<Outcome>>) {
+        self.state.set_script(script);
+    }
+
     /// Everything accepted and sent, optionally for one batch only.
     pub fn ground_truth(&self, batch_id: Option<i32>) -> GroundTruth {
         self.state.ground_truth(batch_id)

@@ -1,6 +1,7 @@
 //! The state every request handler and callback sender shares: live knobs, credentials,
 //! the store, the hold gate, the random source and the delivery machinery.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use callbridge_runtime::config::Secret;
 
 use crate::calls::Dialer;
-use crate::config::{InvalidKnobs, Knobs, SimConfig};
+use crate::config::{InvalidKnobs, Knobs, Outcome, SimConfig};
 use crate::delivery;
 use crate::ground_truth::GroundTruth;
 use crate::store::Store;
@@ -267,6 +268,16 @@ impl SimState {
         tokio::time::timeout(timeout, pending.wait_for(|count| *count == 0))
             .await
             .is_ok()
+    }
+
+    /// Replaces the per-number script of outcomes (see `Store::set_script`).
+    pub fn set_script(&self, script: BTreeMap<String, Vec<Outcome>>) {
+        self.store().set_script(script);
+    }
+
+    /// What the script still holds per number.
+    pub fn script(&self) -> BTreeMap<String, Vec<Outcome>> {
+        self.store().script()
     }
 
     pub fn ground_truth(&self, batch_id: Option<i32>) -> GroundTruth {

@@ -1,7 +1,7 @@
 //! The simulator's memory: batches, the calls they hold, the API requests it answered.
 //! In memory only; a restart forgets everything, as `POST /admin/reset` does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use callbridge_types::centralized_api::BatchStatusView;
@@ -45,6 +45,9 @@ pub struct Store {
     batches: BTreeMap<i32, Batch>,
     calls: Vec<CallTruth>,
     requests: Vec<RequestTruth>,
+    /// `PUT /admin/script`: the outcomes still to come, in order, for each scripted
+    /// number; a number whose script ran out gets the outcome mix again.
+    script: HashMap<String, VecDeque<Outcome>>,
 }
 
 impl Store {
@@ -144,8 +147,28 @@ impl Store {
         })
     }
 
-    /// Marks every queued call of `accountcode` as in progress with the outcome `draw`
-    /// picks, and returns them for delivery.
+    /// Replaces the script: from now on the nth call placed to a number it names ends
+    /// in the nth outcome listed for it, then in what the outcome mix draws.
+    pub fn set_script(&mut self, script: BTreeMap<String, Vec<Outcome>>) {
+        self.script = script
+            .into_iter()
+            .map(|(number, outcomes)| (number, outcomes.into()))
+            .collect();
+    }
+
+    /// The outcomes the script still holds, per number (numbers whose script ran out are
+    /// left out).
+    pub fn script(&self) -> BTreeMap<String, Vec<Outcome>> {
+        self.script
+            .iter()
+            .filter(|(_, outcomes)| !outcomes.is_empty())
+            .map(|(number, outcomes)| (number.clone(), outcomes.iter().copied().collect()))
+            .collect()
+    }
+
+    /// Marks every queued call of `accountcode` as in progress with the outcome the
+    /// script holds for its number, else the one `draw` picks, and returns them for
+    /// delivery.
     pub fn dispatch_queued(
         &mut self,
         accountcode: &str,
@@ -163,7 +186,12 @@ impl Store {
                 if call.state != CallState::Queued {
                     continue;
                 }
-                let (outcome, reordered) = draw();
+                let (drawn, reordered) = draw();
+                let outcome = self
+                    .script
+                    .get_mut(&call.phone_number)
+                    .and_then(VecDeque::pop_front)
+                    .unwrap_or(drawn);
                 call.state = CallState::InProgress;
                 call.outcome = Some(outcome);
                 call.reordered = reordered;
@@ -349,6 +377,39 @@ mod tests {
             (0, 2, 2)
         );
         assert_eq!(store.batch_status(2).unwrap().queued, 1);
+    }
+
+    #[test]
+    fn a_scripted_number_gets_its_outcomes_in_order_then_the_mix() {
+        let mut store = Store::new("t".into());
+        store.set_script(BTreeMap::from([(
+            "1".to_owned(),
+            vec![Outcome::Busy, Outcome::NoAnswer],
+        )]));
+        let mut outcomes = Vec::new();
+        for batch in 1..=3 {
+            store.insert_items(batch, "ACC", &items(&["1", "2"]));
+            for (_, call) in store.dispatch_queued("ACC", || (Outcome::Completed, false)) {
+                outcomes.push((call.phone_number, call.outcome.unwrap()));
+            }
+        }
+        let of = |number: &str| -> Vec<Outcome> {
+            outcomes
+                .iter()
+                .filter(|(n, _)| n == number)
+                .map(|(_, outcome)| *outcome)
+                .collect()
+        };
+        assert_eq!(
+            of("1"),
+            [Outcome::Busy, Outcome::NoAnswer, Outcome::Completed]
+        );
+        assert_eq!(of("2"), [Outcome::Completed; 3]);
+        assert!(store.script().is_empty(), "the script ran out");
+
+        store.set_script(BTreeMap::from([("2".to_owned(), vec![Outcome::Failed])]));
+        store.reset();
+        assert!(store.script().is_empty(), "a reset forgets the script");
     }
 
     #[test]

@@ -471,3 +471,71 @@ async fn standard_webhooks_signatures_verify_and_keep_their_id_across_retries() 
     sim.stop().await;
     receiver.stop().await;
 }
+
+#[tokio::test]
+async fn put_admin_script_gives_the_nth_call_of_a_number_the_nth_outcome_then_the_mix() {
+    let receiver = Receiver::start().await;
+    let sim = spawn_sim(&receiver.url, json!({"outcome_mix": {"completed": 1}})).await;
+    let scripted = numbers(103, 1).remove(0);
+    let other = numbers(104, 1).remove(0);
+    let admin = |path: &str| format!("{}/admin/{path}", sim.base_url());
+
+    let refused = client()
+        .put(admin("script"))
+        .json(&json!({&scripted: ["busy", "engaged"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let error = json_of(refused).await["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("engaged"), "{error}");
+
+    let set = client()
+        .put(admin("script"))
+        .json(&json!({&scripted: ["busy", "no_answer", "busy"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    assert_eq!(
+        json_of(set).await,
+        json!({&scripted: ["busy", "no_answer", "busy"]})
+    );
+
+    // Four calls of the scripted number (one per batch), each batch with an unscripted one.
+    for batch in 1..=4 {
+        run_batch(&sim, batch, &[scripted.clone(), other.clone()]).await;
+    }
+    let truth = sim.ground_truth(None);
+    let outcomes_of = |number: &str| -> Vec<Outcome> {
+        truth
+            .calls
+            .iter()
+            .filter(|call| call.phone_number == number)
+            .map(|call| call.outcome.unwrap())
+            .collect()
+    };
+    assert_eq!(
+        outcomes_of(&scripted),
+        [
+            Outcome::Busy,
+            Outcome::NoAnswer,
+            Outcome::Busy,
+            Outcome::Completed
+        ]
+    );
+    assert_eq!(outcomes_of(&other), [Outcome::Completed; 4]);
+    // The callbacks say so too: the terminal event of each scripted call.
+    let terminal: Vec<String> = truth
+        .calls
+        .iter()
+        .filter(|call| call.phone_number == scripted)
+        .map(|call| call.events.last().unwrap().call_status.clone())
+        .collect();
+    assert_eq!(terminal, ["busy", "no_answer", "busy", "completed"]);
+
+    let left = client().get(admin("script")).send().await.unwrap();
+    assert_eq!(json_of(left).await, json!({}));
+    sim.stop().await;
+    receiver.stop().await;
+}

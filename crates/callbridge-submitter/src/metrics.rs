@@ -15,6 +15,9 @@ pub const SUBMITTER_RETRIES_TOTAL: &str = "submitter_retries_total";
 /// Reconciliations against batch-status, by `verdict` (`all_held`, `none_held`,
 /// `ambiguous`, `unreadable`, `unavailable`).
 pub const SUBMITTER_RECONCILIATIONS_TOTAL: &str = "submitter_reconciliations_total";
+/// Rows the claim found on the do-not-call list and marked `suppressed` instead of
+/// sending them.
+pub const NUMBERS_SUPPRESSED_TOTAL: &str = "callbridge_numbers_suppressed_total";
 /// Calls given the status `expired`: no terminal callback within the callback deadline.
 pub const CALLS_EXPIRED_TOTAL: &str = "callbridge_calls_expired_total";
 /// 1 while submission is paused because the API rejects the key.
@@ -54,6 +57,10 @@ pub fn count_retries(reason: RetryReason, rows: u64) {
 
 pub fn count_reconciliation(verdict: &'static str) {
     metrics::counter!(SUBMITTER_RECONCILIATIONS_TOTAL, "verdict" => verdict).increment(1);
+}
+
+pub fn count_suppressed(rows: u64) {
+    metrics::counter!(NUMBERS_SUPPRESSED_TOTAL).increment(rows);
 }
 
 pub fn count_expired(calls: u64) {

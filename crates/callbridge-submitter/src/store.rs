@@ -31,6 +31,9 @@ pub struct ClaimedRow {
     pub time_zone: Option<String>,
     /// The pacing slot the row holds (see `campaign`), if any.
     pub paced_slot_at: Option<DateTime<Utc>>,
+    /// Its number was on the do-not-call list: the claim made it `suppressed` instead of
+    /// leasing it, and it must not be sent.
+    pub suppressed: bool,
 }
 
 impl ClaimedRow {
@@ -50,8 +53,17 @@ pub struct Release {
 
 /// The claim statement of [`claim_due_rows`]: `$1` the lease owner, `$2` the most rows,
 /// `$3` the lease in seconds, `$4` the current instant of the submitter's clock (due
-/// times are compared with it; leases, which measure real time, with the database's).
-/// Public so a test can check its plan.
+/// times are compared with it; leases, which measure real time, with the database's),
+/// `$5` the default region's country calling code (text, e.g. `91`; NULL when there is
+/// none). Public so a test can check its plan.
+///
+/// The do-not-call list is checked here, in the statement that takes the rows, so no
+/// entry committed before a row is claimed can be missed: each picked row is looked up
+/// in `do_not_call` by its primary key, and a listed one becomes `suppressed` (returned
+/// with `suppressed` true, never leased) instead of `submitting`. The number looked up
+/// is the row's `phone_e164` (written by enqueue); a row an application inserted has
+/// none, and its `phone_number` is read as E.164 when it starts with `+`, else as a
+/// national number of the default region (trunk zeros dropped).
 pub const CLAIM_DUE_ROWS_SQL: &str = r#"
 WITH RECURSIVE oldest AS (
     -- The oldest due work, read through the partial indexes on next_attempt_at and
@@ -116,7 +128,14 @@ chosen AS (
 ),
 picked_batched AS (
     SELECT q.id, q.queue_status AS previous_status,
-           q.attempt_started_at AS previous_attempt_started_at, q.lease_owner AS previous_owner
+           q.attempt_started_at AS previous_attempt_started_at, q.lease_owner AS previous_owner,
+           EXISTS (SELECT 1 FROM do_not_call d
+                    WHERE d.phone_number = CASE
+                          WHEN q.phone_e164 IS NOT NULL THEN q.phone_e164
+                          WHEN btrim(q.phone_number) LIKE '+%'
+                          THEN '+' || regexp_replace(q.phone_number, '[^0-9]', '', 'g')
+                          ELSE '+' || $5::TEXT || ltrim(regexp_replace(q.phone_number, '[^0-9]', '', 'g'), '0')
+                          END) AS on_do_not_call
       FROM local_call_queue q
      WHERE q.batch_id IN (SELECT batch_id FROM chosen)
        AND ((q.queue_status = 'pending' AND q.next_attempt_at <= $4)
@@ -130,8 +149,10 @@ picked_batched AS (
 picked_unbatched AS (
     -- Rows an application inserted without a batch_id cannot be sent; they are claimed
     -- only to be failed with a reason, and only scanned for when one is among the oldest.
+    -- (Not checked against do_not_call: such a row is failed, never sent.)
     SELECT q.id, q.queue_status AS previous_status,
-           q.attempt_started_at AS previous_attempt_started_at, q.lease_owner AS previous_owner
+           q.attempt_started_at AS previous_attempt_started_at, q.lease_owner AS previous_owner,
+           false AS on_do_not_call
       FROM local_call_queue q
      WHERE q.batch_id IS NULL
        AND EXISTS (SELECT 1 FROM oldest WHERE oldest.batch_id IS NULL)
@@ -146,14 +167,18 @@ picked AS (
     SELECT * FROM picked_unbatched
 )
 UPDATE local_call_queue q
-   SET queue_status = 'submitting',
-       lease_owner = $1,
-       lease_expires_at = now() + make_interval(secs => $3),
-       attempt_started_at = now(),
+   SET queue_status = CASE WHEN p.on_do_not_call THEN 'suppressed' ELSE 'submitting' END,
+       lease_owner = CASE WHEN p.on_do_not_call THEN NULL ELSE $1 END,
+       lease_expires_at = CASE WHEN p.on_do_not_call THEN NULL
+                               ELSE now() + make_interval(secs => $3) END,
+       -- A suppressed row keeps the evidence of any earlier attempt: it was not sent now.
+       attempt_started_at = CASE WHEN p.on_do_not_call THEN q.attempt_started_at ELSE now() END,
        -- A lease that expired is an attempt whose outcome nobody recorded: it counts.
        retry_count = coalesce(q.retry_count, 0)
                      + CASE WHEN p.previous_status = 'submitting' THEN 1 ELSE 0 END,
-       last_error = CASE WHEN p.previous_status = 'submitting'
+       last_error = CASE WHEN p.on_do_not_call
+                         THEN 'on the do-not-call list when it was due: never sent'
+                         WHEN p.previous_status = 'submitting'
                          THEN format('the lease of %s expired before the outcome of its request was recorded', p.previous_owner)
                          ELSE q.last_error END,
        updated_at = CURRENT_TIMESTAMP
@@ -164,7 +189,8 @@ UPDATE local_call_queue q
    -- history included) on every claim, a cost that grows with every campaign.
    AND q.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING q.id, q.batch_id, q.phone_number, q.custom_data, q.retry_count, q.last_error,
-          p.previous_attempt_started_at, q.campaign_id, q.time_zone, q.paced_slot_at
+          p.previous_attempt_started_at, q.campaign_id, q.time_zone, q.paced_slot_at,
+          p.on_do_not_call AS suppressed
 "#;
 
 /// Leases up to `limit` due rows for `lease`, whole batches preferred.
@@ -179,6 +205,10 @@ RETURNING q.id, q.batch_id, q.phone_number, q.custom_data, q.retry_count, q.last
 /// batches as fit in `limit` (the first one even when it alone exceeds it), so a batch
 /// normally goes out as one request. An advisory lock per batch keeps two concurrent
 /// claims from splitting one batch between them.
+///
+/// Rows whose number is on the do-not-call list come back `suppressed` (see
+/// [`CLAIM_DUE_ROWS_SQL`]); `home_calling_code` is the default region's country calling
+/// code, which reads an application's national numbers.
 #[tracing::instrument(name = "claim_due_rows", skip_all, fields(limit = limit, claimed))]
 pub async fn claim_due_rows(
     pool: &PgPool,
@@ -186,12 +216,14 @@ pub async fn claim_due_rows(
     limit: u32,
     lease: Duration,
     now: DateTime<Utc>,
+    home_calling_code: Option<u16>,
 ) -> anyhow::Result<Vec<ClaimedRow>> {
     let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_DUE_ROWS_SQL)
         .bind(owner)
         .bind(i64::from(limit))
         .bind(lease.as_secs_f64())
         .bind(now)
+        .bind(home_calling_code.map(|code| code.to_string()))
         .fetch_all(pool)
         .await
         .context("while claiming due local_call_queue rows")?;
@@ -529,6 +561,23 @@ pub async fn defer(pool: &PgPool, owner: &str, rows: &[Deferral]) -> anyhow::Res
     .await
     .context("while deferring leased local_call_queue rows by their campaign's rules")?;
     Ok(deferred.rows_affected())
+}
+
+/// Lets the shared routine decide the status of batches some of whose rows the claim
+/// suppressed: a batch whose rows are now all suppressed or cancelled ends.
+#[tracing::instrument(name = "refresh_suppressed_batches", skip_all, fields(batches = batch_ids.len()))]
+pub async fn refresh_batches(pool: &PgPool, batch_ids: &[i32]) -> anyhow::Result<()> {
+    if batch_ids.is_empty() {
+        return Ok(());
+    }
+    // One batch after another, in id order: each takes its batch row's lock, and a fixed
+    // order keeps two refreshers from waiting on each other.
+    sqlx::query("SELECT callbridge_refresh_batch(b) FROM unnest($1::int4[]) AS b ORDER BY b")
+        .bind(batch_ids)
+        .execute(pool)
+        .await
+        .context("while refreshing the batches of suppressed rows")?;
+    Ok(())
 }
 
 /// Creates the batch's row when missing, adds what the system accepted to `total_calls`,

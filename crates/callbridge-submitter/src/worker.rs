@@ -67,6 +67,9 @@ pub struct WorkerSettings {
     pub callback_deadline: Duration,
     /// How often the loop looks for calls past the deadline.
     pub deadline_check: Duration,
+    /// The default region's country calling code: the do-not-call check reads a national
+    /// number an application inserted as one of this country.
+    pub home_calling_code: Option<u16>,
 }
 
 impl WorkerSettings {
@@ -97,6 +100,10 @@ impl WorkerSettings {
             number_match: config.batch_status.number_match,
             callback_deadline: config.lifecycle.callback_deadline,
             deadline_check: config.lifecycle.deadline_check,
+            home_calling_code: config
+                .numbers
+                .default_region
+                .and_then(|region| region.calling_code()),
         })
     }
 }
@@ -117,6 +124,8 @@ pub struct DrainReport {
     pub deferred: u64,
     /// Rows of a cancelled campaign marked `cancelled` (never sent).
     pub cancelled: u64,
+    /// Rows the claim found on the do-not-call list and marked `suppressed` (never sent).
+    pub suppressed: u64,
     /// Submission is paused: the API rejects the key.
     pub paused: bool,
     /// A dispatch-calls request succeeded in this round.
@@ -133,6 +142,7 @@ impl DrainReport {
         self.released += other.released;
         self.deferred += other.deferred;
         self.cancelled += other.cancelled;
+        self.suppressed += other.suppressed;
         self.paused |= other.paused;
         self.dispatched |= other.dispatched;
     }
@@ -341,9 +351,26 @@ impl Submitter {
             inner.settings.claim_limit,
             inner.settings.lease,
             inner.clock.now(),
+            inner.settings.home_calling_code,
         )
         .await?;
         report.claimed = rows.len() as u64;
+
+        // Already `suppressed` by the claim itself; only their batches are left to settle.
+        let (suppressed, rows): (Vec<ClaimedRow>, Vec<ClaimedRow>) =
+            rows.into_iter().partition(|row| row.suppressed);
+        if !suppressed.is_empty() {
+            let batch_ids: BTreeSet<i32> =
+                suppressed.iter().filter_map(|row| row.batch_id).collect();
+            tracing::info!(
+                rows = suppressed.len(),
+                batches = batch_ids.len(),
+                "suppressed rows whose numbers are on the do-not-call list"
+            );
+            metrics::count_suppressed(suppressed.len() as u64);
+            report.suppressed = suppressed.len() as u64;
+            store::refresh_batches(&inner.pool, &batch_ids.into_iter().collect::<Vec<_>>()).await?;
+        }
 
         let mut batches: BTreeMap<i32, Vec<ClaimedRow>> = BTreeMap::new();
         let mut unbatched = Vec::new();

@@ -35,7 +35,9 @@ async fn callback(h: &Harness, event_id: &str, payload: Value) {
         envelope: Envelope::new(event_id.to_owned(), Utc::now(), event, &payload),
         trace_id: None,
     };
-    store_batch(&h.pool, &[&incoming]).await.unwrap();
+    store_batch(&h.pool, &[&incoming], Utc::now())
+        .await
+        .unwrap();
 }
 
 #[derive(Debug, PartialEq, sqlx::FromRow)]

@@ -62,6 +62,46 @@ async fn each_layout_with_its_path_reconciles_a_timed_out_insert_as_submitted() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_answering_in_e164_is_matched_by_e164_and_never_resent_by_digits() {
+    // The system was sent national numbers and lists them as +91…: digits differ.
+    for (number_match, reconciled) in [("e164", "submitted"), ("digits", "needs_review")] {
+        let h = harness(timed_out_insert(
+            json!({"batch_status_number_prefix": "+91"}),
+        ))
+        .await;
+        let sent = numbers(24, 3);
+        h.enqueue(24, &sent).await;
+        let submitter = h.submitter(&[
+            ("CALLBRIDGE__API__REQUEST_TIMEOUT_MS", "1000"),
+            (
+                "CALLBRIDGE__SUBMITTER__BATCH_STATUS_NUMBER_MATCH",
+                number_match,
+            ),
+            ("CALLBRIDGE__NUMBERS__DEFAULT_REGION", "IN"),
+        ]);
+
+        assert_eq!(
+            submitter.drain_once().await.unwrap().retried,
+            3,
+            "{number_match}"
+        );
+        h.make_due().await;
+        submitter.drain_once().await.unwrap();
+
+        assert_eq!(h.inserts(24), 1, "{number_match}: resent");
+        h.assert_each_accepted_once(24, &sent);
+        assert!(
+            h.rows()
+                .await
+                .iter()
+                .all(|row| row.queue_status == reconciled),
+            "{number_match}: {:?}",
+            h.rows().await
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_wrong_path_rows_go_to_review_naming_the_setting_and_are_never_resent() {
     // The default path is the flat layout's; the system answers in another.
     let h = harness(timed_out_insert(json!({"batch_status_layout": "calls"}))).await;

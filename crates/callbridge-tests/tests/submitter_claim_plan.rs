@@ -56,10 +56,30 @@ async fn a_large_analysed_queue_is_claimed_without_scanning_the_table() {
            FROM generate_series(0, 59999) AS n",
     )
     .await;
+    // A do-not-call list far larger than any claim: each claimed row is looked up in it.
+    run(
+        &pool,
+        "INSERT INTO do_not_call (phone_number, source)
+         SELECT '+1777' || lpad(n::text, 7, '0'), 'cli' FROM generate_series(1, 200000) AS n",
+    )
+    .await;
     run(&pool, "ANALYZE local_call_queue").await;
+    run(&pool, "ANALYZE do_not_call").await;
 
     let (_, nodes) = explain_claim(&pool).await;
 
+    assert!(
+        !nodes
+            .iter()
+            .any(|(kind, relation)| kind == "Seq Scan" && relation == "do_not_call"),
+        "the claim scans the whole do-not-call list: {nodes:?}"
+    );
+    assert!(
+        nodes
+            .iter()
+            .any(|(kind, relation)| kind.starts_with("Index") && relation == "do_not_call"),
+        "the claim looks each row up in the do-not-call list by its key: {nodes:?}"
+    );
     let full_scans: Vec<_> = nodes
         .iter()
         .filter(|(kind, relation)| kind == "Seq Scan" && relation == "local_call_queue")
@@ -85,6 +105,7 @@ async fn explain_claim(pool: &sqlx::PgPool) -> (String, Vec<(String, String)>) {
     .bind(1000_i64)
     .bind(120.0_f64)
     .bind(chrono::Utc::now())
+    .bind("91")
     .fetch_one(pool)
     .await
     .unwrap();
@@ -137,6 +158,7 @@ async fn a_new_row_of_a_long_submitted_batch_is_claimed_without_reading_its_hist
         .bind(1000_i64)
         .bind(120.0_f64)
         .bind(chrono::Utc::now())
+        .bind("91")
         .fetch_all(&pool)
         .await
         .unwrap()

@@ -1,7 +1,8 @@
 //! A campaign's rules as the operator writes them and as the submitter applies them: the
 //! status spelling, the calling window (`HH:MM-HH:MM` on some days of the week, in an
 //! IANA time zone), and the two questions the submitter asks of it — is it open at this
-//! instant, and when does it next open.
+//! instant, and when does it next open; and its redial policy
+//! (`busy=2x15m,no_answer=1x60m`), which the persister applies when a call ends.
 //!
 //! A row is sent only while its zone's local time is inside the window: the window is a
 //! rule about the called person's wall clock (US calling hours are 8am–9pm local time),
@@ -23,6 +24,7 @@ use chrono::{
 };
 use thiserror::Error;
 
+use crate::status::CallStatus;
 pub use crate::status::CampaignStatus;
 pub use chrono_tz::Tz;
 
@@ -42,6 +44,12 @@ pub enum RuleError {
         "time zone {0:?} is not an IANA zone name (for example America/New_York or Asia/Kolkata)"
     )]
     TimeZone(String),
+    #[error(
+        "redial policy {given:?}: {reason}; write outcome=retries x interval, for example \
+         busy=2x15m,no_answer=1x60m (outcomes: busy, no_answer, timeout, failed, completed; \
+         intervals like 20s, 15m, 2h, 1d), or none"
+    )]
+    Redial { given: String, reason: String },
 }
 
 /// Reads an IANA time zone name (`America/New_York`, `Asia/Kolkata`, `UTC`).
@@ -350,6 +358,231 @@ fn offset_changes(zone: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateT
     changes
 }
 
+/// The outcomes a redial policy can name: the terminal call statuses, in the order
+/// [`RedialPolicy`] keeps and stores them.
+pub const REDIAL_OUTCOMES: [CallStatus; 5] = [
+    CallStatus::Busy,
+    CallStatus::NoAnswer,
+    CallStatus::Timeout,
+    CallStatus::Failed,
+    CallStatus::Completed,
+];
+
+/// The most redials one outcome may ask for: a dialler that calls a person more often
+/// than this is harassing them, whatever the policy says.
+pub const MAX_RETRIES: u32 = 20;
+/// The longest interval between two calls of a number (and what fits the stored
+/// seconds with room to spare).
+pub const MAX_INTERVAL: TimeDelta = TimeDelta::days(30);
+
+/// How one outcome is redialled: up to `retries` more calls, each at least `interval`
+/// after the previous one ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Redial {
+    pub retries: u32,
+    pub interval: TimeDelta,
+}
+
+/// One outcome's stored columns (`campaigns.redial_<outcome>_retries` and
+/// `…_interval_secs`); 0 and `None` when the outcome is not redialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoredRedial {
+    pub retries: i16,
+    pub interval_secs: Option<i32>,
+}
+
+/// A campaign's redial policy: for each terminal outcome, whether and how a number whose
+/// call ended so is called again. `failed` and `completed` are not redialled unless named.
+///
+/// Attempts count along the chain of calls to one number in one campaign: attempt 1 is
+/// the number as enqueued, attempt n + 1 the redial of attempt n. After attempt n ends in
+/// an outcome with `retries` r, the number is called again when n ≤ r; so `busy=2x15m`
+/// calls a number that is always busy three times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct RedialPolicy {
+    /// Indexed like [`REDIAL_OUTCOMES`].
+    outcomes: [Option<Redial>; 5],
+}
+
+impl RedialPolicy {
+    /// No outcome is redialled (the default).
+    pub const NONE: RedialPolicy = RedialPolicy {
+        outcomes: [None; 5],
+    };
+
+    /// Reads `busy=2x15m,no_answer=1x60m,timeout=1x30m` (`×` may stand for `x`; spaces
+    /// around items are ignored), or `none` for no redials. Each outcome at most once.
+    pub fn parse(raw: &str) -> Result<RedialPolicy, RuleError> {
+        let error = |reason: String| RuleError::Redial {
+            given: raw.to_owned(),
+            reason,
+        };
+        let text = raw.trim();
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(RedialPolicy::NONE);
+        }
+        if text.is_empty() {
+            return Err(error("it is empty".to_owned()));
+        }
+        let mut policy = RedialPolicy::NONE;
+        for item in text.split(',') {
+            let item = item.trim();
+            let (outcome, rule) = item
+                .split_once('=')
+                .ok_or_else(|| error(format!("{item:?} has no '='")))?;
+            let outcome = outcome.trim();
+            let index = redial_index(outcome).ok_or_else(|| {
+                error(format!(
+                    "{outcome:?} is not an outcome a call ends in (busy, no_answer, timeout, failed, completed)"
+                ))
+            })?;
+            if policy.outcomes[index].is_some() {
+                return Err(error(format!("{outcome} is named twice")));
+            }
+            let rule = rule.trim().replace('×', "x");
+            let (retries, interval) = rule
+                .split_once(['x', 'X'])
+                .ok_or_else(|| error(format!("{item:?} is not retries x interval (2x15m)")))?;
+            let retries: u32 = retries
+                .trim()
+                .parse()
+                .ok()
+                .filter(|retries| (1..=MAX_RETRIES).contains(retries))
+                .ok_or_else(|| {
+                    error(format!(
+                        "the retries of {outcome} must be a whole number from 1 to {MAX_RETRIES} \
+                         (leave the outcome out not to redial it)"
+                    ))
+                })?;
+            let interval = parse_interval(interval.trim()).map_err(error)?;
+            policy.outcomes[index] = Some(Redial { retries, interval });
+        }
+        Ok(policy)
+    }
+
+    /// How `status` is redialled; `None` when it is not (or is not terminal).
+    pub fn for_outcome(&self, status: &CallStatus) -> Option<Redial> {
+        REDIAL_OUTCOMES
+            .iter()
+            .position(|outcome| outcome == status)
+            .and_then(|index| self.outcomes[index])
+    }
+
+    /// When attempt `attempt` of a number ended in `status`: the least time before the
+    /// next attempt, or `None` when there is no next attempt (not redialled, or its
+    /// retries are used up).
+    pub fn next_attempt_after(&self, status: &CallStatus, attempt: u32) -> Option<TimeDelta> {
+        self.for_outcome(status)
+            .filter(|redial| attempt <= redial.retries)
+            .map(|redial| redial.interval)
+    }
+
+    /// Whether no outcome is redialled.
+    pub fn is_empty(&self) -> bool {
+        self.outcomes.iter().all(Option::is_none)
+    }
+
+    /// The stored columns, in [`REDIAL_OUTCOMES`] order.
+    pub fn stored(&self) -> [StoredRedial; 5] {
+        self.outcomes.map(|redial| match redial {
+            None => StoredRedial::default(),
+            Some(redial) => StoredRedial {
+                retries: i16::try_from(redial.retries).unwrap_or(i16::MAX),
+                interval_secs: Some(
+                    i32::try_from(redial.interval.num_seconds()).unwrap_or(i32::MAX),
+                ),
+            },
+        })
+    }
+
+    /// The policy the stored columns (in [`REDIAL_OUTCOMES`] order) hold. Columns a
+    /// person wrote by hand that say nothing usable (no retries, no positive interval)
+    /// leave their outcome unredialled.
+    pub fn from_stored(columns: [StoredRedial; 5]) -> RedialPolicy {
+        RedialPolicy {
+            outcomes: columns.map(|column| {
+                let retries = u32::try_from(column.retries).ok().filter(|r| *r > 0)?;
+                let secs = column.interval_secs.filter(|secs| *secs > 0)?;
+                Some(Redial {
+                    retries,
+                    interval: TimeDelta::seconds(i64::from(secs)),
+                })
+            }),
+        }
+    }
+}
+
+impl fmt::Display for RedialPolicy {
+    /// `busy=2x15m,no_answer=1x1h` (outcomes in [`REDIAL_OUTCOMES`] order), or `none`;
+    /// [`RedialPolicy::parse`] reads it back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let items: Vec<String> = REDIAL_OUTCOMES
+            .iter()
+            .zip(self.outcomes)
+            .filter_map(|(outcome, redial)| {
+                let redial = redial?;
+                Some(format!(
+                    "{}={}x{}",
+                    outcome.as_str(),
+                    redial.retries,
+                    format_interval(redial.interval)
+                ))
+            })
+            .collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+fn redial_index(outcome: &str) -> Option<usize> {
+    let status = CallStatus::parse(outcome)?;
+    REDIAL_OUTCOMES.iter().position(|known| *known == status)
+}
+
+/// Reads an interval: a whole number and a unit, `s`, `m`, `h` or `d` (`20s`, `15m`,
+/// `2h`, `1d`), from one second to [`MAX_INTERVAL`]. The error says what is wrong.
+pub fn parse_interval(raw: &str) -> Result<TimeDelta, String> {
+    let text = raw.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let seconds_per = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "interval {raw:?} is not a whole number with a unit s, m, h or d (20s, 15m, 2h)"
+            ));
+        }
+    };
+    let count: i64 = digits
+        .parse()
+        .map_err(|_| format!("interval {raw:?} does not start with a whole number (15m)"))?;
+    let interval = count
+        .checked_mul(seconds_per)
+        .map(TimeDelta::seconds)
+        .filter(|interval| *interval > TimeDelta::zero() && *interval <= MAX_INTERVAL)
+        .ok_or_else(|| format!("interval {raw:?} is not between 1s and 30d"))?;
+    Ok(interval)
+}
+
+/// An interval in the largest unit that states it exactly (`90m` stays `90m`, `3600s`
+/// reads `1h`); [`parse_interval`] reads it back.
+pub fn format_interval(interval: TimeDelta) -> String {
+    let seconds = interval.num_seconds();
+    for (unit, per) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if seconds % per == 0 {
+            return format!("{}{unit}", seconds / per);
+        }
+    }
+    format!("{seconds}s")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +670,123 @@ mod tests {
         }
         assert_eq!(CampaignStatus::Paused.as_str(), "paused");
         assert!(CampaignStatus::parse("stopped").is_err());
+    }
+
+    #[test]
+    fn redial_policies_read_outcome_retries_and_interval() {
+        let policy = RedialPolicy::parse("busy=2x15m, no_answer=1x60m,timeout=1×30m").unwrap();
+        assert_eq!(
+            policy.for_outcome(&CallStatus::Busy),
+            Some(Redial {
+                retries: 2,
+                interval: TimeDelta::minutes(15)
+            })
+        );
+        assert_eq!(
+            policy.for_outcome(&CallStatus::NoAnswer).unwrap().interval,
+            TimeDelta::hours(1)
+        );
+        assert_eq!(
+            policy.for_outcome(&CallStatus::Timeout).unwrap().interval,
+            TimeDelta::minutes(30)
+        );
+        // Not named: never redialled.
+        assert_eq!(policy.for_outcome(&CallStatus::Failed), None);
+        assert_eq!(policy.for_outcome(&CallStatus::Completed), None);
+        assert_eq!(policy.for_outcome(&CallStatus::Answered), None);
+        assert_eq!(
+            policy.to_string(),
+            "busy=2x15m,no_answer=1x1h,timeout=1x30m"
+        );
+        assert_eq!(RedialPolicy::parse("NONE").unwrap(), RedialPolicy::NONE);
+        assert_eq!(RedialPolicy::NONE.to_string(), "none");
+        // Named explicitly, failed and completed are redialled; `NO ANSWER` is no_answer.
+        let named = RedialPolicy::parse("failed=1x20s,completed=3x1d,NO ANSWER=1x2h").unwrap();
+        assert_eq!(
+            named.to_string(),
+            "no_answer=1x2h,failed=1x20s,completed=3x1d"
+        );
+    }
+
+    #[test]
+    fn a_number_is_redialled_while_its_attempts_are_within_the_retries() {
+        let policy = RedialPolicy::parse("busy=2x15m,no_answer=1x60m").unwrap();
+        let fifteen = Some(TimeDelta::minutes(15));
+        assert_eq!(policy.next_attempt_after(&CallStatus::Busy, 1), fifteen);
+        assert_eq!(policy.next_attempt_after(&CallStatus::Busy, 2), fifteen);
+        assert_eq!(policy.next_attempt_after(&CallStatus::Busy, 3), None);
+        assert_eq!(
+            policy.next_attempt_after(&CallStatus::NoAnswer, 1),
+            Some(TimeDelta::hours(1))
+        );
+        assert_eq!(policy.next_attempt_after(&CallStatus::NoAnswer, 2), None);
+        assert_eq!(policy.next_attempt_after(&CallStatus::Completed, 1), None);
+        assert_eq!(policy.next_attempt_after(&CallStatus::Failed, 1), None);
+    }
+
+    #[test]
+    fn bad_redial_policies_say_what_is_wrong_and_how_to_write_one() {
+        for (bad, says) in [
+            ("", "empty"),
+            ("busy", "no '='"),
+            ("engaged=1x5m", "\"engaged\" is not an outcome"),
+            ("answered=1x5m", "is not an outcome"),
+            ("busy=2", "not retries x interval"),
+            ("busy=0x15m", "from 1 to 20"),
+            ("busy=21x15m", "from 1 to 20"),
+            ("busy=-1x15m", "from 1 to 20"),
+            ("busy=2x15", "unit s, m, h or d"),
+            ("busy=2x15 minutes", "unit s, m, h or d"),
+            ("busy=2xm", "whole number"),
+            ("busy=2x0s", "between 1s and 30d"),
+            ("busy=2x31d", "between 1s and 30d"),
+            ("busy=2x15m,busy=1x1h", "named twice"),
+            ("busy=2x15m,", "no '='"),
+        ] {
+            let error = RedialPolicy::parse(bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad:?}: {error}");
+            assert!(
+                error.contains("busy=2x15m,no_answer=1x60m"),
+                "{bad:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn stored_columns_round_trip_and_unusable_ones_redial_nothing() {
+        let policy = RedialPolicy::parse("busy=2x15m,completed=1x1d").unwrap();
+        let stored = policy.stored();
+        assert_eq!(
+            stored[0],
+            StoredRedial {
+                retries: 2,
+                interval_secs: Some(900)
+            }
+        );
+        assert_eq!(stored[1], StoredRedial::default());
+        assert_eq!(RedialPolicy::from_stored(stored), policy);
+        let mut by_hand = [StoredRedial::default(); 5];
+        by_hand[0] = StoredRedial {
+            retries: 3,
+            interval_secs: None,
+        };
+        by_hand[1] = StoredRedial {
+            retries: 0,
+            interval_secs: Some(60),
+        };
+        assert!(RedialPolicy::from_stored(by_hand).is_empty());
+    }
+
+    #[test]
+    fn intervals_read_and_print_in_their_largest_exact_unit() {
+        assert_eq!(parse_interval("20s"), Ok(TimeDelta::seconds(20)));
+        assert_eq!(parse_interval("15m"), Ok(TimeDelta::minutes(15)));
+        assert_eq!(parse_interval(" 2h "), Ok(TimeDelta::hours(2)));
+        assert_eq!(parse_interval("30d"), Ok(TimeDelta::days(30)));
+        assert_eq!(format_interval(TimeDelta::seconds(3600)), "1h");
+        assert_eq!(format_interval(TimeDelta::minutes(90)), "90m");
+        assert_eq!(format_interval(TimeDelta::seconds(61)), "61s");
+        assert!(parse_interval("99999999999999999999d").is_err());
     }
 
     #[test]

@@ -192,6 +192,8 @@ fn details(view: &CampaignView, actions: &[RecordedAction]) -> String {
         ("window", window(view)),
         ("time_zone", view.rules.time_zone.clone()),
         ("max_per_minute", opt(view.rules.max_per_minute)),
+        ("redial", opt(view.rules.redial.clone())),
+        ("max_attempts_per_day", opt(view.rules.max_attempts_per_day)),
         (
             "numbers",
             format!(
@@ -209,22 +211,37 @@ fn details(view: &CampaignView, actions: &[RecordedAction]) -> String {
         (
             "calls",
             format!(
-                "reached {}, not reached {}",
-                figures.reached, figures.not_reached
+                "{} attempts ({} redials): reached {}, not reached {}; {} numbers exhausted",
+                figures.attempts,
+                figures.redials,
+                figures.reached,
+                figures.not_reached,
+                figures.exhausted
             ),
         ),
-        ("attempts", figures.attempts.to_string()),
+        (
+            "asr",
+            figures
+                .asr
+                .map_or("-".to_owned(), |asr| format!("{:.1} %", asr * 100.0)),
+        ),
+        (
+            "acd",
+            figures
+                .acd_seconds
+                .map_or("-".to_owned(), |acd| format!("{acd:.0} s")),
+        ),
         ("created_at", view.created_at.to_rfc3339()),
         ("updated_at", view.updated_at.to_rfc3339()),
     ];
     let mut text = String::new();
     for (name, value) in lines {
-        text.push_str(&format!("{name:<16} {value}\n"));
+        text.push_str(&format!("{name:<20} {value}\n"));
     }
     if actions.is_empty() {
-        text.push_str("actions          none\n");
+        text.push_str("actions              none\n");
     } else {
-        text.push_str("actions          (latest first)\n");
+        text.push_str("actions              (latest first)\n");
         for action in actions {
             text.push_str(&format!(
                 "  {}  {:<16} {} rows  by {} ({})\n",

@@ -389,7 +389,19 @@ pub struct RunningPersister {
 
 impl RunningPersister {
     pub async fn start(config: PersisterConfig) -> RunningPersister {
-        let persister = Persister::build(config).await.expect("persister builds");
+        RunningPersister::start_with_clock(config, callbridge_types::clock::SystemClock::shared())
+            .await
+    }
+
+    /// [`RunningPersister::start`] reading the time from `clock`.
+    pub async fn start_with_clock(
+        config: PersisterConfig,
+        clock: callbridge_types::clock::SharedClock,
+    ) -> RunningPersister {
+        let persister = Persister::build(config)
+            .await
+            .expect("persister builds")
+            .with_clock(clock);
         let health_addr = persister.health_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(persister.run_until_stopped(shutdown.clone()));

@@ -70,6 +70,17 @@ pub const VERBATIM_VARIABLES: &[(&str, &str, VariableKind)] = &[
     ("INGRESS_BIND", "ingress.bind", VariableKind::Text),
     ("PERSISTER_BIND", "persister.bind", VariableKind::Text),
     ("SUBMITTER_BIND", "submitter.bind", VariableKind::Text),
+    ("CONSOLE_BIND", "console.bind", VariableKind::Text),
+    (
+        "CALLBRIDGE_CONSOLE_TOKEN",
+        "console.operator_token",
+        VariableKind::Text,
+    ),
+    (
+        "CALLBRIDGE_CONSOLE_VIEWER_TOKEN",
+        "console.viewer_token",
+        VariableKind::Text,
+    ),
     ("RUST_LOG", "telemetry.log_filter", VariableKind::Text),
     (
         "OTEL_SERVICE_NAME",

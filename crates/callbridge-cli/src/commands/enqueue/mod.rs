@@ -259,12 +259,18 @@ async fn copy_campaign(
 ) -> anyhow::Result<Stored> {
     let in_database = || format!("while enqueuing into {database}");
     let now = crate::operator::now();
+    // Every row the first reading found could be new: ids for as many batches as they fill.
+    let batches_at_most = campaign
+        .checked
+        .records
+        .div_ceil(u64::from(args.batch_size));
     let mut enqueue = begin_enqueue(
         conn,
         campaign.identity,
         campaign.rules,
         now,
         campaign.numbers.default_region,
+        batches_at_most,
     )
     .await
     .map_err(|error| {
@@ -396,7 +402,8 @@ fn print_report(report: &Report<'_>) {
             println!("enqueued          0 (nothing new)");
             return;
         }
-        // One enqueue allocates consecutive ids: a long list reads better as a range.
+        // One enqueue's ids ascend (consecutive unless redials took some meanwhile): a long
+        // list reads better as a range.
         [first, .., last] if report.batches.len() > 10 => {
             format!("ids {} to {}", first.batch_id, last.batch_id)
         }

@@ -76,9 +76,9 @@ pub struct Enqueue<'c> {
     /// The campaign in `campaigns`, found or created under the enqueue lock.
     campaign: EnqueueCampaign,
     campaign_name: String,
-    /// One above the highest batch id in `call_batches`; checked against the API's
-    /// 32-bit limit once the number of batches is known.
-    first_batch_id: i64,
+    /// The batch ids this enqueue may use, ascending, from the allocator it shares with
+    /// the persister's redials: enough for every row the file could add.
+    batch_ids: Vec<i32>,
     /// The campaign's numbers already in the queue, as E.164 keys.
     enqueued_before: HashSet<u64>,
     /// The do-not-call list, as E.164 keys.
@@ -98,6 +98,7 @@ pub async fn begin_enqueue<'c>(
     rules: &RulesChange,
     now: DateTime<Utc>,
     default_region: Option<Region>,
+    batches_at_most: u64,
 ) -> anyhow::Result<Enqueue<'c>> {
     let mut tx = conn
         .begin()
@@ -162,20 +163,38 @@ pub async fn begin_enqueue<'c>(
             .await
             .context("while reading the do-not-call list")?;
 
-    let highest: i64 =
-        sqlx::query_scalar("SELECT coalesce(max(batch_id), 0)::BIGINT FROM call_batches")
-            .fetch_one(&mut *tx)
-            .await
-            .context("while reading the highest batch id")?;
-    let first_batch_id = highest + 1;
+    let batch_ids = allocate_batch_ids(&mut tx, batches_at_most).await?;
     Ok(Enqueue {
         tx,
         campaign_name: name,
         campaign: found,
-        first_batch_id,
+        batch_ids,
         enqueued_before,
         do_not_call,
     })
+}
+
+/// `count` new batch ids, ascending, from `callbridge_allocate_batch_ids` (migration
+/// 0012): the one allocator that enqueues and the persister's redials share, so no two of
+/// them ever get the same id, however many run at once. Ids a rolled-back or smaller
+/// enqueue does not use are never handed out again: the API only needs them unique.
+pub async fn allocate_batch_ids(conn: &mut PgConnection, count: u64) -> anyhow::Result<Vec<i32>> {
+    let count = i32::try_from(count).context("while counting the batches to allocate")?;
+    sqlx::query_scalar("SELECT callbridge_allocate_batch_ids($1)")
+        .bind(count)
+        .fetch_all(conn)
+        .await
+        .map_err(|error| {
+            // The sequence is INTEGER: it stops rather than wrap past the API's limit.
+            if error.to_string().contains("reached maximum value") {
+                anyhow::anyhow!(
+                    "batch ids would pass {} (the API's 32-bit limit): callbridge_batch_id_seq is used up",
+                    i32::MAX
+                )
+            } else {
+                anyhow::Error::new(error).context("while allocating batch ids")
+            }
+        })
 }
 
 /// An enqueue the operator must change before running it again (the message says how).
@@ -201,7 +220,7 @@ impl Enqueue<'_> {
             enqueued_before: std::mem::take(&mut self.enqueued_before),
             do_not_call: std::mem::take(&mut self.do_not_call),
             campaign_key,
-            first_batch_id: self.first_batch_id,
+            batch_ids: self.batch_ids.clone(),
             batch_size: u64::from(batch_size),
             counts: QueueCounts::default(),
         }
@@ -238,26 +257,25 @@ impl Enqueue<'_> {
         counts: QueueCounts,
         (now, actor): (DateTime<Utc>, &Actor),
     ) -> anyhow::Result<Stored> {
-        let batches = batch_sizes(self.first_batch_id, counts.enqueued, batch_size)?;
-        // A row another writer adds with one of these ids before we commit makes this
+        let batches = batch_sizes(&self.batch_ids, counts.enqueued, batch_size)?;
+        let batch_ids: Vec<i32> = batches.iter().map(|batch| batch.0).collect();
+        // A row an application adds with one of these ids before we commit makes this
         // INSERT fail (unique batch_id), and the whole enqueue with it: nothing is shared.
         sqlx::query(
             "INSERT INTO call_batches
                     (batch_id, accountcode, batch_name, total_calls, completed_calls, failed_calls,
                      batch_status, campaign_id)
-             SELECT $1 + n, $2, $3, 0, 0, 0, $5, $6
-               FROM generate_series(0, $4 - 1) AS n",
+             SELECT batch_id, $2, $3, 0, 0, 0, $4, $5
+               FROM unnest($1::int4[]) AS batch_id",
         )
-        .bind(self.first_batch_id)
+        .bind(&batch_ids)
         .bind(accountcode)
         .bind(&campaign.batch_name)
-        .bind(batches.len() as i32)
         .bind(BatchStatus::Pending.as_str())
         .bind(self.campaign.id)
         .execute(&mut *self.tx)
         .await
         .context("while creating the batches")?;
-        let batch_ids: Vec<i32> = batches.iter().map(|batch| batch.0).collect();
         audit::record(
             &mut self.tx,
             now,
@@ -320,7 +338,7 @@ pub struct QueueLines {
     /// The campaign key, escaped for COPY once for all rows, and the campaign id after
     /// it (the two columns that are the same on every row).
     campaign_key: Vec<u8>,
-    first_batch_id: i64,
+    batch_ids: Vec<i32>,
     batch_size: u64,
     counts: QueueCounts,
 }
@@ -346,8 +364,7 @@ impl QueueLines {
             out.extend_from_slice(b"\\N");
             QueueStatus::Suppressed
         } else {
-            let batch_id =
-                nth_batch_id(self.first_batch_id, self.counts.enqueued / self.batch_size)?;
+            let batch_id = nth_batch_id(&self.batch_ids, self.counts.enqueued / self.batch_size)?;
             self.counts.enqueued += 1;
             write!(out, "{batch_id}").expect("writing into a Vec cannot fail");
             QueueStatus::Pending
@@ -410,28 +427,27 @@ fn append_copy_text(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// The batches `rows` consecutive positions fill from `first_batch_id` on: full ones, and
-/// the remainder in the last.
-fn batch_sizes(first_batch_id: i64, rows: u64, batch_size: u32) -> anyhow::Result<Vec<(i32, u64)>> {
+/// The batches `rows` consecutive positions fill from the first of `batch_ids` on: full
+/// ones, and the remainder in the last.
+fn batch_sizes(batch_ids: &[i32], rows: u64, batch_size: u32) -> anyhow::Result<Vec<(i32, u64)>> {
     let size = u64::from(batch_size);
     (0..rows.div_ceil(size))
         .map(|index| {
-            let batch_id = nth_batch_id(first_batch_id, index)?;
+            let batch_id = nth_batch_id(batch_ids, index)?;
             Ok((batch_id, size.min(rows - index * size)))
         })
         .collect()
 }
 
-/// The id of the campaign's `index`-th new batch (from 0). The API's batch ids are
-/// 32-bit, as is `call_batches.batch_id`.
-fn nth_batch_id(first_batch_id: i64, index: u64) -> anyhow::Result<i32> {
-    i32::try_from(first_batch_id + index as i64).map_err(|_| {
-        anyhow::anyhow!(
-            "batch ids would pass {} (the API's 32-bit limit): the highest batch id in call_batches is {}",
-            i32::MAX,
-            first_batch_id - 1
-        )
-    })
+/// The id of the campaign's `index`-th new batch (from 0).
+fn nth_batch_id(batch_ids: &[i32], index: u64) -> anyhow::Result<i32> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|index| batch_ids.get(index))
+        .copied()
+        // The ids were allocated for every row the file holds: only a file that grew
+        // between the two readings gets here, and that enqueue is refused anyway.
+        .ok_or_else(|| anyhow::anyhow!("the file holds more rows than when it was checked"))
 }
 
 /// The tables an enqueue adds to, and how to analyse each (statements are static text).
@@ -479,17 +495,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_are_full_but_the_last_and_ids_stay_32_bit() {
+    fn batches_are_full_but_the_last_and_take_the_allocated_ids_in_order() {
+        // Ids with a gap: another enqueue or a redial took 102 meanwhile.
+        let ids = [101, 103, 104];
         assert_eq!(
-            batch_sizes(101, 1201, 500).unwrap(),
-            [(101, 500), (102, 500), (103, 201)]
+            batch_sizes(&ids, 1201, 500).unwrap(),
+            [(101, 500), (103, 500), (104, 201)]
         );
-        assert_eq!(batch_sizes(7, 1000, 1000).unwrap(), [(7, 1000)]);
-        assert_eq!(batch_sizes(7, 0, 500).unwrap(), []);
-        let last = i64::from(i32::MAX);
-        assert_eq!(batch_sizes(last, 500, 500).unwrap(), [(i32::MAX, 500)]);
-        assert!(batch_sizes(last, 501, 500).is_err());
-        assert_eq!(batch_sizes(last + 1, 0, 500).unwrap(), []);
+        assert_eq!(batch_sizes(&[7], 1000, 1000).unwrap(), [(7, 1000)]);
+        assert_eq!(batch_sizes(&[7], 0, 500).unwrap(), []);
+        assert_eq!(batch_sizes(&[], 0, 500).unwrap(), []);
+        assert!(batch_sizes(&ids, 1501, 500).is_err());
     }
 
     #[test]
@@ -507,7 +523,7 @@ mod tests {
             enqueued_before: HashSet::from([e164("9876543211").key()]),
             do_not_call: HashSet::from([e164("+91 98765 43213").key()]),
             campaign_key: key,
-            first_batch_id: 41,
+            batch_ids: vec![41, 42],
             batch_size: 2,
             counts: QueueCounts::default(),
         };

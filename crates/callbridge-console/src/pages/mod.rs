@@ -1,0 +1,9 @@
+//! One module per page. Each page handler reads through `callbridge-ops` (or Postgres
+//! directly for what only the console shows) and renders with `crate::view`; each action
+//! handler checks the session's CSRF token and role first, then calls the same
+//! `callbridge-ops` function as the CLI.
+
+pub mod assets;
+pub mod campaigns;
+pub mod login;
+pub mod review;
