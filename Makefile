@@ -4,8 +4,9 @@ CARGO ?= cargo
 
 .PHONY: services build test test-rust test-python lint fmt run migrate bench clean-test-resources
 
-services: ## make sure Postgres and RabbitMQ (with management API) are running
+services: ## make sure Postgres and RabbitMQ (with management API) are running, and Chromium for the console's browser test
 	@scripts/ensure-services.sh
+	@scripts/ensure-browser.sh
 
 build:
 	$(CARGO) build --workspace --bins

@@ -34,7 +34,7 @@ fn scratch_file() -> &'static PathBuf {
 }
 
 /// The defaults: region IN, national form.
-fn numbers() -> NumbersConfig {
+fn settings() -> NumbersConfig {
     NumbersConfig {
         default_region: Region::parse("IN").ok(),
         send_form: SendForm::National,
@@ -45,7 +45,7 @@ fuzz_target!(|bytes: &[u8]| {
     phone_normalisation_is_idempotent_and_fits(&String::from_utf8_lossy(bytes));
     let path = scratch_file();
     std::fs::write(path, bytes).expect("the scratch file is writable");
-    let Ok(campaign) = read_campaign(path, numbers(), &|_| {}) else {
+    let Ok(campaign) = read_campaign(path, settings(), &|_| {}) else {
         return;
     };
 
@@ -70,7 +70,7 @@ fuzz_target!(|bytes: &[u8]| {
             "a stored number is already normalised"
         );
         assert_eq!(
-            normalise(&row.phone_number, numbers().default_region).as_ref(),
+            normalise(&row.phone_number, settings().default_region).as_ref(),
             Ok(&e164),
             "the number sent is the same number"
         );
@@ -92,7 +92,7 @@ fuzz_target!(|bytes: &[u8]| {
 });
 
 fn phone_normalisation_is_idempotent_and_fits(cell: &str) {
-    if let Ok(number) = normalise(cell, numbers().default_region) {
+    if let Ok(number) = normalise(cell, settings().default_region) {
         let text = number.as_str();
         assert_eq!(normalise(text, None).as_ref(), Ok(&number));
         assert!(text.chars().count() <= PHONE_NUMBER_CHARS);

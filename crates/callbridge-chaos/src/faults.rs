@@ -58,6 +58,9 @@ pub enum Fault {
     /// Every node of the cluster stopped and started again in turn, each only once no
     /// quorum queue would lose its majority without it.
     RollingBrokerRestart,
+    /// The Postgres primary killed (`pg_ctl stop -m immediate`), the standby promoted and
+    /// the services' proxy moved to it; a new standby is built once the pipeline works.
+    FailoverDatabase,
 }
 
 impl Fault {
@@ -93,6 +96,7 @@ impl fmt::Display for Fault {
             Fault::KillPersistLeader => "SIGKILL RabbitMQ node leading callbridge.persist",
             Fault::CutBrokerNode => "one RabbitMQ node cut off from the services",
             Fault::RollingBrokerRestart => "rolling restart of every RabbitMQ node",
+            Fault::FailoverDatabase => "Postgres primary killed, standby promoted",
         })
     }
 }
@@ -219,16 +223,52 @@ pub async fn inject(
             record.outage = started.elapsed();
             Healed::now()
         }
+        Fault::FailoverDatabase => {
+            let started = Instant::now();
+            let Database::Replicated(pair) = &mut system.infra.database else {
+                record.problem = Some("not injected: needs a Postgres standby".into());
+                return Ok(record);
+            };
+            pair.fail_over().await?;
+            let promoted = pair.primary().addr();
+            // The operator's switch: the service address now reaches the new primary.
+            for proxy in [&system.database_proxy, &system.runner_database_proxy] {
+                proxy.retarget(promoted);
+                proxy.cut();
+                proxy.restore();
+            }
+            record.outage = started.elapsed();
+            record.note = format!(
+                "pg_ctl stop -m immediate, pg_ctl promote, proxies moved to :{}",
+                promoted.port()
+            );
+            afterwards = Some(Afterwards::AddStandby);
+            Healed::now()
+        }
         Fault::KillPersistLeader | Fault::CutBrokerNode | Fault::RollingBrokerRestart => {
             let Broker::Cluster(cluster) = &system.infra.broker else {
                 record.problem = Some("not injected: needs a RabbitMQ cluster".into());
                 return Ok(record);
             };
-            let before = system.ingress_accepted().await;
-            let (note, healed, after) = match fault {
-                Fault::KillPersistLeader => kill_persist_leader(cluster).await?,
-                Fault::CutBrokerNode => cut_busiest_node(system)?,
-                _ => rolling_restart(cluster, timing.recovery_timeout).await?,
+            // Counted right before the fault strikes (finding the leader takes seconds).
+            let (note, healed, after, before) = match fault {
+                Fault::KillPersistLeader => {
+                    let leader = cluster.queue_leader(PERSIST_QUEUE, None).await?;
+                    let before = system.ingress_accepted().await;
+                    let (note, healed, after) = kill_persist_leader(cluster, leader).await?;
+                    (note, healed, after, before)
+                }
+                Fault::CutBrokerNode => {
+                    let before = system.ingress_accepted().await;
+                    let (note, healed, after) = cut_busiest_node(system)?;
+                    (note, healed, after, before)
+                }
+                _ => {
+                    let before = system.ingress_accepted().await;
+                    let (note, healed, after) =
+                        rolling_restart(cluster, timing.recovery_timeout).await?;
+                    (note, healed, after, before)
+                }
             };
             record.note = note;
             afterwards = after;
@@ -280,10 +320,11 @@ pub async fn inject(
     if let Some(afterwards) = afterwards {
         let started = Instant::now();
         let back = bring_back(system, afterwards, timing).await?;
-        record.outage = match afterwards {
+        match afterwards {
             Afterwards::StartNode { down_since, .. }
-            | Afterwards::RestoreNode { down_since, .. } => down_since.elapsed(),
-        };
+            | Afterwards::RestoreNode { down_since, .. } => record.outage = down_since.elapsed(),
+            Afterwards::AddStandby => {}
+        }
         record.note = format!(
             "{}; {back} ({:.1} s)",
             record.note,
@@ -410,6 +451,9 @@ async fn restart_database(system: &mut System, outage: Duration) -> anyhow::Resu
                 .context("while starting Postgres again")?;
             Ok("pg_ctl stop -m immediate, then pg_ctl start".into())
         }
+        Database::Replicated(_) => {
+            anyhow::bail!("a replicated database is failed over, not restarted")
+        }
         Database::Shared(_) => {
             system.database_proxy.cut();
             tokio::time::sleep(outage).await;
@@ -440,7 +484,7 @@ async fn wait_recovered(
         Fault::KillSubmitterMidRequest => &[Role::Submitter],
         Fault::TerminateIngressWithTakeover | Fault::CutIngressBroker => &[Role::Ingress],
         Fault::RestartBroker => &[Role::Ingress, Role::Persister],
-        Fault::RestartDatabase => &[Role::Persister, Role::Submitter],
+        Fault::RestartDatabase | Fault::FailoverDatabase => &[Role::Persister, Role::Submitter],
         Fault::KillPersistLeader | Fault::CutBrokerNode | Fault::RollingBrokerRestart => {
             &[Role::Ingress, Role::Persister]
         }
@@ -503,13 +547,15 @@ enum Afterwards {
     /// Restore the services' links to the node, no sooner than the outage time after
     /// they were cut.
     RestoreNode { node: usize, down_since: Instant },
+    /// Build a new standby of the promoted primary.
+    AddStandby,
 }
 
-/// SIGKILLs the node leading `callbridge.persist`.
+/// SIGKILLs node `leader`, the one leading `callbridge.persist`.
 async fn kill_persist_leader(
     cluster: &PrivateRabbitCluster,
+    leader: usize,
 ) -> anyhow::Result<(String, Healed, Option<Afterwards>)> {
-    let leader = cluster.queue_leader(PERSIST_QUEUE, None).await?;
     let node = &cluster.nodes()[leader];
     let pid = node
         .kill()
@@ -593,10 +639,16 @@ async fn rolling_restart(
 /// Brings the node of a cluster fault back and waits until the cluster could lose a
 /// node again; says how.
 async fn bring_back(
-    system: &System,
+    system: &mut System,
     afterwards: Afterwards,
     timing: FaultTiming,
 ) -> anyhow::Result<String> {
+    if let (Afterwards::AddStandby, Database::Replicated(pair)) =
+        (afterwards, &mut system.infra.database)
+    {
+        pair.add_standby().await?;
+        return Ok("new standby built and streaming".into());
+    }
     let Broker::Cluster(cluster) = &system.infra.broker else {
         return Ok(String::new());
     };
@@ -615,13 +667,14 @@ async fn bring_back(
             system.persister_broker_proxy.node(node).restore();
             node
         }
+        Afterwards::AddStandby => return Ok(String::new()),
     };
     cluster
         .await_online_quorum_plus_one(node, timing.recovery_timeout)
         .await?;
     Ok(match afterwards {
         Afterwards::StartNode { .. } => "node started again and back in its queues",
-        Afterwards::RestoreNode { .. } => "links restored",
+        Afterwards::RestoreNode { .. } | Afterwards::AddStandby => "links restored",
     }
     .to_owned())
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use callbridge_chaos::infra::ServerChoice;
+use callbridge_chaos::infra::{Replication, ServerChoice};
 use callbridge_chaos::{Binaries, Scenario};
 use clap::{Parser, ValueEnum};
 
@@ -39,6 +39,10 @@ struct Args {
     /// cluster faults (root); 1 is a single node.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=7))]
     rabbitmq_nodes: u16,
+    /// A private Postgres primary with a standby (sync or async), failed over again and
+    /// again; the run reports what a failover lost (root; the long variant).
+    #[arg(long, value_enum)]
+    postgres_standby: Option<Replication>,
     /// Seed of the simulator's random choices.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -95,6 +99,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         },
         (Variant::Long, _) => Scenario::cluster_long(args.seed, duration, nodes),
     };
+    if let Some(replication) = args.postgres_standby {
+        scenario = Scenario {
+            rabbitmq_nodes: scenario.rabbitmq_nodes,
+            ..Scenario::standby(args.seed, duration, replication)
+        };
+    }
     scenario.database = args.database.unwrap_or(scenario.database);
     scenario.broker = args.broker.unwrap_or(scenario.broker);
     let work_dir = args

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::{self, Fault, FaultTiming};
-use crate::infra::{Infra, ServerChoice};
+use crate::infra::{Infra, Replication, ServerChoice};
 use crate::process::Binaries;
 use crate::reconcile::{self, Reconciliation};
 use crate::report::Report;
@@ -26,6 +26,9 @@ pub struct Scenario {
     pub broker: ServerChoice,
     /// RabbitMQ nodes: more than one makes a private cluster (whatever `broker` says).
     pub rabbitmq_nodes: usize,
+    /// A private Postgres primary with a standby replicating this way (whatever
+    /// `database` says).
+    pub postgres_standby: Option<Replication>,
     pub behaviour: SimBehaviour,
     pub traffic: TrafficShape,
     /// Traffic before the first fault.
@@ -50,6 +53,7 @@ impl Scenario {
             database: ServerChoice::Shared,
             broker: ServerChoice::Shared,
             rabbitmq_nodes: 1,
+            postgres_standby: None,
             behaviour: SimBehaviour {
                 seed,
                 time_scale: 0.02,
@@ -97,6 +101,7 @@ impl Scenario {
             database: ServerChoice::Private,
             broker: ServerChoice::Private,
             rabbitmq_nodes: 1,
+            postgres_standby: None,
             behaviour: SimBehaviour {
                 seed,
                 time_scale: 0.05,
@@ -164,6 +169,26 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// `--postgres-standby`: a private Postgres primary with a standby replicating as
+    /// `replication`, failed over again and again (a new standby built after each) with
+    /// a persister kill between failovers, on the shared broker, for `duration`. With an
+    /// asynchronous standby the reconciliation shows what a failover lost.
+    pub fn standby(seed: u64, duration: Duration, replication: Replication) -> Scenario {
+        Scenario {
+            name: match replication {
+                Replication::Sync => "postgres-standby-sync".into(),
+                Replication::Async => "postgres-standby-async".into(),
+            },
+            database: ServerChoice::Private,
+            broker: ServerChoice::Shared,
+            postgres_standby: Some(replication),
+            faults: vec![Fault::FailoverDatabase, Fault::KillPersister],
+            ..Scenario::long(seed, duration)
+        }
+    }
+}
+
 /// How soon after losing a RabbitMQ node the ingress must accept callbacks again.
 pub const CLUSTER_ACCEPTING_WITHIN: Duration = Duration::from_secs(8);
 
@@ -179,16 +204,17 @@ pub async fn run(
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("while creating {}", work_dir.display()))?;
     tracing::info!(scenario = %scenario.name, dir = %work_dir.display(), "provisioning servers");
-    let infra =
-        Infra::provision(scenario.database, scenario.broker, scenario.rabbitmq_nodes).await?;
-    let servers = [
-        infra.database.describe().to_owned(),
-        infra.broker.describe(),
-    ];
+    let infra = Infra::provision(
+        scenario.database,
+        scenario.broker,
+        scenario.rabbitmq_nodes,
+        scenario.postgres_standby,
+    )
+    .await?;
+    let servers = [infra.database.describe(), infra.broker.describe()];
     let campaigns = work_dir.join("campaigns");
     std::fs::create_dir_all(&campaigns)
         .with_context(|| format!("while creating {}", campaigns.display()))?;
-    let database_url = infra.database.url();
     let mut system = System::start(
         binaries.clone(),
         infra,
@@ -197,6 +223,7 @@ pub async fn run(
     )
     .await?;
     tracing::info!("pipeline ready; traffic starts");
+    let database_url = system.runner_database_url()?;
 
     let stop_traffic = CancellationToken::new();
     let traffic = start_traffic(

@@ -127,10 +127,13 @@ pub struct System {
     persister: Instance,
     submitter: Instance,
     pub sim: Simulator,
-    /// The runner's own connections, direct to the database.
+    /// The runner's own connections, through `runner_database_proxy`.
     pub pool: PgPool,
     /// Persister and submitter → Postgres.
     pub database_proxy: TcpProxy,
+    /// The runner's (and the traffic's `callbridge enqueue`) → Postgres: never cut, only
+    /// moved to a promoted standby, so it stands for a direct connection.
+    pub runner_database_proxy: TcpProxy,
     /// Ingress → RabbitMQ: the link the network-cut fault cuts.
     pub ingress_broker_proxy: BrokerLinks,
     /// Persister (consumer and outbox relay) → RabbitMQ.
@@ -166,13 +169,14 @@ impl System {
         .await?;
 
         let database_proxy = TcpProxy::try_start(infra.database.addr()?).await?;
+        let runner_database_proxy = TcpProxy::try_start(infra.database.addr()?).await?;
         let ingress_broker_proxy = BrokerLinks::start(&infra.broker.addrs()).await?;
         let persister_broker_proxy = BrokerLinks::start(&infra.broker.addrs()).await?;
         let pool = PgPoolOptions::new()
             .max_connections(4)
             // Polls during a database outage must fail fast, not wait out the default.
             .acquire_timeout(Duration::from_secs(2))
-            .connect(&infra.database.url())
+            .connect(&infra.database.url_via(runner_database_proxy.addr())?)
             .await
             .context("while connecting the runner to the database")?;
 
@@ -218,6 +222,7 @@ impl System {
             logs,
             infra,
             database_proxy,
+            runner_database_proxy,
             ingress_broker_proxy,
             persister_broker_proxy,
             sim,
@@ -373,6 +378,14 @@ impl System {
         old.process.terminate().await?;
         self.sim.redirect_callbacks(&callback_url(new_port)).await?;
         Ok(old.process)
+    }
+
+    /// The database URL for the runner's own tools (`callbridge enqueue`): it follows a
+    /// failover.
+    pub fn runner_database_url(&self) -> anyhow::Result<String> {
+        self.infra
+            .database
+            .url_via(self.runner_database_proxy.addr())
     }
 
     /// Callbacks the current ingress has answered 200 so far (its `callbacks_total`

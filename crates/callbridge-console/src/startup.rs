@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::pages::{assets, campaigns, login};
+use crate::pages::{assets, campaigns, login, review};
 
 /// How often the database is pinged for `/readyz`.
 const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -164,6 +164,8 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(web::resource("/logout").route(web::post().to(login::sign_out)))
         .service(web::resource("/campaigns").route(web::get().to(campaigns::page)))
         .service(web::resource("/campaigns/action").route(web::post().to(campaigns::act)))
+        .service(web::resource("/review").route(web::get().to(review::page)))
+        .service(web::resource("/review/resolve").route(web::post().to(review::resolve)))
         .service(web::resource("/assets/console.css").route(web::get().to(assets::css)))
         .service(web::resource("/assets/console.js").route(web::get().to(assets::js)));
 }

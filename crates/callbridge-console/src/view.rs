@@ -38,13 +38,7 @@ pub fn html_page(markup: Markup) -> HttpResponse {
 }
 
 /// The pages in the navigation, with their paths.
-pub const NAV: &[(&str, &str)] = &[
-    ("Campaigns", "/campaigns"),
-    ("Dead letters", "/dead-letters"),
-    ("Needs review", "/review"),
-    ("Do not call", "/dnc"),
-    ("Services", "/services"),
-];
+pub const NAV: &[(&str, &str)] = &[("Campaigns", "/campaigns"), ("Needs review", "/review")];
 
 /// What a page passes to the frame.
 pub struct Frame<'a> {

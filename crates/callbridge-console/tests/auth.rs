@@ -8,13 +8,20 @@ use reqwest::StatusCode;
 use support::{Console, OPERATOR_TOKEN, VIEWER_TOKEN, csrf_in, location, session_cookie};
 
 /// Every page of the console (and its live fragments).
-const PAGES: &[&str] = &["/", "/campaigns", "/campaigns?fragment=1"];
+const PAGES: &[&str] = &[
+    "/",
+    "/campaigns",
+    "/campaigns?fragment=1",
+    "/review",
+    "/review?fragment=1",
+];
 /// Every state-changing request, with a well-formed form (apart from the CSRF token).
 const ACTIONS: &[(&str, &[(&str, &str)])] = &[
     (
         "/campaigns/action",
         &[("campaign", "spring"), ("action", "pause")],
     ),
+    ("/review/resolve", &[("id", "1"), ("as", "pending")]),
     ("/logout", &[]),
 ];
 
@@ -278,4 +285,46 @@ async fn campaign_names_and_figures_are_shown_escaped() {
         .to_str()
         .unwrap();
     assert!(csp.contains("script-src 'self'"), "{csp}");
+}
+
+#[tokio::test]
+async fn the_campaigns_page_shows_asr_and_acd_once_calls_were_answered() {
+    let console = Console::start(&[]).await;
+    console.campaign("spring", 1, 2).await;
+    // The persister's maintained counts for the batch: two calls placed, one answered
+    // (completed) after 90 s.
+    sqlx::query(
+        "UPDATE call_batches SET total_calls = 2, completed_calls = 1, failed_calls = 1 WHERE batch_id = 1",
+    )
+    .execute(&console.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE local_call_queue SET queue_status = 'submitted'")
+        .execute(&console.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO call_logs (call_id, accountcode, batch_id, phone_number, call_status, duration)
+         VALUES ('a', 'TEST', 1, '9876500001', 'completed', 90),
+                ('b', 'TEST', 1, '9876500002', 'busy', 0)",
+    )
+    .execute(&console.pool)
+    .await
+    .unwrap();
+    let operator = console.signed_in(OPERATOR_TOKEN).await;
+    let page = operator.page("/campaigns").await;
+    assert!(page.contains(r#"data-percent="100""#), "{page}");
+    assert!(page.contains("reached 1"), "{page}");
+    let cell = |class: &str| {
+        let at = page.find(&format!(r#"class="num {class}">"#)).unwrap();
+        page[at..]
+            .split('>')
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(cell("asr"), "50 %", "{page}");
 }

@@ -30,7 +30,7 @@ use callbridge_types::topology::PERSIST_QUEUE;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use opentelemetry::trace::TraceContextExt;
@@ -51,6 +51,13 @@ use crate::store::{self, IncomingEvent, StoredBatch};
 pub(crate) const BROKER_CONDITION: &str = "broker";
 /// Readiness condition: the last batch transaction could reach Postgres.
 pub(crate) const DATABASE_CONDITION: &str = "database";
+
+/// How often an idle subscription checks that it is not stalled. RabbitMQ 3.10 can lose
+/// a quorum-queue subscription made while the queue elects a new leader (its node just
+/// died): the channel stays open and nothing is ever delivered. A subscription that
+/// holds nothing, received nothing, and sees messages waiting at two checks in a row is
+/// stalled, and the consumer subscribes again on a fresh connection.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(3);
 
 /// How the consumer batches.
 #[derive(Debug, Clone)]
@@ -151,6 +158,10 @@ impl BatchConsumer {
         let mut in_flight = FuturesUnordered::new();
         let mut batch: Vec<Received> = Vec::with_capacity(settings.batch_size);
         let mut linger_until = Instant::now();
+        let mut stall_check =
+            tokio::time::interval_at(Instant::now() + STALL_CHECK_INTERVAL, STALL_CHECK_INTERVAL);
+        let mut delivered_since_check = false;
+        let mut idle_checks_with_messages_waiting = 0;
         let mut ended = loop {
             let dispatch_at = if batch.len() >= settings.batch_size {
                 Instant::now()
@@ -170,6 +181,7 @@ impl BatchConsumer {
                 next = deliveries.next(), if batch.len() < settings.batch_size => {
                     match receive(next) {
                         Ok(received) => {
+                            delivered_since_check = true;
                             if batch.is_empty() {
                                 linger_until = Instant::now() + settings.linger;
                             }
@@ -187,6 +199,29 @@ impl BatchConsumer {
                         Vec::with_capacity(settings.batch_size),
                     );
                     in_flight.push(self.settle_batch(full, &dead_letters, shutdown));
+                }
+                _ = stall_check.tick() => {
+                    let idle = !std::mem::take(&mut delivered_since_check)
+                        && batch.is_empty()
+                        && in_flight.is_empty();
+                    if !idle {
+                        idle_checks_with_messages_waiting = 0;
+                        continue;
+                    }
+                    match messages_waiting(&channel).await {
+                        Ok(0) => idle_checks_with_messages_waiting = 0,
+                        Ok(waiting) => {
+                            idle_checks_with_messages_waiting += 1;
+                            if idle_checks_with_messages_waiting >= 2 {
+                                break Err(anyhow::anyhow!(
+                                    "the subscription to {PERSIST_QUEUE} delivered nothing for \
+                                     {:?} while {waiting} messages waited; subscribing again",
+                                    STALL_CHECK_INTERVAL * 2
+                                ));
+                            }
+                        }
+                        Err(error) => break Err(error),
+                    }
                 }
             }
         };
@@ -503,6 +538,23 @@ fn receive(next: Option<lapin::Result<Delivery>>) -> anyhow::Result<Received> {
         span,
         decoded,
     })
+}
+
+/// Messages ready (not held by any consumer) in the persist queue.
+async fn messages_waiting(channel: &Channel) -> anyhow::Result<u32> {
+    let declared = channel
+        .queue_declare(
+            PERSIST_QUEUE.into(),
+            // Passive: only look.
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("while counting the messages waiting in {PERSIST_QUEUE}"))?;
+    Ok(declared.message_count())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! The shared servers are never stopped: other tests run against them meanwhile.
 
 pub mod postgres;
+pub mod postgres_standby;
 pub mod rabbitmq;
 pub mod rabbitmq_cluster;
 
@@ -18,6 +19,7 @@ use callbridge_testkit::vhost::TestVhost;
 use clap::ValueEnum;
 
 pub use postgres::PrivatePostgres;
+pub use postgres_standby::{ReplicatedPostgres, Replication};
 pub use rabbitmq::PrivateRabbitMq;
 pub use rabbitmq_cluster::PrivateRabbitCluster;
 
@@ -35,6 +37,8 @@ pub enum ServerChoice {
 pub enum Database {
     Private(PrivatePostgres),
     Shared(TestDb),
+    /// A private primary with a standby, failed over by the runner.
+    Replicated(ReplicatedPostgres),
 }
 
 impl Database {
@@ -43,6 +47,7 @@ impl Database {
         match self {
             Database::Private(cluster) => cluster.url(),
             Database::Shared(db) => db.url().to_owned(),
+            Database::Replicated(pair) => pair.primary().url(),
         }
     }
 
@@ -59,6 +64,7 @@ impl Database {
     pub fn addr(&self) -> anyhow::Result<SocketAddr> {
         match self {
             Database::Private(cluster) => Ok(cluster.addr()),
+            Database::Replicated(pair) => Ok(pair.primary().addr()),
             Database::Shared(db) => {
                 let url = url::Url::parse(db.url()).context("while parsing the test DB URL")?;
                 let host = url.host_str().unwrap_or("127.0.0.1");
@@ -71,12 +77,21 @@ impl Database {
         }
     }
 
-    pub fn describe(&self) -> &'static str {
+    pub fn describe(&self) -> String {
         match self {
-            Database::Private(_) => "private Postgres (restarted with pg_ctl -m immediate)",
+            Database::Private(_) => "private Postgres (restarted with pg_ctl -m immediate)".into(),
             Database::Shared(_) => {
-                "shared Postgres, own database (restart simulated by cutting connections)"
+                "shared Postgres, own database (restart simulated by cutting connections)".into()
             }
+            Database::Replicated(pair) => format!(
+                "private Postgres primary with a {} standby (failed over: primary killed \
+                 with pg_ctl -m immediate, standby promoted, proxies moved, new standby \
+                 built); synchronous_commit at its default (on)",
+                match pair.replication() {
+                    Replication::Sync => "synchronous",
+                    Replication::Async => "asynchronous",
+                }
+            ),
         }
     }
 }
@@ -153,9 +168,10 @@ impl Infra {
         database: ServerChoice,
         broker: ServerChoice,
         rabbitmq_nodes: usize,
+        standby: Option<Replication>,
     ) -> anyhow::Result<Infra> {
         let private_broker = broker == ServerChoice::Private || rabbitmq_nodes > 1;
-        let scratch = (database == ServerChoice::Private || private_broker)
+        let scratch = (database == ServerChoice::Private || standby.is_some() || private_broker)
             .then(ScratchDir::create)
             .transpose()?;
         let scratch_path = |name: &str| -> PathBuf {
@@ -165,6 +181,14 @@ impl Infra {
                 .unwrap_or_default()
         };
         let database = match database {
+            _ if standby.is_some() => Database::Replicated(
+                ReplicatedPostgres::start(
+                    scratch_path("postgres"),
+                    standby.unwrap_or(Replication::Sync),
+                )
+                .await
+                .context("while starting the private Postgres primary and standby")?,
+            ),
             ServerChoice::Private => Database::Private(
                 PrivatePostgres::start(scratch_path("postgres"))
                     .await

@@ -30,19 +30,7 @@ impl PrivatePostgres {
     /// on loopback, and starts it.
     #[tracing::instrument(skip_all, fields(dir = %dir.display()))]
     pub async fn start(dir: PathBuf) -> anyhow::Result<PrivatePostgres> {
-        let bin = newest_server_bin()?;
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("while creating {}", dir.display()))?;
-        run_command(
-            "chown of the private Postgres directory",
-            Command::new("chown").args([OWNER, &dir.to_string_lossy()]),
-        )
-        .await?;
-        let cluster = PrivatePostgres {
-            dir,
-            bin,
-            port: free_port()?,
-        };
+        let cluster = PrivatePostgres::prepare(dir).await?;
         run_command(
             "initdb (as the postgres user; the runner must be root)",
             cluster
@@ -53,6 +41,85 @@ impl PrivatePostgres {
         .await?;
         cluster.start_server().await?;
         Ok(cluster)
+    }
+
+    /// A standby of `primary` under `dir` (which must not exist yet): a base backup with
+    /// the replication settings written (`pg_basebackup -R`), started, streaming.
+    #[tracing::instrument(skip_all, fields(dir = %dir.display()))]
+    pub async fn start_standby_of(
+        primary: &PrivatePostgres,
+        dir: PathBuf,
+    ) -> anyhow::Result<PrivatePostgres> {
+        let standby = PrivatePostgres::prepare(dir).await?;
+        run_command(
+            "pg_basebackup -R (as the postgres user)",
+            standby
+                .as_owner("pg_basebackup")
+                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+                // A fast checkpoint: the default spreads it over minutes.
+                .args(["-U", "postgres", "-X", "stream", "-R", "--no-sync"])
+                .args(["--checkpoint=fast", "-D"])
+                .arg(standby.data_dir()),
+        )
+        .await?;
+        standby.start_server().await?;
+        Ok(standby)
+    }
+
+    /// Promotes this standby to a primary (what Patroni or CloudNativePG does when the
+    /// primary is gone), waiting until it accepts writes.
+    #[tracing::instrument(skip_all, fields(port = self.port))]
+    pub async fn promote(&self) -> anyhow::Result<()> {
+        run_command(
+            "pg_ctl promote",
+            self.as_owner("pg_ctl")
+                .args(["promote", "-w", "-t", "120", "-D"])
+                .arg(self.data_dir()),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Makes every standby synchronous (`synchronous_standby_names = '*'`: a commit
+    /// returns once a standby has flushed it) or none (asynchronous streaming), and waits
+    /// until a standby streams in that mode.
+    #[tracing::instrument(skip_all, fields(port = self.port, synchronous))]
+    pub async fn require_standby(&self, synchronous: bool) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let mut connection = sqlx::PgConnection::connect(&admin)
+            .await
+            .context("while connecting to the primary")?;
+        let names = if synchronous { "'*'" } else { "''" };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER SYSTEM SET synchronous_standby_names = {names}"
+        )))
+        .execute(&mut connection)
+        .await
+        .context("while setting synchronous_standby_names")?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&mut connection)
+            .await
+            .context("while reloading the primary's configuration")?;
+        let wanted = if synchronous { "sync" } else { "async" };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let streaming: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_replication
+                                 WHERE state = 'streaming' AND sync_state = $1)",
+            )
+            .bind(wanted)
+            .fetch_one(&mut connection)
+            .await
+            .context("while reading pg_stat_replication")?;
+            if streaming {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no standby streaming as {wanted} within 120 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 
     /// `postgres://` URL of the services' database (created by `callbridge migrate up`).
@@ -97,6 +164,24 @@ impl PrivatePostgres {
         )
         .await
         .map(drop)
+    }
+
+    /// A cluster's directory (created, owned by the postgres user) and port, before
+    /// `initdb` or a base backup fills it.
+    async fn prepare(dir: PathBuf) -> anyhow::Result<PrivatePostgres> {
+        let bin = newest_server_bin()?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("while creating {}", dir.display()))?;
+        run_command(
+            "chown of the private Postgres directory",
+            Command::new("chown").args([OWNER, &dir.to_string_lossy()]),
+        )
+        .await?;
+        Ok(PrivatePostgres {
+            dir,
+            bin,
+            port: free_port()?,
+        })
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -143,6 +143,7 @@ fn table(session: &Session, campaigns: &[CampaignView]) -> Markup {
                     tr {
                         th { "Campaign" } th { "Status" } th { "Progress" } th class="num" { "Done" }
                         th class="num" { "Numbers" } th class="num" { "Attempts" } th class="num" { "Reached" }
+                        th class="num" { "ASR" } th class="num" { "ACD" }
                         th { "" }
                     }
                 }
@@ -150,13 +151,15 @@ fn table(session: &Session, campaigns: &[CampaignView]) -> Markup {
                     @for campaign in campaigns {
                         @let done = percent_done(&campaign.figures);
                         tr data-campaign=(campaign.name) {
-                            td { a href={ "/campaigns/" (url_segment(&campaign.name)) } { (campaign.name) } }
+                            td class="name" { (campaign.name) }
                             td { span class=(status_class(campaign.status)) { (campaign.status.as_str()) } }
                             td class="progress" { (view::progress_bar(&segments(&campaign.figures))) }
                             td class="num done" data-percent=(done) { (done) " %" }
                             td class="num" { (campaign.figures.numbers) }
                             td class="num" { (campaign.figures.attempts) }
                             td class="num" { (view::percent(campaign.figures.reached, campaign.figures.numbers)) " %" }
+                            td class="num asr" { @if let Some(asr) = campaign.figures.asr { (format!("{:.0} %", asr * 100.0)) } @else { "-" } }
+                            td class="num acd" { @if let Some(acd) = campaign.figures.acd_seconds { (view::duration_text(acd)) } @else { "-" } }
                             td class="actions" { (controls(session, campaign)) }
                         }
                     }
@@ -164,13 +167,6 @@ fn table(session: &Session, campaigns: &[CampaignView]) -> Markup {
             }
         }
     }
-}
-
-/// A campaign name as one path segment (names may hold spaces, slashes, anything).
-pub fn url_segment(name: &str) -> String {
-    url::form_urlencoded::byte_serialize(name.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,10 +260,5 @@ mod tests {
         let counts: Vec<i64> = segments(&figures).iter().map(|s| s.count).collect();
         // reached, not reached (ended + given up), in call (submitted, no end yet), …
         assert_eq!(counts, [3, 2, 1, 2, 0, 1, 1]);
-    }
-
-    #[test]
-    fn names_become_one_path_segment() {
-        assert_eq!(url_segment("demo 2026/12"), "demo%202026%2F12");
     }
 }

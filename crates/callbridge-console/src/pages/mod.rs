@@ -6,3 +6,4 @@
 pub mod assets;
 pub mod campaigns;
 pub mod login;
+pub mod review;
