@@ -1,7 +1,6 @@
 //! The `callbridge` operator CLI (README "Operations"). One module per subcommand under
 //! [`commands`]; this file only declares them and dispatches.
 
-pub mod centralized;
 pub mod commands;
 pub mod database;
 pub mod operator;

@@ -1,8 +1,10 @@
-//! What the operator commands share: who acts (`--actor`), a campaign's rule options, and
-//! the clock their actions are stamped with.
+//! What the operator commands share: who acts (`--actor`), a campaign's rule options, the
+//! clock their actions are stamped with, and the centralized API's batch-status client.
 
 use anyhow::Context;
+use callbridge_ops::centralized::{CentralApi, REQUEST_TIMEOUT};
 use callbridge_ops::{Actor, RulesChange};
+use callbridge_runtime::config::ApiConfig;
 use callbridge_types::campaign::{Days, RedialPolicy, parse_hours, parse_time_zone};
 use callbridge_types::clock::{Clock, SystemClock};
 use chrono::{DateTime, Utc};
@@ -31,6 +33,16 @@ impl ActorArgs {
         };
         Ok(Actor::cli(name))
     }
+}
+
+/// The batch-status client of the commands: an operator at a terminal waits up to
+/// [`REQUEST_TIMEOUT`] for an answer.
+pub fn central_api(config: &ApiConfig) -> anyhow::Result<CentralApi> {
+    CentralApi::new(
+        config,
+        concat!("callbridge-cli/", env!("CARGO_PKG_VERSION")),
+        REQUEST_TIMEOUT,
+    )
 }
 
 /// The instant an action is stamped with.

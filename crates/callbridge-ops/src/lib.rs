@@ -1,7 +1,9 @@
 //! What an operator does to campaigns and to queue rows, and the SQL that does it: list and
 //! show campaigns with their figures, pause, resume, cancel, change rules, the two
 //! repairs (`retry` failed rows, `resolve` rows whose outcome is unknown), and the
-//! do-not-call list (`dnc`).
+//! do-not-call list (`dnc`); and what an operator reads: the batches with their queue
+//! counts (`batches`), the centralized system's batch-status (`centralized`), and a
+//! campaign's outcomes over time (`outcomes`).
 //!
 //! The CLI (`callbridge campaign …`, `callbridge queue …`) and the operator console call
 //! these same functions; the services never depend on this crate. Every control and
@@ -12,8 +14,11 @@
 //! (`callbridge_types::clock`), never the database's, so a test controls it.
 
 pub mod audit;
+pub mod batches;
 pub mod campaign;
+pub mod centralized;
 pub mod dnc;
+pub mod outcomes;
 pub mod queue;
 pub mod retention;
 pub mod rules;

@@ -2,21 +2,16 @@
 //! status (`call_batches`, its `local_call_queue` rows) beside what the centralized
 //! system says about it (batch-status), as a table or `--json`.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use callbridge_ops::batches::{self, BatchFilter, LocalBatch};
+use callbridge_ops::centralized::RemoteView;
 use callbridge_runtime::config::Settings;
-use chrono::{DateTime, NaiveDateTime, Utc};
 use clap::Args;
-use futures::StreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::centralized::{CentralApi, RemoteView};
 use crate::database::DatabaseArgs;
 use crate::output::render_table;
-use callbridge_types::status::QueueStatus;
-
-/// batch-status requests in flight at once while listing.
-const REMOTE_CONCURRENCY: usize = 8;
 
 #[derive(Debug, Args)]
 pub struct BatchesArgs {
@@ -62,38 +57,6 @@ fn parse_batch_status(raw: &str) -> Result<String, String> {
         .map_err(|error| error.to_string())
 }
 
-/// One batch as stored locally.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct LocalBatch {
-    pub batch_id: i32,
-    pub batch_name: Option<String>,
-    pub accountcode: String,
-    pub batch_status: Option<String>,
-    pub total_calls: Option<i32>,
-    pub completed_calls: Option<i32>,
-    pub failed_calls: Option<i32>,
-    pub created_at: Option<NaiveDateTime>,
-    pub updated_at: Option<NaiveDateTime>,
-    pub submitted_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
-    /// Its `local_call_queue` rows, by `queue_status`.
-    #[sqlx(flatten)]
-    pub queue: QueueCounts,
-}
-
-#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
-pub struct QueueCounts {
-    pub rows: i64,
-    /// `pending` or `submitting`: not yet held by the centralized system.
-    pub waiting: i64,
-    pub submitted: i64,
-    /// `failed`: given up on (the last error says why).
-    pub failed: i64,
-    pub needs_review: i64,
-    /// `cancelled` with their campaign: never sent.
-    pub cancelled: i64,
-}
-
 #[derive(Debug, Serialize)]
 struct BatchView {
     #[serde(flatten)]
@@ -102,29 +65,6 @@ struct BatchView {
     centralized: Option<RemoteView>,
 }
 
-/// The newest batches first, with their queue counts. `$4`–`$8`: the queue statuses
-/// counted (waiting, submitted, failed, needs_review, cancelled), bound from
-/// `QueueStatus`.
-const BATCHES_SQL: &str = "
-SELECT b.batch_id, b.batch_name, b.accountcode, b.batch_status, b.total_calls,
-       b.completed_calls, b.failed_calls, b.created_at, b.updated_at, b.submitted_at,
-       b.completed_at, q.rows, q.waiting, q.submitted, q.failed, q.needs_review, q.cancelled
-  FROM (SELECT * FROM call_batches
-         WHERE ($1::INTEGER IS NULL OR batch_id = $1)
-           AND ($2::TEXT IS NULL OR batch_status = $2)
-         ORDER BY batch_id DESC
-         LIMIT $3) AS b
-  CROSS JOIN LATERAL (
-        SELECT count(*) AS rows,
-               count(*) FILTER (WHERE queue_status = ANY($4)) AS waiting,
-               count(*) FILTER (WHERE queue_status = $5) AS submitted,
-               count(*) FILTER (WHERE queue_status = $6) AS failed,
-               count(*) FILTER (WHERE queue_status = $7) AS needs_review,
-               count(*) FILTER (WHERE queue_status = $8) AS cancelled
-          FROM local_call_queue
-         WHERE local_call_queue.batch_id = b.batch_id) AS q
- ORDER BY b.batch_id";
-
 #[tracing::instrument(skip_all)]
 async fn load_batches(
     pool: &PgPool,
@@ -132,19 +72,13 @@ async fn load_batches(
     status: Option<&str>,
     limit: u32,
 ) -> anyhow::Result<Vec<LocalBatch>> {
-    let waiting: Vec<&str> = QueueStatus::WAITING.iter().map(|s| s.as_str()).collect();
-    sqlx::query_as(BATCHES_SQL)
-        .bind(batch_id)
-        .bind(status)
-        .bind(i64::from(limit))
-        .bind(waiting)
-        .bind(QueueStatus::Submitted.as_str())
-        .bind(QueueStatus::Failed.as_str())
-        .bind(QueueStatus::NeedsReview.as_str())
-        .bind(QueueStatus::Cancelled.as_str())
-        .fetch_all(pool)
-        .await
-        .context("while reading call_batches")
+    let filter = BatchFilter {
+        batch_id,
+        status,
+        limit,
+        ..BatchFilter::default()
+    };
+    Ok(batches::load(pool, &filter).await?)
 }
 
 pub async fn run_list(args: BatchesArgs) -> anyhow::Result<()> {
@@ -197,7 +131,7 @@ async fn with_remote(
         match settings
             .api()
             .map_err(anyhow::Error::from)
-            .and_then(|config| CentralApi::new(&config))
+            .and_then(|config| crate::operator::central_api(&config))
         {
             Ok(api) => Some(api),
             Err(error) => {
@@ -215,17 +149,16 @@ async fn with_remote(
             })
             .collect();
     };
-    futures::stream::iter(batches)
-        .map(|local| {
-            let api = &api;
-            async move {
-                let centralized = Some(api.batch_status(local.batch_id).await);
-                BatchView { local, centralized }
-            }
+    let ids: Vec<i32> = batches.iter().map(|batch| batch.batch_id).collect();
+    let views = api.batch_statuses(&ids).await;
+    batches
+        .into_iter()
+        .zip(views)
+        .map(|(local, view)| BatchView {
+            local,
+            centralized: Some(view),
         })
-        .buffered(REMOTE_CONCURRENCY)
         .collect()
-        .await
 }
 
 fn opt<T: ToString>(value: Option<T>) -> String {

@@ -21,7 +21,7 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ExchangeKind};
 use serde::Serialize;
 
-use crate::centralized::{CentralApi, api_message};
+use callbridge_ops::centralized::api_message;
 
 /// No single check waits longer than this for a server.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -439,7 +439,7 @@ async fn check_api_key(settings: &Settings) -> Outcome {
             "remove the quotes (they were taken literally, e.g. from a .env or Kubernetes Secret)",
         );
     }
-    let api = match CentralApi::new(&config) {
+    let api = match crate::operator::central_api(&config) {
         Ok(api) => api,
         Err(error) => return fail(crate::one_line(&error), "check CENTRALIZED_CALLING_API_KEY"),
     };

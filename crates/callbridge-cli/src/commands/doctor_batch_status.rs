@@ -11,7 +11,6 @@ use callbridge_types::centralized_api::{Answer, error_message, mask_number};
 use serde_json::Value;
 
 use super::doctor::{Outcome, fail};
-use crate::centralized::CentralApi;
 
 /// Arrays in the shown answer keep this many items.
 const SHOWN_ITEMS: usize = 2;
@@ -49,7 +48,7 @@ pub async fn check_batch_status(settings: &Settings, batch_id: Option<i32>) -> O
         Ok(numbers) => numbers,
         Err(error) => return Outcome::Skipped(crate::one_line(&error)),
     };
-    let client = match CentralApi::new(&api) {
+    let client = match crate::operator::central_api(&api) {
         Ok(client) => client,
         Err(error) => return Outcome::Skipped(crate::one_line(&error)),
     };

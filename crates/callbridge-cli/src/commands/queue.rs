@@ -6,20 +6,16 @@
 use std::collections::BTreeMap;
 
 use anyhow::bail;
+use callbridge_ops::centralized::RemoteView;
 use callbridge_ops::queue::{self, ResolveTarget, ReviewRow};
 use callbridge_runtime::config::Settings;
 use callbridge_types::status::QueueStatus;
 use clap::{Args, Subcommand};
-use futures::StreamExt;
 
-use crate::centralized::{CentralApi, RemoteView};
 use crate::commands::campaign::report;
 use crate::database::DatabaseArgs;
 use crate::operator::{ActorArgs, now};
 use crate::output::render_table;
-
-/// batch-status requests in flight at once.
-const REMOTE_CONCURRENCY: usize = 8;
 
 #[derive(Debug, Args)]
 pub struct QueueArgs {
@@ -152,7 +148,7 @@ async fn centralized_views(
     let api = settings
         .api()
         .map_err(anyhow::Error::from)
-        .and_then(|config| CentralApi::new(&config))
+        .and_then(|config| crate::operator::central_api(&config))
         .map_err(|error| {
             anyhow::anyhow!(
                 "queue resolve shows the centralized system's batch-status first, and {}: configure the API, or decide without it with --without-centralized-view",
@@ -162,14 +158,8 @@ async fn centralized_views(
     let mut batches: Vec<i32> = rows.iter().filter_map(|row| row.batch_id).collect();
     batches.sort_unstable();
     batches.dedup();
-    Ok(futures::stream::iter(batches)
-        .map(|batch_id| {
-            let api = &api;
-            async move { (batch_id, api.batch_status(batch_id).await) }
-        })
-        .buffered(REMOTE_CONCURRENCY)
-        .collect()
-        .await)
+    let views = api.batch_statuses(&batches).await;
+    Ok(batches.into_iter().zip(views).collect())
 }
 
 /// The rows (ids, batch, why they need review; not the phone numbers) and, per batch,

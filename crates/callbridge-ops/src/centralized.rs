@@ -1,22 +1,28 @@
-//! The centralized system's read-only view, as the operator commands show it:
-//! `GET` batch-status of a batch, with the API key header.
+//! The centralized system's read-only view, as an operator sees it (`callbridge batches`,
+//! `queue resolve`, `doctor` and the console's campaign page): `GET` batch-status of a
+//! batch, with the API key header.
 //!
-//! The submitter has its own client (it only needs which numbers a batch holds); the CLI
-//! shows the counts and the status, and needs the HTTP status to explain a failure
-//! (`doctor`). Paths and shapes are `callbridge_types::centralized_api`'s.
+//! The submitter has its own client (it only needs which numbers a batch holds); operators
+//! see the counts and the status, and `doctor` needs the HTTP status to explain a failure.
+//! Paths and shapes are `callbridge_types::centralized_api`'s.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use callbridge_runtime::config::ApiConfig;
+use callbridge_runtime::errors::error_chain;
 pub use callbridge_types::centralized_api::error_message as api_message;
 use callbridge_types::centralized_api::{API_KEY_HEADER, Answer, BatchCounts, batch_status_path};
+use futures::StreamExt;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
 
-/// An operator waits at most this long for one answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// batch-status requests in flight at once when several batches are asked about.
+pub const CONCURRENT_REQUESTS: usize = 8;
+
+/// An operator at a terminal waits at most this long for one answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the centralized system says about one batch.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,7 +76,13 @@ pub struct CentralApi {
 }
 
 impl CentralApi {
-    pub fn new(config: &ApiConfig) -> anyhow::Result<CentralApi> {
+    /// A client of the API `config` names that waits at most `timeout` (and never longer
+    /// than the configured request timeout) for an answer; `user_agent` names the caller.
+    pub fn new(
+        config: &ApiConfig,
+        user_agent: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<CentralApi> {
         let mut base = config.base_url.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -83,8 +95,8 @@ impl CentralApi {
         // Keeps the key out of reqwest's debug output.
         api_key.set_sensitive(true);
         let http = reqwest::Client::builder()
-            .user_agent(concat!("callbridge-cli/", env!("CARGO_PKG_VERSION")))
-            .timeout(REQUEST_TIMEOUT.min(config.request_timeout))
+            .user_agent(user_agent)
+            .timeout(timeout.min(config.request_timeout))
             .build()
             .context("while building the HTTP client")?;
         Ok(CentralApi {
@@ -116,13 +128,23 @@ impl CentralApi {
             )
             .send()
             .await
-            .map_err(|error| crate::error_chain(&error))?;
+            .map_err(|error| error_chain(&error))?;
         let status = response.status().as_u16();
         let body = response
             .bytes()
             .await
-            .map_err(|error| crate::error_chain(&error))?;
+            .map_err(|error| error_chain(&error))?;
         Ok((status, body.to_vec()))
+    }
+
+    /// batch-status of each of `batch_ids`, in their order, [`CONCURRENT_REQUESTS`] at
+    /// once.
+    pub async fn batch_statuses(&self, batch_ids: &[i32]) -> Vec<RemoteView> {
+        futures::stream::iter(batch_ids)
+            .map(|batch_id| self.batch_status(*batch_id))
+            .buffered(CONCURRENT_REQUESTS)
+            .collect()
+            .await
     }
 
     pub async fn batch_status(&self, batch_id: i32) -> RemoteView {
