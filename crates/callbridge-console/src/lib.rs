@@ -6,10 +6,14 @@
 //!   signed cookie and checks every action's CSRF token and role;
 //! - [`pages`] holds one module per page; each action goes through `callbridge-ops`, the
 //!   code the `callbridge` CLI runs, and is recorded in `operator_actions`;
-//! - [`view`] is the page frame and the shared pieces (progress bars, charts, forms);
+//! - [`view`] is the page frame and the shared pieces (progress bars, forms), [`chart`] the
+//!   SVG charts;
+//! - [`centralized`] asks the centralized system about batches, briefly remembering answers;
 //! - [`error::ConsoleError`] is the one mapping from failures to HTTP answers.
 
 pub mod auth;
+pub mod centralized;
+pub mod chart;
 pub mod error;
 pub mod pages;
 pub mod startup;

@@ -6,14 +6,15 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use callbridge_runtime::config::{ConsoleConfig, Secret};
+use callbridge_runtime::config::{ConsoleConfig, NumbersConfig, Secret};
 use callbridge_runtime::health::{Readiness, configure_health_routes, install_metrics_recorder};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::pages::{assets, campaigns, login, review};
+use crate::centralized::CentralView;
+use crate::pages::{assets, campaign, campaigns, dnc, login, review};
 
 /// How often the database is pinged for `/readyz`.
 const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -31,6 +32,10 @@ pub struct AppState {
     /// For the services' readiness and RabbitMQ's management API: short timeouts, so a
     /// page never waits long on a service that does not answer.
     pub http: reqwest::Client,
+    /// The centralized system's batch-status, for the campaign page.
+    pub central: CentralView,
+    /// How the do-not-call page reads numbers.
+    pub numbers: NumbersConfig,
 }
 
 /// A bound, running console. Build it, read [`Application::port`], then
@@ -92,6 +97,8 @@ impl Application {
             management_url: config.management_url.clone(),
             services: config.services.clone(),
             http,
+            central: CentralView::new(config.api.as_ref())?,
+            numbers: config.numbers,
         });
         let app_readiness = readiness.clone();
         let server = HttpServer::new(move || {
@@ -163,6 +170,16 @@ fn routes(config: &mut web::ServiceConfig) {
         )
         .service(web::resource("/logout").route(web::post().to(login::sign_out)))
         .service(web::resource("/campaigns").route(web::get().to(campaigns::page)))
+        // A GET guard on the resource itself, so a POST to /campaigns/action passes on to
+        // its own resource below, and a campaign named "action" still has its page.
+        .service(
+            web::resource("/campaigns/{name}")
+                .guard(actix_web::guard::Get())
+                .route(web::get().to(campaign::page)),
+        )
+        .service(web::resource("/dnc").route(web::get().to(dnc::page)))
+        .service(web::resource("/dnc/add").route(web::post().to(dnc::add)))
+        .service(web::resource("/dnc/remove").route(web::post().to(dnc::remove)))
         .service(web::resource("/campaigns/action").route(web::post().to(campaigns::act)))
         .service(web::resource("/review").route(web::get().to(review::page)))
         .service(web::resource("/review/resolve").route(web::post().to(review::resolve)))

@@ -128,18 +128,17 @@ SELECT c.id, c.name, c.status, c.start_at, c.window_start, c.window_end, c.windo
               count(*) FILTER (WHERE queue_status = 'suppressed') AS suppressed
          FROM local_call_queue
         WHERE campaign_id = c.id AND queue_status = ANY($2)) AS q
-  -- One pass over the batches for every campaign (call_batches has no campaign index;
-  -- a campaign's batches are hundreds of rows, not its millions of calls).
-  LEFT JOIN (
-       SELECT campaign_id, count(*) AS batches,
+  -- The campaign's own batches through idx_call_batches_campaign: hundreds of rows for
+  -- a campaign of millions of calls, and one campaign's page reads only its own.
+  CROSS JOIN LATERAL (
+       SELECT count(*) AS batches,
               sum(coalesce(total_calls, 0))::BIGINT AS submitted,
               sum(coalesce(completed_calls, 0))::BIGINT AS reached,
               sum(coalesce(failed_calls, 0))::BIGINT AS not_reached,
               sum(exhausted_calls)::BIGINT AS exhausted,
               sum(answered_seconds)::BIGINT AS answered_seconds
          FROM call_batches
-        WHERE campaign_id IS NOT NULL
-        GROUP BY campaign_id) AS b ON b.campaign_id = c.id
+        WHERE campaign_id = c.id) AS b
   -- Redial rows only, through the partial index on redial_of.
   LEFT JOIN (
        SELECT campaign_id, count(*) AS redials

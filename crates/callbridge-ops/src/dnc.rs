@@ -154,14 +154,24 @@ fn distinct_count(numbers: &[E164]) -> u64 {
 }
 
 /// The newest `limit` entries, newest first, and how many the list holds.
-#[tracing::instrument(skip_all)]
 pub async fn list(pool: &PgPool, limit: i64) -> Result<(Vec<DncEntry>, i64), OpsError> {
+    page(pool, limit, 0).await
+}
+
+/// `limit` entries after the newest `offset`, newest first, and how many the list holds.
+#[tracing::instrument(skip_all)]
+pub async fn page(
+    pool: &PgPool,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<DncEntry>, i64), OpsError> {
     let entries = sqlx::query_as(
         "SELECT phone_number, reason, source, added_at FROM do_not_call
           ORDER BY added_at DESC, phone_number
-          LIMIT $1",
+          LIMIT $1 OFFSET $2",
     )
     .bind(limit)
+    .bind(offset)
     .fetch_all(pool)
     .await
     .map_err(db_error("while reading do_not_call"))?;

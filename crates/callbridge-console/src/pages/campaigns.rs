@@ -107,7 +107,7 @@ pub fn percent_done(figures: &Figures) -> i64 {
     view::percent(over, figures.numbers)
 }
 
-fn status_class(status: CampaignStatus) -> &'static str {
+pub(crate) fn status_class(status: CampaignStatus) -> &'static str {
     match status {
         CampaignStatus::Active => "status active",
         CampaignStatus::Paused => "status paused",
@@ -116,7 +116,7 @@ fn status_class(status: CampaignStatus) -> &'static str {
     }
 }
 
-fn controls(session: &Session, campaign: &CampaignView) -> Markup {
+pub(crate) fn controls(session: &Session, campaign: &CampaignView) -> Markup {
     let name = campaign.name.as_str();
     html! {
         @match campaign.status {
@@ -151,7 +151,7 @@ fn table(session: &Session, campaigns: &[CampaignView]) -> Markup {
                     @for campaign in campaigns {
                         @let done = percent_done(&campaign.figures);
                         tr data-campaign=(campaign.name) {
-                            td class="name" { (campaign.name) }
+                            td class="name" { a href=(crate::pages::campaign::path(&campaign.name)) { (campaign.name) } }
                             td { span class=(status_class(campaign.status)) { (campaign.status.as_str()) } }
                             td class="progress" { (view::progress_bar(&segments(&campaign.figures))) }
                             td class="num done" data-percent=(done) { (done) " %" }

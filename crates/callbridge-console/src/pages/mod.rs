@@ -4,6 +4,8 @@
 //! `callbridge-ops` function as the CLI.
 
 pub mod assets;
+pub mod campaign;
 pub mod campaigns;
+pub mod dnc;
 pub mod login;
 pub mod review;

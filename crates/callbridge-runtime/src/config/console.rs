@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    ApiConfig, ConfigError, DatabaseConfig, Secret, Settings, at_least, bind_address, de, http_url,
-    setting_name,
+    ApiConfig, ConfigError, DatabaseConfig, NumbersConfig, Secret, Settings, at_least,
+    bind_address, de, http_url, setting_name,
 };
 
 /// A sign-in token shorter than this is refused at start: a token is the only thing
@@ -73,6 +73,8 @@ pub struct ConsoleConfig {
     /// The centralized system's API, when configured: batch pages show its batch-status
     /// beside the local counts. Without it they show the local counts alone.
     pub api: Option<ApiConfig>,
+    /// How the do-not-call page reads the numbers typed into it (as `callbridge dnc`).
+    pub numbers: NumbersConfig,
 }
 
 impl Settings {
@@ -116,6 +118,7 @@ impl Settings {
             management_url: console.management_url.clone(),
             services: parse_services(&console.services)?,
             api: self.api().ok(),
+            numbers: self.numbers()?,
         })
     }
 }

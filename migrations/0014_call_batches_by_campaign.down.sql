@@ -1,0 +1,1 @@
+DROP INDEX idx_call_batches_campaign;
