@@ -9,7 +9,7 @@
 //!
 //! Stages: [`limits`] (1; 1c and 1d on the rows of stage 5's [`campaign`]), [`stage_ingress`] (2), [`stage_persister`] (3),
 //! [`stage_e2e`] (4), [`stage_submitter`] (5); peak memory (6) is read from each
-//! service before it stops.
+//! service before it stops; [`stage_dnc`] (7); [`stage_console`] (8).
 
 pub mod campaign;
 pub mod figures;
@@ -21,6 +21,7 @@ pub mod private_postgres;
 pub mod procs;
 pub mod report;
 pub mod services;
+pub mod stage_console;
 pub mod stage_dnc;
 pub mod stage_e2e;
 pub mod stage_ingress;
@@ -76,6 +77,8 @@ pub enum Stage {
     ClaimCost,
     /// Stage 7: `callbridge dnc import` beside a raw COPY (7a-7c).
     Dnc,
+    /// Stage 8: the console's campaigns page over 10,000,000 calls (8a-8d).
+    Console,
 }
 
 /// What to run and how big.
@@ -93,7 +96,7 @@ pub struct Options {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "limits,ingress,persister,e2e,submitter,dnc"
+        default_value = "limits,ingress,persister,e2e,submitter,dnc,console"
     )]
     pub stages: Vec<Stage>,
     /// Where latest.md and latest.json are written.
@@ -399,6 +402,9 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         }
         if has(&bench, Stage::Dnc) {
             stage_dnc::run(&mut bench).await?;
+        }
+        if has(&bench, Stage::Console) {
+            stage_console::run(&mut bench).await?;
         }
     }
     let (figures, sweep) = bench.collector.finish(figures::ALL);
