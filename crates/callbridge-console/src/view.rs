@@ -41,7 +41,10 @@ pub fn html_page(markup: Markup) -> HttpResponse {
 pub const NAV: &[(&str, &str)] = &[
     ("Campaigns", "/campaigns"),
     ("Needs review", "/review"),
+    ("Calls", "/calls"),
+    ("Dead letters", "/dead-letters"),
     ("Do not call", "/dnc"),
+    ("Services", "/services"),
 ];
 
 /// What a page passes to the frame.

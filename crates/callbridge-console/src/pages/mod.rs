@@ -4,8 +4,11 @@
 //! `callbridge-ops` function as the CLI.
 
 pub mod assets;
+pub mod calls;
 pub mod campaign;
 pub mod campaigns;
+pub mod dead_letters;
 pub mod dnc;
 pub mod login;
 pub mod review;
+pub mod services;
