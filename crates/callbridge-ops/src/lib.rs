@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod campaign;
 pub mod dnc;
+pub mod due;
 pub mod queue;
 pub mod retention;
 pub mod rules;
