@@ -22,6 +22,7 @@ pub mod campaign;
 pub mod centralized;
 pub mod dead_letters;
 pub mod dnc;
+pub mod due;
 pub mod outcomes;
 pub mod queue;
 pub mod retention;
