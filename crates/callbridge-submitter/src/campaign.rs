@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
-use callbridge_types::campaign::{CallingWindow, CampaignStatus, Days, Tz, parse_time_zone};
+use callbridge_types::campaign::{self, CallingWindow, CampaignStatus, Days, Tz, parse_time_zone};
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use sqlx::PgPool;
 
@@ -105,6 +105,17 @@ impl Rules {
         row_zone
             .and_then(|zone| parse_time_zone(zone).ok())
             .unwrap_or(self.zone)
+    }
+
+    /// The first instant at or after `from` at which the campaign's start time and window
+    /// let a row of `row_zone` go (whatever its status).
+    pub fn first_sendable(&self, row_zone: Option<&str>, from: DateTime<Utc>) -> DateTime<Utc> {
+        campaign::first_sendable(
+            self.start_at,
+            self.window.as_ref(),
+            self.zone_of(row_zone),
+            from,
+        )
     }
 
     /// What the campaign says of a row in `row_zone` at `now`.
@@ -189,14 +200,17 @@ impl CampaignRow {
 
 /// The rules of `ids`, read now (a pause committed a moment ago is seen).
 #[tracing::instrument(skip_all, fields(campaigns = ids.len()))]
-pub async fn load_rules(pool: &PgPool, ids: &[i32]) -> anyhow::Result<BTreeMap<i32, Rules>> {
+pub async fn load_rules<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    ids: &[i32],
+) -> anyhow::Result<BTreeMap<i32, Rules>> {
     let rows: Vec<CampaignRow> = sqlx::query_as(
         "SELECT id, name, status, start_at, window_start, window_end, window_days, time_zone,
                 max_per_minute
            FROM campaigns WHERE id = ANY($1)",
     )
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
     .context("while reading the rules of the claimed rows' campaigns")?;
     Ok(rows
