@@ -95,13 +95,7 @@ async fn receive(request: HttpRequest, body: web::Bytes, state: web::Data<State>
                 .json(json!({"error": "Invalid callback data", "detail": error.to_string()}));
         }
     };
-    let message = CallbackMessage::new(
-        None,
-        &body,
-        chrono::Utc::now(),
-        validated.event,
-        validated.payload,
-    );
+    let message = CallbackMessage::new(None, &body, chrono::Utc::now(), validated.event);
     let channel = state.channel.lock().await;
     let confirmed = async {
         let confirm = channel

@@ -34,21 +34,13 @@ pub struct Callback {
     pub signature: String,
     /// The body validated and normalised, as the ingress's checks produce it.
     pub event: CallbackEvent,
-    /// The body parsed, as the envelope carries it.
-    pub payload: Value,
 }
 
 impl Callback {
     /// The AMQP message the ingress publishes for this callback (its real envelope and
     /// properties, received now).
     pub fn message(&self) -> CallbackMessage {
-        CallbackMessage::new(
-            None,
-            &self.body,
-            Utc::now(),
-            self.event.clone(),
-            self.payload.clone(),
-        )
+        CallbackMessage::new(None, &self.body, Utc::now(), self.event.clone())
     }
 }
 
@@ -68,7 +60,6 @@ pub fn callback(index: usize, run_tag: &str, secret: &[u8]) -> Callback {
         signature: sign_hex(secret, &body),
         body,
         event: validated.event,
-        payload: validated.payload,
     }
 }
 

@@ -1,5 +1,5 @@
 //! `callbridge dlq list | replay | purge` against a real RabbitMQ vhost with the
-//! services' topology.
+//! services' topology, replay and purge recorded in a real database's operator_actions.
 
 mod common;
 
@@ -56,8 +56,21 @@ async fn dead_letter(vhost: &TestVhost, message_id: &str, event_type: &str, erro
     connection.close(200, "bye".into()).await.ok();
 }
 
-fn env(vhost_url: &str) -> [(&str, &str); 1] {
-    [("RABBITMQ_URL", vhost_url)]
+fn env<'a>(vhost_url: &'a str, database_url: &'a str) -> [(&'a str, &'a str); 2] {
+    [
+        ("RABBITMQ_URL", vhost_url),
+        ("CLIENT_CALLING_DB_URL", database_url),
+    ]
+}
+
+/// `operator_actions` as (action, source, actor, rows_affected, target), oldest first.
+async fn recorded(pool: &sqlx::PgPool) -> Vec<(String, String, String, i64, Value)> {
+    sqlx::query_as(
+        "SELECT action, source, actor, rows_affected, target FROM operator_actions ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -78,8 +91,9 @@ async fn list_shows_each_dead_letter_with_its_reason_and_leaves_them_in_place() 
     )
     .await;
     let url = vhost.amqp_url();
+    let (db, _pool) = migrated_db().await;
 
-    let table = callbridge(&["dlq", "list"], &env(&url), None).await;
+    let table = callbridge(&["dlq", "list"], &env(&url, db.url()), None).await;
 
     assert_success(&table);
     let text = stdout(&table);
@@ -93,7 +107,7 @@ async fn list_shows_each_dead_letter_with_its_reason_and_leaves_them_in_place() 
         "{text}"
     );
     assert!(evt1.contains("2023-11-14T22:13:20+00:00"), "{text}");
-    let json_output = callbridge(&["dlq", "list", "--json"], &env(&url), None).await;
+    let json_output = callbridge(&["dlq", "list", "--json"], &env(&url, db.url()), None).await;
     let listed: Value = serde_json::from_str(&stdout(&json_output)).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
     assert_eq!(listed[1]["event_type"], "call_busy");
@@ -111,10 +125,11 @@ async fn replay_republishes_the_chosen_message_with_its_routing_key_and_clean_he
     dead_letter(&vhost, "evt-1", "call_completed", "boom").await;
     dead_letter(&vhost, "evt-2", "call_busy", "boom").await;
     let url = vhost.amqp_url();
+    let (db, pool) = migrated_db().await;
 
     let output = callbridge(
-        &["dlq", "replay", "--message-id", "evt-2"],
-        &env(&url),
+        &["dlq", "replay", "--message-id", "evt-2", "--actor", "alice"],
+        &env(&url, db.url()),
         None,
     )
     .await;
@@ -152,16 +167,40 @@ async fn replay_republishes_the_chosen_message_with_its_routing_key_and_clean_he
         .unwrap();
     connection.close(200, "bye".into()).await.ok();
 
-    let all = callbridge(&["dlq", "replay"], &env(&url), None).await;
+    let all = callbridge(&["dlq", "replay"], &env(&url, db.url()), None).await;
     assert_success(&all);
     assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 0);
     assert_eq!(queue_depth(&vhost, PERSIST_QUEUE).await, 1);
 
-    let missing = callbridge(&["dlq", "replay", "--message-id", "nope"], &env(&url), None).await;
+    let missing = callbridge(
+        &["dlq", "replay", "--message-id", "nope"],
+        &env(&url, db.url()),
+        None,
+    )
+    .await;
     assert!(
         one_line_failure(&missing)
             .contains("1 of the given message ids are not in callbridge.dead")
     );
+
+    // Each replay is recorded: who, how many, which messages.
+    let actions = recorded(&pool).await;
+    let summary: Vec<(&str, &str, &str, i64)> = actions
+        .iter()
+        .map(|(action, source, actor, rows, _)| {
+            (action.as_str(), source.as_str(), actor.as_str(), *rows)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("dlq.replay", "cli", "alice", 1),
+            ("dlq.replay", "cli", "unknown", 1),
+            ("dlq.replay", "cli", "unknown", 0),
+        ]
+    );
+    assert_eq!(actions[0].4["message_ids"], serde_json::json!(["evt-2"]));
+    assert_eq!(actions[1].4["message_ids"], "all");
 }
 
 #[tokio::test]
@@ -170,8 +209,10 @@ async fn purge_asks_first_and_deletes_only_on_yes() {
     dead_letter(&vhost, "evt-1", "call_completed", "boom").await;
     dead_letter(&vhost, "evt-2", "call_failed", "boom").await;
     let url = vhost.amqp_url();
+    let (db, pool) = migrated_db().await;
+    let env = env(&url, db.url());
 
-    let declined = callbridge(&["dlq", "purge"], &env(&url), Some("n\n")).await;
+    let declined = callbridge(&["dlq", "purge"], &env, Some("n\n")).await;
     assert!(
         stderr(&declined).contains("Delete 2 dead-lettered callbacks from callbridge.dead?"),
         "{}",
@@ -179,25 +220,44 @@ async fn purge_asks_first_and_deletes_only_on_yes() {
     );
     assert!(one_line_failure(&declined).contains("purge cancelled; nothing was deleted"));
     assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 2);
-    let no_answer = callbridge(&["dlq", "purge"], &env(&url), None).await;
+    let no_answer = callbridge(&["dlq", "purge"], &env, None).await;
     assert!(!no_answer.status.success());
     assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 2);
 
-    let confirmed = callbridge(&["dlq", "purge"], &env(&url), Some("y\n")).await;
+    assert!(
+        recorded(&pool).await.is_empty(),
+        "nothing purged, nothing recorded"
+    );
+
+    let confirmed = callbridge(&["dlq", "purge"], &env, Some("y\n")).await;
     assert_success(&confirmed);
     assert!(stdout(&confirmed).contains("purged 2 dead-lettered callbacks"));
     assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 0);
 
     dead_letter(&vhost, "evt-3", "call_failed", "boom").await;
-    assert_success(&callbridge(&["dlq", "purge", "--yes"], &env(&url), None).await);
+    assert_success(&callbridge(&["dlq", "purge", "--yes", "--actor", "bob"], &env, None).await);
     assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 0);
+    let actions: Vec<(String, String, i64)> = recorded(&pool)
+        .await
+        .into_iter()
+        .map(|(action, _, actor, rows, _)| (action, actor, rows))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("dlq.purge".to_owned(), "unknown".to_owned(), 2),
+            ("dlq.purge".to_owned(), "bob".to_owned(), 1),
+        ]
+    );
 }
 
 #[tokio::test]
 async fn a_vhost_without_the_topology_says_what_to_do() {
     let vhost = TestVhost::new().await;
 
-    let output = callbridge(&["dlq", "list"], &env(&vhost.amqp_url()), None).await;
+    let (db, _pool) = migrated_db().await;
+
+    let output = callbridge(&["dlq", "list"], &env(&vhost.amqp_url(), db.url()), None).await;
 
     let message = one_line_failure(&output);
     assert!(

@@ -41,6 +41,8 @@ impl ResponseError for ConsoleError {
             ConsoleError::Ops(
                 OpsError::Cancelled { .. } | OpsError::Refused(_) | OpsError::Rule(_),
             ) => StatusCode::CONFLICT,
+            // RabbitMQ down or the topology missing: the operator can act on the reason.
+            ConsoleError::Ops(OpsError::Broker(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ConsoleError::Ops(OpsError::Database(_)) | ConsoleError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -58,6 +60,10 @@ impl ResponseError for ConsoleError {
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %error_chain(self), "console request failed");
             "Something went wrong on the server; the console's log has the cause.".to_owned()
+        } else if let ConsoleError::Ops(OpsError::Broker(error)) = self {
+            // The whole chain: its last link says what RabbitMQ answered (URLs in it are
+            // redacted by the connection code).
+            format!("RabbitMQ: {error:#}")
         } else {
             self.to_string()
         };

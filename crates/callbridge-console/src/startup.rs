@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::pages::{assets, campaigns, login, review};
+use crate::broker::Broker;
+use crate::pages::{assets, calls, campaigns, dead_letters, login, review, services};
 
 /// How often the database is pinged for `/readyz`.
 const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -26,6 +27,8 @@ pub struct AppState {
     /// How often a page refreshes its live part, in milliseconds.
     pub refresh_ms: u64,
     pub amqp_url: Secret,
+    /// The dead letters' AMQP connection.
+    pub broker: Broker,
     pub management_url: Secret,
     pub services: Vec<(String, url::Url)>,
     /// For the services' readiness and RabbitMQ's management API: short timeouts, so a
@@ -89,6 +92,7 @@ impl Application {
             pool,
             refresh_ms: u64::try_from(config.refresh.as_millis()).unwrap_or(u64::MAX),
             amqp_url: config.amqp_url.clone(),
+            broker: Broker::new(config.amqp_url.clone()),
             management_url: config.management_url.clone(),
             services: config.services.clone(),
             http,
@@ -166,6 +170,11 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(web::resource("/campaigns/action").route(web::post().to(campaigns::act)))
         .service(web::resource("/review").route(web::get().to(review::page)))
         .service(web::resource("/review/resolve").route(web::post().to(review::resolve)))
+        .service(web::resource("/dead-letters").route(web::get().to(dead_letters::page)))
+        .service(web::resource("/dead-letters/replay").route(web::post().to(dead_letters::replay)))
+        .service(web::resource("/dead-letters/purge").route(web::post().to(dead_letters::purge)))
+        .service(web::resource("/services").route(web::get().to(services::page)))
+        .service(web::resource("/calls").route(web::get().to(calls::page)))
         .service(web::resource("/assets/console.css").route(web::get().to(assets::css)))
         .service(web::resource("/assets/console.js").route(web::get().to(assets::js)));
 }

@@ -38,7 +38,13 @@ pub fn html_page(markup: Markup) -> HttpResponse {
 }
 
 /// The pages in the navigation, with their paths.
-pub const NAV: &[(&str, &str)] = &[("Campaigns", "/campaigns"), ("Needs review", "/review")];
+pub const NAV: &[(&str, &str)] = &[
+    ("Campaigns", "/campaigns"),
+    ("Needs review", "/review"),
+    ("Calls", "/calls"),
+    ("Dead letters", "/dead-letters"),
+    ("Services", "/services"),
+];
 
 /// What a page passes to the frame.
 pub struct Frame<'a> {

@@ -8,7 +8,7 @@ use callbridge_types::topology::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Header with the receipt time at microsecond precision (RFC 3339), for the
 /// persister's end-to-end latency; the AMQP `timestamp` property only holds seconds.
@@ -31,20 +31,29 @@ pub struct CallbackMessage {
 }
 
 impl CallbackMessage {
-    /// The envelope of a validated callback. The event id is the `webhook-id` when the
-    /// sender gave one, else the SHA-256 of the raw body, so a re-delivered callback keeps
-    /// its id and the persister deduplicates it.
+    /// The envelope of a validated callback: `raw_body` is the body
+    /// [`parse_callback`](callbridge_types::event::parse_callback) accepted and `event`
+    /// what it made of it. The event id is the `webhook-id` when the sender gave one, else
+    /// the SHA-256 of the raw body, so a re-delivered callback keeps its id and the
+    /// persister deduplicates it.
+    ///
+    /// The envelope's payload is `raw_body` itself, embedded as sent: writing the parsed
+    /// tree out again cost a copy of every string and a second formatting pass per
+    /// callback, and lost the digits of a number no float holds.
     pub fn new(
         webhook_id: Option<&str>,
         raw_body: &[u8],
         received_at: DateTime<Utc>,
         event: CallbackEvent,
-        payload: Value,
     ) -> Self {
         let event_id = event_id_for(webhook_id, raw_body);
         let routing_key = callback_routing_key(&event.event_type);
         let event_type = event.event_type.as_str().to_owned();
-        let body = Envelope::encode_parts(&event_id, received_at, &event, &payload);
+        // parse_callback read these very bytes as one JSON object; the same grammar reads
+        // them as a raw value (a borrowed slice of them, surrounding whitespace left out).
+        let payload: &RawValue = serde_json::from_slice(raw_body)
+            .expect("a body parse_callback accepted is one JSON value");
+        let body = Envelope::encode_parts(&event_id, received_at, &event, payload);
         Self {
             event_id,
             routing_key,

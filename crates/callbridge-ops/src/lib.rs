@@ -1,18 +1,22 @@
 //! What an operator does to campaigns and to queue rows, and the SQL that does it: list and
 //! show campaigns with their figures, pause, resume, cancel, change rules, the two
-//! repairs (`retry` failed rows, `resolve` rows whose outcome is unknown), and the
-//! do-not-call list (`dnc`).
+//! repairs (`retry` failed rows, `resolve` rows whose outcome is unknown), the
+//! do-not-call list (`dnc`), and the dead-lettered callbacks (`dead_letters`: list,
+//! replay, purge).
 //!
-//! The CLI (`callbridge campaign …`, `callbridge queue …`) and the operator console call
-//! these same functions; the services never depend on this crate. Every control and
-//! repair writes one `operator_actions` row (when, who, what, which rows, how many) in the
-//! same transaction as its effect, so the audit cannot disagree with what happened.
+//! The CLI (`callbridge campaign …`, `callbridge queue …`, `callbridge dlq …`) and the
+//! operator console call these same functions; the services never depend on this crate.
+//! Every control and repair writes one `operator_actions` row (when, who, what, which
+//! rows, how many) in the same transaction as its effect, so the audit cannot disagree
+//! with what happened (a dead letter's replay or purge, whose effect is in RabbitMQ,
+//! writes it right after: see [`dead_letters`]).
 //!
 //! Time: every function that changes something takes `now` from the caller's clock
 //! (`callbridge_types::clock`), never the database's, so a test controls it.
 
 pub mod audit;
 pub mod campaign;
+pub mod dead_letters;
 pub mod dnc;
 pub mod queue;
 pub mod retention;
@@ -41,6 +45,9 @@ pub enum OpsError {
     Rule(#[from] RuleError),
     #[error(transparent)]
     Database(#[from] anyhow::Error),
+    /// RabbitMQ refused or could not be reached (the dead letters live there).
+    #[error(transparent)]
+    Broker(anyhow::Error),
 }
 
 /// The database's error with what was being done, as every caller reports it.

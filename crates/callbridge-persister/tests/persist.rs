@@ -832,7 +832,8 @@ async fn call_events_keeps_the_raw_payload_beside_the_normalised_event() {
         "raw-event-1",
         chrono::Utc::now(),
         &validated.event,
-        &serde_json::from_str::<serde_json::Value>(raw).unwrap(),
+        &serde_json::value::to_raw_value(&serde_json::from_str::<serde_json::Value>(raw).unwrap())
+            .unwrap(),
     );
     // Rewrite the payload as sent, byte for byte, as a replayed or foreign producer's
     // message could carry it: the persister must pass it on, not re-render it.

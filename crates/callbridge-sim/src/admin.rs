@@ -18,20 +18,25 @@ use crate::config::{Outcome, parse_secret};
 use crate::state::SimState;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
-    config.route("/healthz", web::get().to(healthz)).service(
-        web::scope("/admin")
-            .route("/knobs", web::get().to(get_knobs))
-            .route("/knobs", web::put().to(put_knobs))
-            .route("/hold", web::post().to(hold))
-            .route("/release", web::post().to(release))
-            .route("/api-key", web::put().to(put_api_key))
-            .route("/callback", web::put().to(put_callback))
-            .route("/script", web::get().to(get_script))
-            .route("/script", web::put().to(put_script))
-            .route("/ground-truth", web::get().to(ground_truth))
-            .route("/wait-idle", web::get().to(wait_idle))
-            .route("/reset", web::post().to(reset)),
-    );
+    config
+        .route("/healthz", web::get().to(healthz))
+        // Ready as soon as it serves (it holds no connection that could be lost): the
+        // console's services page asks every service its /readyz.
+        .route("/readyz", web::get().to(readyz))
+        .service(
+            web::scope("/admin")
+                .route("/knobs", web::get().to(get_knobs))
+                .route("/knobs", web::put().to(put_knobs))
+                .route("/hold", web::post().to(hold))
+                .route("/release", web::post().to(release))
+                .route("/api-key", web::put().to(put_api_key))
+                .route("/callback", web::put().to(put_callback))
+                .route("/script", web::get().to(get_script))
+                .route("/script", web::put().to(put_script))
+                .route("/ground-truth", web::get().to(ground_truth))
+                .route("/wait-idle", web::get().to(wait_idle))
+                .route("/reset", web::post().to(reset)),
+        );
 }
 
 /// Proof that the request may use the admin API.
@@ -66,6 +71,10 @@ impl FromRequest for Admin {
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ready" }))
 }
 
 async fn get_knobs(_: Admin, state: web::Data<SimState>) -> HttpResponse {

@@ -165,13 +165,15 @@ impl Envelope {
     }
 
     /// The message body [`Envelope::new`] followed by [`Envelope::encode`] would give,
-    /// written straight from the parts: what the ingress publishes, without copying the
-    /// payload into an envelope first.
+    /// written straight from the parts: what the ingress publishes. The payload is the
+    /// callback's body as sent (borrowed, e.g. `serde_json::from_slice::<&RawValue>` of
+    /// the bytes the validation read), embedded byte for byte: nothing is copied into an
+    /// envelope first, and no parsed tree is written out again.
     pub fn encode_parts(
         event_id: &str,
         received_at: DateTime<Utc>,
         event: &CallbackEvent,
-        payload: &Value,
+        payload: &RawValue,
     ) -> Vec<u8> {
         encode_current(event_id, received_at, event, payload)
     }
@@ -227,7 +229,7 @@ mod current {
         /// RFC 3339, UTC, microseconds: `2024-01-01T10:00:00.123456Z`.
         pub received_at: String,
         pub event: &'a CallbackEvent,
-        /// The payload as JSON text ([`RawValue`]) or, straight from the ingress, a value.
+        /// The payload as JSON text ([`RawValue`]).
         pub payload: &'a P,
     }
 

@@ -206,8 +206,26 @@ fn encoding_the_parts_gives_the_body_of_the_envelope_they_make() {
         &event_id,
         received_at(),
         &validated.event,
-        &validated.payload,
+        &serde_json::value::to_raw_value(&validated.payload).unwrap(),
     );
     assert_eq!(from_parts, seed_envelope().encode());
     assert_eq!(Envelope::decode(&from_parts).unwrap(), seed_envelope());
+}
+
+/// The ingress embeds the body as sent: its bytes are the envelope's payload, byte for
+/// byte (spacing, key order, a number no float holds), and the body still decodes into
+/// the envelope the parsed payload makes.
+#[test]
+fn encoding_the_parts_embeds_the_raw_body_byte_for_byte() {
+    let raw = r#"{ "event_type":"call_completed", "batch_id":12,"call_id":"raw-1",
+        "phone_number":"9876543210","call_status":"completed","cost":123456789012345678901234567890 }"#;
+    let validated = parse_callback(raw.as_bytes(), "ACC").unwrap();
+    let payload: &serde_json::value::RawValue = serde_json::from_slice(raw.as_bytes()).unwrap();
+    let body = Envelope::encode_parts("raw-1-event", received_at(), &validated.event, payload);
+    let text = String::from_utf8(body.clone()).unwrap();
+    assert!(text.contains(&format!(r#""payload":{raw}"#)), "{text}");
+    let decoded = Envelope::decode(&body).unwrap();
+    assert_eq!(decoded.payload.get(), raw);
+    assert_eq!(decoded.event, validated.event);
+    assert_eq!(decoded.event_id, "raw-1-event");
 }

@@ -4,6 +4,9 @@
 //! `callbridge-ops` function as the CLI.
 
 pub mod assets;
+pub mod calls;
 pub mod campaigns;
+pub mod dead_letters;
 pub mod login;
 pub mod review;
+pub mod services;

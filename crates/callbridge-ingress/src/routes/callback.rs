@@ -84,7 +84,7 @@ async fn accept_callback(
     if let Some(secrets) = &state.secrets {
         signature_headers(request.headers())?.verify(secrets, &body, received_at.timestamp())?;
     }
-    let ValidatedCallback { event, payload } = parse_callback(&body, &state.default_accountcode)?;
+    let ValidatedCallback { event, .. } = parse_callback(&body, &state.default_accountcode)?;
     *event_type = Some(event.event_type.clone());
     let span = tracing::Span::current();
     span.record("event_type", event.event_type.as_str());
@@ -93,7 +93,7 @@ async fn accept_callback(
     let webhook_id = header_text(request.headers(), WEBHOOK_ID_HEADER)
         .ok()
         .flatten();
-    let message = CallbackMessage::new(webhook_id, &body, received_at, event, payload);
+    let message = CallbackMessage::new(webhook_id, &body, received_at, event);
     state
         .publisher
         .publish_confirmed(
