@@ -213,9 +213,7 @@ fn strip_national_prefix<'a>(rules: &Rules, national: &'a str) -> Option<Cow<'a,
             }
             // The crate takes the first group as the carrier code, unwrapped: without one
             // it panics, and that is left to it.
-            if first.is_none() {
-                return None;
-            }
+            first?;
             Some(Cow::Owned(transformed))
         }
         _ => {
@@ -367,15 +365,17 @@ fn compile(source: &str) -> Option<Regex> {
         .ok()
 }
 
-/// Each region's rules, compiled the first time a number needs them. Keyed by region
-/// and calling code: the non-geographic entities share the region `001`.
-static RULES: LazyLock<HashMap<(&'static str, u16), OnceLock<Option<Rules>>>> =
-    LazyLock::new(|| {
-        DATABASE
-            .iter()
-            .map(|meta| ((meta.id(), meta.country_code()), OnceLock::new()))
-            .collect()
-    });
+/// A region's metadata: its id and calling code (the non-geographic entities share the
+/// id `001`).
+type RegionKey = (&'static str, u16);
+
+/// Each region's rules, compiled the first time a number needs them.
+static RULES: LazyLock<HashMap<RegionKey, OnceLock<Option<Rules>>>> = LazyLock::new(|| {
+    DATABASE
+        .iter()
+        .map(|meta| ((meta.id(), meta.country_code()), OnceLock::new()))
+        .collect()
+});
 
 fn rules(meta: &'static Metadata) -> Option<&'static Rules> {
     RULES
