@@ -6,106 +6,29 @@
 //! row whose custom data is hostile markup, which must show as text. A screenshot of every
 //! step goes to `target/console-screenshots/`.
 
+#[path = "support/browser.rs"]
+mod browser;
 #[path = "support/cli_ingress.rs"]
 mod cli_ingress;
 #[path = "../../callbridge-cli/tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
+use browser::{Driver, assert_no_injected_markup, click, screenshot, text_of, wait_for};
 use callbridge_console::Application as Console;
 use callbridge_runtime::config::Settings;
 use callbridge_sim::{SimConfig, Simulator};
 use cli_ingress::Ingress;
 use common::{ACCOUNT_CODE, API_KEY, CALLBACK_SECRET, migrated_db};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 const OPERATOR_TOKEN: &str = "browser-test-operator-token-01";
 const POLL_INTERVAL_MS: u64 = 200;
 const HOSTILE: &str = r#"<script>alert(1)</script>"><img src=x onerror=alert(2)>"#;
-
-fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn screenshot(browser: &Client, name: &str) {
-    let png = browser.screenshot().await.unwrap();
-    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
-}
-
-/// chromedriver on a free loopback port, killed when the test ends.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Driver {
-    async fn start() -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver is installed (scripts/ensure-browser.sh, run by make test)");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        for _ in 0..100 {
-            if http.get(format!("{url}/status")).send().await.is_ok() {
-                return Driver { child, url };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("chromedriver did not answer on {url}");
-    }
-
-    async fn browser(&self) -> Client {
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                         "--window-size=1280,860"],
-            }),
-        );
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&self.url)
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.child.start_kill().ok();
-    }
-}
-
-async fn wait_for(what: &str, patience: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + patience;
-    while !done().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Campaign `spring`: `batches` batches of 20 numbers, due now.
 async fn enqueue_campaign(pool: &PgPool, batches: i32) {
@@ -135,33 +58,11 @@ async fn enqueue_campaign(pool: &PgPool, batches: i32) {
     }
 }
 
-/// The live refresh replaces the table every few hundred milliseconds, so an element
-/// found just before may be gone when it is read or clicked: look it up again.
+/// The campaign's done cell, read again if the live refresh replaced it.
 async fn done_text(browser: &Client) -> String {
-    for _ in 0..20 {
-        let found = browser
-            .find(Locator::Css(r#"tr[data-campaign="spring"] td.done"#))
-            .await;
-        if let Ok(element) = found
-            && let Ok(text) = element.text().await
-        {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the campaign's done cell could not be read");
-}
-
-async fn click(browser: &Client, css: &str) {
-    for _ in 0..20 {
-        if let Ok(element) = browser.find(Locator::Css(css)).await
-            && element.click().await.is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("could not click {css}");
+    text_of(browser, r#"tr[data-campaign="spring"] td.done"#)
+        .await
+        .expect("the campaign's done cell could not be read")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -345,15 +246,7 @@ async fn an_operator_steers_a_campaign_and_settles_a_row_in_a_real_browser() {
     );
     assert!(text.contains("***3210"), "the number is masked: {text}");
     assert!(!text.contains("9876543210"));
-    assert!(browser.get_alert_text().await.is_err(), "a dialog opened");
-    let injected = browser
-        .execute(
-            "return document.querySelectorAll('img[src=\"x\"], td script, main script').length;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(injected, json!(0), "the hostile markup became elements");
+    assert_no_injected_markup(&browser).await;
     screenshot(&browser, "05-needs-review").await;
     click(&browser, &format!(r#"{selector} button.resume"#)).await;
     wait_for("the row is settled", Duration::from_secs(10), async || {

@@ -338,7 +338,7 @@ fn content(
                                 }
                                 td class="num ready" { (count(queue.messages_ready)) }
                                 td class="num unacked" { (count(queue.messages_unacknowledged)) }
-                                td class="num" { (count(queue.consumers)) }
+                                td class="num consumers" { (count(queue.consumers)) }
                             }
                         }
                     }
