@@ -192,7 +192,7 @@ pub async fn settle_terminal_calls(
         match candidate.policy().next_attempt_after(status, attempt) {
             Some(interval) => redials.push(Redial {
                 of: candidate,
-                outcome: *status,
+                outcome: status,
                 due: candidate.first_sendable(now + interval),
             }),
             None if **status != CallStatus::Completed => {
