@@ -143,6 +143,7 @@ impl Candidate {
     /// row is then due at `from` and the submitter holds it as it holds the others.
     fn first_sendable(&self, from: DateTime<Utc>) -> DateTime<Utc> {
         campaign::first_sendable(self.start_at, self.window().as_ref(), self.zone(), from)
+            .unwrap_or(from)
     }
 }
 

@@ -100,7 +100,8 @@ pub(crate) async fn hold_rows_over_cap(
         ) else {
             continue;
         };
-        let (start, end) = campaign::local_day(rules.zone_of(row.time_zone.as_deref()), now);
+        let (start, end) =
+            campaign::local_day(rules.schedule.zone_of(row.time_zone.as_deref()), now);
         days[*index] = Some((number.clone(), start, end));
     }
     let mut used = calls_of_the_day(
