@@ -157,12 +157,12 @@ pub const SUBMITTER_VS_NAIVE: FigureSpec = spec("5h", "submitter: 5a / 5g", Unit
 pub const CLAIM_EMPTY: FigureSpec = spec("5i", "claim, one round: empty queue", Unit::Milliseconds);
 pub const CLAIM_CLOSED_WINDOW: FigureSpec = spec(
     "5j",
-    "claim, one round: 1,000,000 campaign rows waiting for their calling window",
+    "claim, one round: 1,000,000 enqueued campaign rows waiting for their calling window",
     Unit::Milliseconds,
 );
-pub const CLOSED_WINDOW_DEFERRAL: FigureSpec = spec(
+pub const CLOSED_WINDOW_RULES_APPLIED: FigureSpec = spec(
     "5k",
-    "deferring 1,000,000 rows to their window's opening, once (the submitter's bulk deferral)",
+    "`campaign set` applying a new window to 1,000,000 waiting rows, once",
     Unit::Milliseconds,
 );
 
@@ -224,7 +224,7 @@ pub const ALL: &[FigureSpec] = &[
     SUBMITTER_VS_NAIVE,
     CLAIM_EMPTY,
     CLAIM_CLOSED_WINDOW,
-    CLOSED_WINDOW_DEFERRAL,
+    CLOSED_WINDOW_RULES_APPLIED,
     DNC_COPY_LIMIT,
     DNC_IMPORT_RATE,
     DNC_IMPORT_RATIO,

@@ -5,7 +5,8 @@
 //! inserted into the idle queue measure how soon the simulator holds them (5e, 5f).
 //! Last, a naive submitter run by the bench (one row claimed, sent and marked at a time)
 //! is the contrast (5g, 5h). [`claim_cost`] times the claim itself, with an empty queue
-//! and with a campaign of a million rows waiting for its calling window (5i-5k).
+//! and with a campaign of a million rows waiting for its calling window (5i, 5j), and a
+//! change of that campaign's rules applied to its million waiting rows (5k).
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use tokio::process::Command;
 
 use crate::campaign;
 use crate::figures::{
-    CLAIM_CLOSED_WINDOW, CLAIM_EMPTY, CLOSED_WINDOW_DEFERRAL, ENQUEUE_RATE, ENQUEUE_RATIO,
+    CLAIM_CLOSED_WINDOW, CLAIM_EMPTY, CLOSED_WINDOW_RULES_APPLIED, ENQUEUE_RATE, ENQUEUE_RATIO,
     NAIVE_SUBMIT_RATE, SIM_RSS, SUBMIT_LATENCY_MAX, SUBMIT_LATENCY_P50, SUBMITTER_RATE,
     SUBMITTER_RATIO, SUBMITTER_RSS, SUBMITTER_VS_NAIVE,
 };
@@ -489,86 +490,123 @@ const CLOSED_WINDOW_ROWS: i64 = 1_000_000;
 /// Claims timed per figure.
 const CLAIM_ROUNDS: u32 = 200;
 
-/// 5i-5k: the submitter's claim statement, as its rounds run it, on an empty queue and
-/// on a queue holding a campaign of 1,000,000 rows whose calling window is closed, after
-/// the submitter deferred them to the window's opening (5k: that one-time pass, with
-/// the same bulk statement the submitter runs). Deferred rows are not due, and the claim
-/// reads due rows through an index, so 5j should equal 5i.
+/// 5i-5k: the submitter's claim statement, as its rounds run it, on an empty queue (5i)
+/// and on a queue holding a campaign of 1,000,000 rows enqueued by `callbridge enqueue`
+/// with a calling window that is closed (5j): enqueue dates each row at its window's
+/// opening, and the claim reads only due rows through an index, so 5j should equal 5i.
+/// 5k: `callbridge campaign set` moving that window, which dates the million waiting
+/// rows again in its transaction, once.
 pub async fn claim_cost(bench: &mut Bench) -> anyhow::Result<()> {
     let env = RunEnv::new(2, bench.options.pg_sslmode.as_deref()).await?;
     let pool = &env.pool;
     let empty = time_claims(pool).await?;
 
     let now = Utc::now();
-    // A window of one hour that opens twelve hours from now: closed for every row.
+    // A window of one hour that opens twelve hours from now: closed for every row. Then
+    // one that opens thirteen hours from now: every row's due time changes.
     let opens = now + chrono::TimeDelta::hours(12);
-    let campaign_id: i32 = sqlx::query_scalar(
-        "INSERT INTO campaigns (name, window_start, window_end, time_zone)
-         VALUES ('bench-closed-window', $1::time, $1::time + interval '1 hour', 'UTC')
-         RETURNING id",
+    let reopens = now + chrono::TimeDelta::hours(13);
+    let hours = |from: DateTime<Utc>| {
+        let start = from.time();
+        let end = start.overflowing_add_signed(chrono::TimeDelta::hours(1)).0;
+        format!("{}-{}", start.format("%H:%M"), end.format("%H:%M"))
+    };
+    let csv = bench
+        .log_dir
+        .join(format!("closed-window-run{}.csv", bench.run));
+    campaign::write_csv(&csv, CLOSED_WINDOW_ROWS as usize)?;
+    let cli_env = service_env(&env, &bench.options);
+    let enqueuing = Instant::now();
+    run_cli(
+        &cli_env,
+        &[
+            "enqueue",
+            &csv.to_string_lossy(),
+            "--campaign",
+            CLOSED_WINDOW_CAMPAIGN,
+            "--window",
+            &hours(opens),
+            "--time-zone",
+            "UTC",
+            "--json",
+        ],
     )
-    .bind(opens.naive_utc().time())
-    .fetch_one(pool)
-    .await
-    .context("while creating the closed-window campaign")?;
-    sqlx::query(
-        "INSERT INTO local_call_queue (phone_number, batch_id, campaign_id, next_attempt_at)
-         SELECT '9' || lpad(n::text, 9, '0'), 3000000 + n / 1000, $1, $2
-           FROM generate_series(0, $3 - 1) AS n",
-    )
-    .bind(campaign_id)
-    .bind(now)
-    .bind(CLOSED_WINDOW_ROWS)
-    .execute(pool)
-    .await
-    .context("while queueing the closed-window campaign")?;
-    sqlx::query("ANALYZE local_call_queue")
-        .execute(pool)
-        .await
-        .context("while analysing local_call_queue")?;
-
-    let deferring = Instant::now();
-    let mut deferred = 0;
-    loop {
-        let moved = callbridge_submitter::campaign::defer_waiting(
-            pool,
-            campaign_id,
-            None,
-            true,
-            opens,
-            Utc::now(),
-        )
-        .await?;
-        if moved == 0 {
-            break;
-        }
-        deferred += moved;
-    }
-    let deferral_ms = deferring.elapsed().as_secs_f64() * 1000.0;
-    ensure!(
-        deferred == CLOSED_WINDOW_ROWS as u64,
-        "deferred {deferred} of {CLOSED_WINDOW_ROWS} rows"
-    );
-    // Right after the pass, the due index still holds the million rows' old entries.
-    let waiting_before_vacuum = time_claims(pool).await?;
-    // As autovacuum does soon after a change of that size.
-    sqlx::query("VACUUM ANALYZE local_call_queue")
-        .execute(pool)
-        .await
-        .context("while vacuuming local_call_queue")?;
+    .await?;
+    let enqueue_ms = enqueuing.elapsed().as_secs_f64() * 1000.0;
+    let _ = std::fs::remove_file(&csv);
+    ensure_none_due(pool, CLOSED_WINDOW_ROWS).await?;
     let waiting = time_claims(pool).await?;
+
+    let setting = Instant::now();
+    run_cli(
+        &cli_env,
+        &[
+            "campaign",
+            "set",
+            CLOSED_WINDOW_CAMPAIGN,
+            "--window",
+            &hours(reopens),
+            "--json",
+        ],
+    )
+    .await?;
+    let set_ms = setting.elapsed().as_secs_f64() * 1000.0;
+    ensure_none_due(pool, CLOSED_WINDOW_ROWS).await?;
+    // Right after the change, before autovacuum: the due index also holds the old entries
+    // (all in the future, so the claim's scan of due rows does not reach them).
+    let waiting_after_set = time_claims(pool).await?;
 
     bench.collector.record(CLAIM_EMPTY, empty, &[]);
     bench.collector.record(CLAIM_CLOSED_WINDOW, waiting, &[]);
     bench
         .collector
-        .record(CLOSED_WINDOW_DEFERRAL, deferral_ms, &[]);
+        .record(CLOSED_WINDOW_RULES_APPLIED, set_ms, &[]);
     tracing::info!(
         empty_ms = empty,
         closed_window_ms = waiting,
-        closed_window_before_vacuum_ms = waiting_before_vacuum,
-        deferral_ms,
+        closed_window_after_set_ms = waiting_after_set,
+        enqueue_ms,
+        set_ms,
         "claim cost per round"
+    );
+    Ok(())
+}
+
+/// The campaign of [`claim_cost`].
+const CLOSED_WINDOW_CAMPAIGN: &str = "bench-closed-window";
+
+/// Runs the `callbridge` CLI with `args`; fails with its error output unless it succeeds.
+async fn run_cli(
+    env: &std::collections::BTreeMap<String, String>,
+    args: &[&str],
+) -> anyhow::Result<()> {
+    let output = Command::new(bin_dir()?.join("callbridge"))
+        .args(args)
+        .envs(env)
+        .output()
+        .await
+        .with_context(|| format!("while running callbridge {}", args[0]))?;
+    ensure!(
+        output.status.success(),
+        "callbridge {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Fails unless `rows` rows wait and none of them is due now.
+async fn ensure_none_due(pool: &PgPool, rows: i64) -> anyhow::Result<()> {
+    let (waiting, due): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE next_attempt_at <= now())
+           FROM local_call_queue WHERE queue_status = 'pending'",
+    )
+    .fetch_one(pool)
+    .await
+    .context("while counting the closed-window campaign's rows")?;
+    ensure!(
+        waiting == rows && due == 0,
+        "{waiting} rows wait, {due} of them due: expected {rows}, none due"
     );
     Ok(())
 }

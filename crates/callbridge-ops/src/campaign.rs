@@ -5,6 +5,11 @@
 //! (`submitting`): that row may be inside an insert request already. The submitter checks
 //! the campaign's status before it sends a leased row, which is how a pause or cancel
 //! reaches rows claimed but not yet sent.
+//!
+//! Pause, resume and set write onto the campaign's waiting rows when each may go out
+//! under the campaign as it is now (`crate::due::apply_rules`), in the same transaction
+//! as the change: the claim never meets a row under the old rules once the change is
+//! visible, and never meets a row the new ones hold.
 
 use callbridge_types::campaign::CampaignStatus;
 use callbridge_types::status::QueueStatus;
@@ -14,6 +19,7 @@ use serde_json::{Value, json};
 use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::audit::{self, Action, Actor};
+use crate::due::{Applied, apply_rules};
 use crate::rules::{RULE_COLUMNS_SQL, RuleColumns, Rules, RulesChange, RulesView};
 use crate::{OpsError, db_error};
 
@@ -286,26 +292,11 @@ async fn count_waiting(conn: &mut PgConnection, campaign_id: i32) -> Result<i64,
     .map_err(db_error("while counting the campaign's waiting rows"))
 }
 
-/// Makes the campaign's rows that wait only because of its rules (start time, window,
-/// pause) due at `now`, so the claim judges them again under the rules as they are now;
-/// rows waiting for a retry backoff keep their time. Returns how many.
-pub(crate) async fn bring_back_deferred(
-    conn: &mut PgConnection,
-    campaign_id: i32,
-    now: DateTime<Utc>,
-) -> Result<i64, OpsError> {
-    let brought = sqlx::query(
-        "UPDATE local_call_queue
-            SET next_attempt_at = $2, deferred_by_campaign = false
-          WHERE campaign_id = $1 AND queue_status = $3 AND deferred_by_campaign",
-    )
-    .bind(campaign_id)
-    .bind(now)
-    .bind(QueueStatus::Pending.as_str())
-    .execute(conn)
-    .await
-    .map_err(db_error("while making the campaign's deferred rows due"))?;
-    Ok(i64::try_from(brought.rows_affected()).unwrap_or(i64::MAX))
+/// What applying the rules did, for `operator_actions.detail`: `due_again` rows the old
+/// rules (or a pause, or a pacing slot) held are due now; `rescheduled` rows got another
+/// due time or hold.
+fn applied_detail(applied: &Applied) -> Value {
+    json!({ "due_again": applied.due_now, "rescheduled": applied.changed })
 }
 
 async fn finish(
@@ -345,8 +336,10 @@ async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgre
 }
 
 /// Pauses the campaign: the submitter sends none of its rows until it is resumed.
-/// Applies to its waiting rows (their count is `rows_affected`). Pausing a paused
-/// campaign changes nothing and is recorded all the same.
+/// Applies to its waiting rows (their count is `rows_affected`): the pending ones are
+/// held a day ahead ([`callbridge_types::campaign::PAUSE_DEFERRAL`]; a resume brings
+/// them back at once), so the claim does not meet them. Pausing a paused campaign
+/// changes nothing and is recorded all the same.
 #[tracing::instrument(skip_all, fields(campaign = name))]
 pub async fn pause(
     pool: &PgPool,
@@ -360,19 +353,30 @@ pub async fn pause(
         return Err(cancelled(&campaign, "paused"));
     }
     set_status(&mut tx, campaign.id, CampaignStatus::Paused, now).await?;
+    let applied = apply_rules(
+        &mut tx,
+        campaign.id,
+        &campaign.rules.schedule(CampaignStatus::Paused),
+        now,
+    )
+    .await?;
     let waiting = count_waiting(&mut tx, campaign.id).await?;
     let action = Action {
         action: "campaign.pause",
         campaign_id: Some(campaign.id),
         target: json!({ "campaign": campaign.name, "queue_status": QueueStatus::WAITING }),
         rows_affected: waiting,
-        detail: Some(json!({ "previous_status": campaign.status })),
+        detail: Some(json!({
+            "previous_status": campaign.status,
+            "held": applied.changed,
+        })),
     };
     finish(tx, now, actor, &campaign, CampaignStatus::Paused, action).await
 }
 
-/// Resumes a paused campaign: its waiting rows go on, those held by the pause due at
-/// `now`. A cancelled campaign cannot be resumed.
+/// Resumes a paused campaign: its waiting rows go on, each due when the campaign's rules
+/// let it go (`now`, or its zone's next window opening, or the start time; see
+/// [`apply_rules`]). A cancelled campaign cannot be resumed.
 #[tracing::instrument(skip_all, fields(campaign = name))]
 pub async fn resume(
     pool: &PgPool,
@@ -386,14 +390,22 @@ pub async fn resume(
         return Err(cancelled(&campaign, "resumed"));
     }
     set_status(&mut tx, campaign.id, CampaignStatus::Active, now).await?;
-    let due_again = bring_back_deferred(&mut tx, campaign.id, now).await?;
+    let applied = apply_rules(
+        &mut tx,
+        campaign.id,
+        &campaign.rules.schedule(CampaignStatus::Active),
+        now,
+    )
+    .await?;
     let waiting = count_waiting(&mut tx, campaign.id).await?;
+    let mut detail = applied_detail(&applied);
+    detail["previous_status"] = json!(campaign.status);
     let action = Action {
         action: "campaign.resume",
         campaign_id: Some(campaign.id),
         target: json!({ "campaign": campaign.name, "queue_status": QueueStatus::WAITING }),
         rows_affected: waiting,
-        detail: Some(json!({ "previous_status": campaign.status, "due_again": due_again })),
+        detail: Some(detail),
     };
     finish(tx, now, actor, &campaign, CampaignStatus::Active, action).await
 }
@@ -454,9 +466,9 @@ pub async fn cancel(
     finish(tx, now, actor, &campaign, CampaignStatus::Cancelled, action).await
 }
 
-/// Changes the campaign's rules; its rows that waited because of the old rules are due at
-/// `now`, so the new rules apply to them at once. A cancelled campaign's rules cannot be
-/// changed.
+/// Changes the campaign's rules and applies them to its waiting rows at once, in the same
+/// transaction: each is due when the new rules let it go (see [`apply_rules`]), and a
+/// new pace applies from the change on. A cancelled campaign's rules cannot be changed.
 #[tracing::instrument(skip_all, fields(campaign = name))]
 pub async fn set(
     pool: &PgPool,
@@ -477,18 +489,17 @@ pub async fn set(
     }
     let rules = change.apply(&campaign.rules)?;
     store_rules(&mut tx, campaign.id, &rules, now).await?;
-    let due_again = bring_back_deferred(&mut tx, campaign.id, now).await?;
+    let applied = apply_rules(&mut tx, campaign.id, &rules.schedule(campaign.status), now).await?;
     let waiting = count_waiting(&mut tx, campaign.id).await?;
+    let mut detail = applied_detail(&applied);
+    detail["before"] = json!(campaign.rules.view());
+    detail["after"] = json!(rules.view());
     let action = Action {
         action: "campaign.set",
         campaign_id: Some(campaign.id),
         target: json!({ "campaign": campaign.name, "queue_status": QueueStatus::WAITING }),
         rows_affected: waiting,
-        detail: Some(json!({
-            "before": campaign.rules.view(),
-            "after": rules.view(),
-            "due_again": due_again,
-        })),
+        detail: Some(detail),
     };
     let status = campaign.status;
     finish(tx, now, actor, &campaign, status, action).await
@@ -562,6 +573,8 @@ pub(crate) async fn refresh_batches(
 pub struct EnqueueCampaign {
     pub id: i32,
     pub created: bool,
+    /// Its status once the enqueue commits (a completed campaign becomes active again).
+    pub status: CampaignStatus,
     pub rules: Rules,
 }
 
@@ -591,6 +604,7 @@ pub async fn for_enqueue(
     .await
     .map_err(db_error("while creating the campaign"))?;
     let campaign = lock_campaign(&mut tx, name).await?;
+    let mut status = campaign.status;
     let rules = if created.is_some() {
         let rules = change.apply(&Rules::default())?;
         store_rules(&mut tx, campaign.id, &rules, now).await?;
@@ -607,6 +621,7 @@ pub async fn for_enqueue(
         }
         if campaign.status == CampaignStatus::Completed {
             set_status(&mut tx, campaign.id, CampaignStatus::Active, now).await?;
+            status = CampaignStatus::Active;
         }
         campaign.rules
     };
@@ -616,6 +631,7 @@ pub async fn for_enqueue(
     Ok(EnqueueCampaign {
         id: campaign.id,
         created: created.is_some(),
+        status,
         rules,
     })
 }

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod campaign;
 pub mod dead_letters;
 pub mod dnc;
+pub mod due;
 pub mod queue;
 pub mod retention;
 pub mod rules;

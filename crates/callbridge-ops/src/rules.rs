@@ -5,7 +5,7 @@
 //! combines what was parsed and checks the combination.
 
 use callbridge_types::campaign::{
-    CallingWindow, Days, RedialPolicy, StoredRedial, Tz, parse_time_zone,
+    CallingWindow, CampaignStatus, Days, RedialPolicy, Schedule, StoredRedial, Tz, parse_time_zone,
 };
 use chrono::{DateTime, NaiveTime, Utc};
 use serde::Serialize;
@@ -140,6 +140,16 @@ impl RuleColumns {
 }
 
 impl Rules {
+    /// When a campaign with these rules and `status` lets its waiting rows go.
+    pub fn schedule(&self, status: CampaignStatus) -> Schedule {
+        Schedule {
+            status,
+            start_at: self.start_at,
+            window: self.window,
+            zone: self.time_zone,
+        }
+    }
+
     /// `window_days` as stored: the window's days, or every day when there is no window.
     pub fn window_days(&self) -> i16 {
         self.window.map_or(Days::ALL, |window| window.days()).bits()

@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use callbridge_types::campaign::{
-    CallingWindow, CampaignStatus, Days, RedialPolicy, StoredRedial, Tz, parse_time_zone,
+    self, CallingWindow, CampaignStatus, Days, RedialPolicy, StoredRedial, Tz, parse_time_zone,
 };
 use callbridge_types::status::CallStatus;
 use chrono::{DateTime, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
@@ -142,9 +142,7 @@ impl Candidate {
     /// after its start time, inside its window. A window on no day never opens; the
     /// row is then due at `from` and the submitter holds it as it holds the others.
     fn first_sendable(&self, from: DateTime<Utc>) -> DateTime<Utc> {
-        let from = self.start_at.map_or(from, |start| start.max(from));
-        self.window()
-            .and_then(|window| window.next_opening(self.zone(), from))
+        campaign::first_sendable(self.start_at, self.window().as_ref(), self.zone(), from)
             .unwrap_or(from)
     }
 }

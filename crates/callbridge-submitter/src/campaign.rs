@@ -3,13 +3,19 @@
 //! time zone (else the campaign's), and its pacing. Rows an application inserted
 //! without a campaign are never held.
 //!
-//! A row that may not go out now is not polled for: it goes back to `pending` due at the
-//! instant it may (the window's next opening, the start time, its pacing slot; a day
-//! ahead for a paused campaign, which a resume brings back at once), marked
-//! `deferred_by_campaign`. So the claim, which reads due rows through an index, never
-//! sees it before then. The other waiting rows of the same campaign and zone are
-//! deferred with it in one statement, so a campaign of a million rows whose window is
-//! closed costs one pass, not a million claims.
+//! A campaign's rows normally reach the claim only when they may go out: `enqueue`
+//! stamps each row with its due time (`callbridge_types::campaign::Schedule`), and
+//! `campaign set`, `pause` and `resume` stamp the waiting rows again in the transaction
+//! that changes the rules. What is checked here is the safety net for the rows nobody
+//! stamped: rows an application inserts with a `campaign_id`, a redial the persister
+//! dated under rules changed a moment later, a paused campaign's rows once their day of
+//! deferral is up, rows claimed before a pause committed. Such a row that may not go out
+//! now is not polled for: it goes back to `pending` due at the instant it may (the
+//! window's next opening, the start time, its pacing slot; a day ahead for a paused
+//! campaign), marked `deferred_by_campaign`, so the claim, which reads due rows through
+//! an index, never sees it before then. The other due rows of the same campaign and
+//! zone are deferred with it in one statement, so even a campaign of a million such rows
+//! costs passes of 50,000 rows, not a million claims.
 //!
 //! # Pacing
 //!
@@ -27,16 +33,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
-use callbridge_types::campaign::{CallingWindow, CampaignStatus, Days, Tz, parse_time_zone};
+pub use callbridge_types::campaign::PAUSE_DEFERRAL;
+use callbridge_types::campaign::{
+    CallingWindow, CampaignStatus, Days, Schedule, Tz, parse_time_zone,
+};
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use sqlx::PgPool;
 
 /// How long after a number's send its acceptance may be stamped, at most, for pacing
 /// to hold on acceptance times.
 pub const PACING_LATENCY: TimeDelta = TimeDelta::seconds(1);
-/// How far a paused (or completed) campaign's rows are deferred. A resume brings them
-/// back at once; this only bounds how often a forgotten pause is looked at again.
-pub const PAUSE_DEFERRAL: TimeDelta = TimeDelta::days(1);
 /// The most waiting rows one bulk deferral moves, so one statement stays short; the
 /// claim finds the rest on later rounds.
 const BULK_DEFERRAL_ROWS: i64 = 50_000;
@@ -46,10 +52,11 @@ const BULK_DEFERRAL_ROWS: i64 = 50_000;
 pub struct Rules {
     pub id: i32,
     pub name: String,
-    pub status: CampaignStatus,
-    pub start_at: Option<DateTime<Utc>>,
-    pub window: Option<CallingWindow>,
-    pub zone: Tz,
+    /// The version of the campaign's row these rules were read from (its `xmin`): a
+    /// change of rules or status committed since makes it another.
+    pub version: String,
+    /// Status, start time and window: when its rows may go out.
+    pub schedule: Schedule,
     pub pacing: Option<Pacing>,
 }
 
@@ -100,41 +107,15 @@ pub enum Gate {
 }
 
 impl Rules {
-    /// The row's zone: its own when it names one this build knows, else the campaign's.
-    pub fn zone_of(&self, row_zone: Option<&str>) -> Tz {
-        row_zone
-            .and_then(|zone| parse_time_zone(zone).ok())
-            .unwrap_or(self.zone)
-    }
-
     /// What the campaign says of a row in `row_zone` at `now`.
     pub fn gate(&self, row_zone: Option<&str>, now: DateTime<Utc>) -> Gate {
-        match self.status {
-            CampaignStatus::Active => {}
-            CampaignStatus::Cancelled => return Gate::Cancel,
-            CampaignStatus::Paused | CampaignStatus::Completed => {
-                return Gate::Defer {
-                    until: now + PAUSE_DEFERRAL,
-                    whole_campaign: true,
-                };
-            }
-        }
-        let start = self.start_at.filter(|start| *start > now);
-        let from = start.unwrap_or(now);
-        let opening = match &self.window {
-            None => Some(from),
-            Some(window) => window.next_opening(self.zone_of(row_zone), from),
-        };
-        match opening {
+        let zone = self.schedule.zone_of(row_zone);
+        match self.schedule.due_at(zone, now) {
+            None => Gate::Cancel,
             Some(at) if at <= now => Gate::Send,
             Some(until) => Gate::Defer {
                 until,
-                whole_campaign: start.is_some() && self.window.is_none(),
-            },
-            // A window on no day never opens: nothing can be sent until the rules change.
-            None => Gate::Defer {
-                until: now + PAUSE_DEFERRAL,
-                whole_campaign: true,
+                whole_campaign: self.schedule.holds_every_zone_alike(),
             },
         }
     }
@@ -144,6 +125,7 @@ impl Rules {
 struct CampaignRow {
     id: i32,
     name: String,
+    version: String,
     status: String,
     start_at: Option<DateTime<Utc>>,
     window_start: Option<NaiveTime>,
@@ -175,10 +157,13 @@ impl CampaignRow {
         Rules {
             id: self.id,
             name: self.name,
-            status,
-            start_at: self.start_at,
-            window,
-            zone,
+            version: self.version,
+            schedule: Schedule {
+                status,
+                start_at: self.start_at,
+                window,
+                zone,
+            },
             pacing: self
                 .max_per_minute
                 .and_then(|max| u32::try_from(max).ok())
@@ -191,8 +176,8 @@ impl CampaignRow {
 #[tracing::instrument(skip_all, fields(campaigns = ids.len()))]
 pub async fn load_rules(pool: &PgPool, ids: &[i32]) -> anyhow::Result<BTreeMap<i32, Rules>> {
     let rows: Vec<CampaignRow> = sqlx::query_as(
-        "SELECT id, name, status, start_at, window_start, window_end, window_days, time_zone,
-                max_per_minute
+        "SELECT id, name, xmin::text AS version, status, start_at, window_start, window_end,
+                window_days, time_zone, max_per_minute
            FROM campaigns WHERE id = ANY($1)",
     )
     .bind(ids)
@@ -206,11 +191,14 @@ pub async fn load_rules(pool: &PgPool, ids: &[i32]) -> anyhow::Result<BTreeMap<i
 }
 
 /// Defers the campaign's other due `pending` rows (of `zone` unless `whole_campaign`)
-/// to `until`, as the claim would one by one. Returns how many moved.
+/// to `until`, as the claim would one by one, unless the campaign changed since its
+/// rules were read (`rules_version`, see [`Rules::version`]): the change dated the rows
+/// itself, and rules read before it must not undo that. Returns how many moved.
 #[tracing::instrument(skip_all, fields(campaign_id))]
 pub async fn defer_waiting(
     pool: &PgPool,
     campaign_id: i32,
+    rules_version: &str,
     zone: Option<&str>,
     whole_campaign: bool,
     until: DateTime<Utc>,
@@ -223,8 +211,10 @@ pub async fn defer_waiting(
                         WHERE campaign_id = $1 AND queue_status = 'pending'
                           AND next_attempt_at <= $5
                           AND ($3 OR time_zone IS NOT DISTINCT FROM $2)
+                          AND (SELECT xmin::text FROM campaigns WHERE id = $1) = $7
                         LIMIT $6
-                          -- Rows another submitter is moving are left to it.
+                          -- Rows another submitter, or a change of the campaign's rules,
+                          -- is moving are left to it.
                           FOR UPDATE SKIP LOCKED)",
     )
     .bind(campaign_id)
@@ -233,6 +223,7 @@ pub async fn defer_waiting(
     .bind(until)
     .bind(now)
     .bind(BULK_DEFERRAL_ROWS)
+    .bind(rules_version)
     .execute(pool)
     .await
     .context("while deferring a campaign's waiting rows")?;
@@ -342,10 +333,13 @@ mod tests {
         Rules {
             id: 1,
             name: "spring".to_owned(),
-            status: CampaignStatus::Active,
-            start_at: None,
-            window: Some(CallingWindow::parse("08:00-21:00", "all").unwrap()),
-            zone: parse_time_zone("America/New_York").unwrap(),
+            version: "1".to_owned(),
+            schedule: Schedule {
+                status: CampaignStatus::Active,
+                start_at: None,
+                window: Some(CallingWindow::parse("08:00-21:00", "all").unwrap()),
+                zone: parse_time_zone("America/New_York").unwrap(),
+            },
             pacing: None,
         }
     }
@@ -386,10 +380,8 @@ mod tests {
                 whole_campaign: false
             }
         );
-        let later = Rules {
-            start_at: Some(utc("2026-12-05T15:00:00Z")),
-            ..rules.clone()
-        };
+        let mut later = rules.clone();
+        later.schedule.start_at = Some(utc("2026-12-05T15:00:00Z"));
         assert_eq!(
             later.gate(None, now),
             Gate::Defer {
@@ -402,10 +394,8 @@ mod tests {
     #[test]
     fn paused_campaigns_wait_and_cancelled_ones_are_cancelled() {
         let now = utc("2026-12-05T01:59:30Z");
-        let paused = Rules {
-            status: CampaignStatus::Paused,
-            ..rules()
-        };
+        let mut paused = rules();
+        paused.schedule.status = CampaignStatus::Paused;
         assert_eq!(
             paused.gate(None, now),
             Gate::Defer {
@@ -413,10 +403,8 @@ mod tests {
                 whole_campaign: true
             }
         );
-        let cancelled = Rules {
-            status: CampaignStatus::Cancelled,
-            ..rules()
-        };
+        let mut cancelled = rules();
+        cancelled.schedule.status = CampaignStatus::Cancelled;
         assert_eq!(cancelled.gate(None, now), Gate::Cancel);
     }
 }

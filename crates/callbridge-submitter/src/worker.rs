@@ -589,9 +589,13 @@ impl Submitter {
 
         report.deferred += store::defer(&inner.pool, &inner.owner, &deferrals).await?;
         for ((campaign_id, whole_campaign, zone), until) in groups {
+            let Some(version) = rules.get(&campaign_id).map(|rules| rules.version.as_str()) else {
+                continue;
+            };
             let moved = campaign::defer_waiting(
                 &inner.pool,
                 campaign_id,
+                version,
                 zone.as_deref(),
                 whole_campaign,
                 until,

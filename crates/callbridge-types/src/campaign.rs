@@ -253,6 +253,77 @@ impl CallingWindow {
     }
 }
 
+/// How far ahead a paused (or completed) campaign's waiting rows are put off. A resume
+/// judges them again at once; this only bounds how often a forgotten pause is looked at.
+pub const PAUSE_DEFERRAL: TimeDelta = TimeDelta::days(1);
+
+/// What decides when a campaign's waiting rows may go out: its status, start time and
+/// calling window, read in each row's zone (else `zone`). The one home of that rule:
+/// `enqueue` stamps each row's due time with it, `campaign set`, `pause` and `resume`
+/// re-stamp the waiting rows with it, the persister dates redials with it, and the
+/// submitter's claim checks it once more right before sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub status: CampaignStatus,
+    /// Nothing is sent before this instant.
+    pub start_at: Option<DateTime<Utc>>,
+    pub window: Option<CallingWindow>,
+    /// The zone of rows that carry none, or one this build does not know.
+    pub zone: Tz,
+}
+
+impl Schedule {
+    /// The zone a row's window is read in: its own when it names one this build knows,
+    /// else the campaign's.
+    pub fn zone_of(&self, row_zone: Option<&str>) -> Tz {
+        row_zone
+            .and_then(|zone| parse_time_zone(zone).ok())
+            .unwrap_or(self.zone)
+    }
+
+    /// When a waiting row in `zone` may go out, judged at `now`: `now` itself when it
+    /// may go now; else the later of the start time and the window's next opening in
+    /// `zone`; `now` + [`PAUSE_DEFERRAL`] while the campaign is paused or completed, or
+    /// when its window opens on no day (nothing goes out until the rules change);
+    /// `None` for a cancelled campaign, whose rows never go out.
+    pub fn due_at(&self, zone: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.status {
+            CampaignStatus::Active => {}
+            CampaignStatus::Cancelled => return None,
+            CampaignStatus::Paused | CampaignStatus::Completed => {
+                return Some(now + PAUSE_DEFERRAL);
+            }
+        }
+        Some(
+            first_sendable(self.start_at, self.window.as_ref(), zone, now)
+                .unwrap_or(now + PAUSE_DEFERRAL),
+        )
+    }
+
+    /// Whether every zone waits alike when a row waits: the campaign is not active, or
+    /// only its start time (no window) holds it, or its window never opens.
+    pub fn holds_every_zone_alike(&self) -> bool {
+        self.status != CampaignStatus::Active
+            || self.window.is_none_or(|window| window.days().is_empty())
+    }
+}
+
+/// The first instant at or after `from` at which a row in `zone` may go out under a start
+/// time and a calling window: the window's next opening from the later of `from` and the
+/// start time. `None` for a window on no day, which never opens.
+pub fn first_sendable(
+    start_at: Option<DateTime<Utc>>,
+    window: Option<&CallingWindow>,
+    zone: Tz,
+    from: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let from = start_at.map_or(from, |start| start.max(from));
+    match window {
+        None => Some(from),
+        Some(window) => window.next_opening(zone, from),
+    }
+}
+
 /// `campaign::is_open(window, zone, instant)`: see [`CallingWindow::is_open`].
 pub fn is_open(window: &CallingWindow, zone: Tz, instant: DateTime<Utc>) -> bool {
     window.is_open(zone, instant)
@@ -831,6 +902,76 @@ mod tests {
                 .next_opening(NEW_YORK, open),
             None
         );
+    }
+
+    #[test]
+    fn a_row_is_due_at_its_own_zones_opening_after_the_start_time() {
+        let schedule = Schedule {
+            status: CampaignStatus::Active,
+            start_at: None,
+            window: Some(window("08:00-21:00", "all")),
+            zone: NEW_YORK,
+        };
+        // 20:59:30 in New York (EST) is 07:29:30 the next morning in Kolkata.
+        let now = utc("2026-12-05T01:59:30Z");
+        assert_eq!(schedule.due_at(NEW_YORK, now), Some(now));
+        assert_eq!(
+            schedule.due_at(KOLKATA, now),
+            Some(utc("2026-12-05T02:30:00Z"))
+        );
+        assert_eq!(schedule.zone_of(Some("Asia/Kolkata")), KOLKATA);
+        assert_eq!(schedule.zone_of(Some("Mars/Olympus")), NEW_YORK);
+        assert_eq!(schedule.zone_of(None), NEW_YORK);
+        assert!(!schedule.holds_every_zone_alike());
+
+        // A start time inside the window is the due time; one outside it waits for the
+        // opening after it.
+        // 16:00Z: 11:00 in New York, 21:30 in Kolkata.
+        let later = Schedule {
+            start_at: Some(utc("2026-12-05T16:00:00Z")),
+            ..schedule
+        };
+        assert_eq!(
+            later.due_at(NEW_YORK, now),
+            Some(utc("2026-12-05T16:00:00Z"))
+        );
+        assert_eq!(
+            later.due_at(KOLKATA, now),
+            Some(utc("2026-12-06T02:30:00Z"))
+        );
+        let unwindowed = Schedule {
+            window: None,
+            ..later
+        };
+        assert_eq!(
+            unwindowed.due_at(KOLKATA, now),
+            Some(utc("2026-12-05T16:00:00Z"))
+        );
+        assert!(unwindowed.holds_every_zone_alike());
+    }
+
+    #[test]
+    fn a_paused_campaigns_rows_wait_a_day_and_a_cancelled_ones_never_go() {
+        let now = utc("2026-12-05T01:59:30Z");
+        let paused = Schedule {
+            status: CampaignStatus::Paused,
+            start_at: None,
+            window: None,
+            zone: Tz::UTC,
+        };
+        assert_eq!(paused.due_at(KOLKATA, now), Some(now + PAUSE_DEFERRAL));
+        assert!(paused.holds_every_zone_alike());
+        let cancelled = Schedule {
+            status: CampaignStatus::Cancelled,
+            ..paused
+        };
+        assert_eq!(cancelled.due_at(KOLKATA, now), None);
+        let never_open = Schedule {
+            status: CampaignStatus::Active,
+            window: Some(window("08:00-21:00", "all").with_days(Days::from_bits(0).unwrap())),
+            ..paused
+        };
+        assert_eq!(never_open.due_at(KOLKATA, now), Some(now + PAUSE_DEFERRAL));
     }
 
     #[test]

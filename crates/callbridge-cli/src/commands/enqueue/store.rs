@@ -8,17 +8,25 @@
 //! an insert as dear as this COPY, which on its own runs as fast as a raw COPY of the
 //! same rows.
 //!
+//! Each row is copied in with the instant its campaign's rules let it go as its
+//! `next_attempt_at` (the window's next opening in its zone, the start time, a day ahead
+//! for a paused campaign; the enqueue's own instant when it may go at once), marked
+//! `deferred_by_campaign` when the rules hold it, so the submitter's claim, which reads
+//! only due rows, never meets a row its window keeps closed. The instant is the same for
+//! every row of one zone, so it is computed once per zone ([`DueTimes`]).
+//!
 //! Numbers on the do-not-call list when the enqueue runs are stored `suppressed`, in no
 //! batch, and reported; the submitter's claim checks the list again right before sending,
 //! which is what stops a number listed later.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 
 use anyhow::Context;
 use callbridge_ops::audit::{self, Action, Actor};
 use callbridge_ops::campaign::{EnqueueCampaign, for_enqueue};
 use callbridge_ops::{OpsError, RulesChange};
+use callbridge_types::campaign::Schedule;
 use callbridge_types::status::{BatchStatus, QueueStatus};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -83,6 +91,8 @@ pub struct Enqueue<'c> {
     enqueued_before: HashSet<u64>,
     /// The do-not-call list, as E.164 keys.
     do_not_call: HashSet<u64>,
+    /// The enqueue's instant: rows are due from it on.
+    now: DateTime<Utc>,
 }
 
 /// Begins the enqueue's transaction: takes the enqueue lock, reads which numbers the
@@ -171,6 +181,7 @@ pub async fn begin_enqueue<'c>(
         batch_ids,
         enqueued_before,
         do_not_call,
+        now,
     })
 }
 
@@ -222,6 +233,7 @@ impl Enqueue<'_> {
             campaign_key,
             batch_ids: self.batch_ids.clone(),
             batch_size: u64::from(batch_size),
+            due: DueTimes::new(self.campaign.rules.schedule(self.campaign.status), self.now),
             counts: QueueCounts::default(),
         }
     }
@@ -235,7 +247,8 @@ impl Enqueue<'_> {
             .copy_in_raw(
                 "COPY local_call_queue
                      (phone_number, phone_e164, batch_id, custom_data, queue_status,
-                      retry_count, campaign_key, campaign_id, time_zone)
+                      retry_count, campaign_key, campaign_id, time_zone, next_attempt_at,
+                      deferred_by_campaign)
                  FROM STDIN",
             )
             .await
@@ -340,6 +353,7 @@ pub struct QueueLines {
     campaign_key: Vec<u8>,
     batch_ids: Vec<i32>,
     batch_size: u64,
+    due: DueTimes,
     counts: QueueCounts,
 }
 
@@ -384,6 +398,8 @@ impl QueueLines {
             Some(zone) => out.extend_from_slice(zone.as_bytes()),
             None => out.extend_from_slice(b"\\N"),
         }
+        out.push(b'\t');
+        out.extend_from_slice(self.due.fields(row.time_zone));
         out.push(b'\n');
         if self.chunk.len() >= COPY_CHUNK_BYTES {
             let full = std::mem::replace(&mut self.chunk, empty_chunk());
@@ -405,6 +421,51 @@ impl QueueLines {
             // The COPY side failed and reports why; this only stops the reading.
             .map_err(|_| anyhow::anyhow!("the database stopped taking rows"))
     }
+}
+
+/// The `next_attempt_at` and `deferred_by_campaign` fields of each zone's rows, as COPY
+/// text: when the campaign's schedule lets a row of that zone go, judged at the
+/// enqueue's instant. Computed at a zone's first row and kept (a file names few zones).
+struct DueTimes {
+    schedule: Schedule,
+    now: DateTime<Utc>,
+    /// Rows without a zone of their own (the campaign's).
+    default: Vec<u8>,
+    by_zone: HashMap<String, Vec<u8>>,
+}
+
+impl DueTimes {
+    fn new(schedule: Schedule, now: DateTime<Utc>) -> DueTimes {
+        DueTimes {
+            default: due_fields(&schedule, None, now),
+            schedule,
+            now,
+            by_zone: HashMap::new(),
+        }
+    }
+
+    fn fields(&mut self, zone: Option<&str>) -> &[u8] {
+        let Some(zone) = zone else {
+            return &self.default;
+        };
+        if !self.by_zone.contains_key(zone) {
+            let fields = due_fields(&self.schedule, Some(zone), self.now);
+            self.by_zone.insert(zone.to_owned(), fields);
+        }
+        &self.by_zone[zone]
+    }
+}
+
+/// `next_attempt_at\tdeferred_by_campaign` of a row in `zone`: the instant the schedule
+/// gives it, held (`t`) when that is after `now`.
+fn due_fields(schedule: &Schedule, zone: Option<&str>, now: DateTime<Utc>) -> Vec<u8> {
+    // A new campaign is never cancelled (a cancelled one takes no rows): due at once.
+    let due = schedule
+        .due_at(schedule.zone_of(zone), now)
+        .unwrap_or(now)
+        .max(now);
+    let held = if due > now { 't' } else { 'f' };
+    format!("{}\t{held}", due.format("%Y-%m-%d %H:%M:%S%.6f+00")).into_bytes()
 }
 
 /// Room for a chunk and the line that fills it.
@@ -493,6 +554,7 @@ pub async fn refresh_planner_statistics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callbridge_types::campaign::{CallingWindow, CampaignStatus, parse_time_zone};
 
     #[test]
     fn batches_are_full_but_the_last_and_take_the_allocated_ids_in_order() {
@@ -525,6 +587,17 @@ mod tests {
             campaign_key: key,
             batch_ids: vec![41, 42],
             batch_size: 2,
+            // 20:59:30 in New York, inside the window; 07:29:30 in Kolkata, where it opens
+            // at 08:00 (02:30Z).
+            due: DueTimes::new(
+                Schedule {
+                    status: CampaignStatus::Active,
+                    start_at: None,
+                    window: Some(CallingWindow::parse("08:00-21:00", "all").unwrap()),
+                    zone: parse_time_zone("America/New_York").unwrap(),
+                },
+                "2026-12-05T01:59:30.25Z".parse().unwrap(),
+            ),
             counts: QueueCounts::default(),
         };
         let rows = [
@@ -562,10 +635,10 @@ mod tests {
         assert_eq!(
             copied,
             concat!(
-                "+447700000500\t+447700000500\t41\t{\"a\\\\\\\\b\":\"x\\\\\"\\\\n\"}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
-                "9876543213\t+919876543213\t\\N\t\\N\tsuppressed\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
-                "9876543210\t+919876543210\t41\t\\N\tpending\t0\tcampaign:tab\\there\\\\\t7\tAsia/Kolkata\n",
-                "9876543212\t+919876543212\t42\t{}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\n",
+                "+447700000500\t+447700000500\t41\t{\"a\\\\\\\\b\":\"x\\\\\"\\\\n\"}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\t2026-12-05 01:59:30.250000+00\tf\n",
+                "9876543213\t+919876543213\t\\N\t\\N\tsuppressed\t0\tcampaign:tab\\there\\\\\t7\t\\N\t2026-12-05 01:59:30.250000+00\tf\n",
+                "9876543210\t+919876543210\t41\t\\N\tpending\t0\tcampaign:tab\\there\\\\\t7\tAsia/Kolkata\t2026-12-05 02:30:00.000000+00\tt\n",
+                "9876543212\t+919876543212\t42\t{}\tpending\t0\tcampaign:tab\\there\\\\\t7\t\\N\t2026-12-05 01:59:30.250000+00\tf\n",
             )
         );
     }
