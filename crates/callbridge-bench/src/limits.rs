@@ -434,6 +434,9 @@ mod tests {
             time_zone: None,
             paced_slot_at: None,
             suppressed: false,
+            phone_e164: None,
+            max_attempts_per_day: None,
+            held_until: None,
         }
     }
 

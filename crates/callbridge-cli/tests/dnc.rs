@@ -264,3 +264,61 @@ async fn enqueue_stores_a_listed_number_suppressed_in_no_batch_and_names_its_lin
     let shown = run_json(&["campaign", "show", "spring", "--json"], db.url()).await;
     assert_eq!(shown["suppressed"], 1, "{shown}");
 }
+
+#[tokio::test]
+async fn check_shows_the_numbers_waiting_rows_that_the_claim_will_suppress() {
+    let (db, pool) = migrated_db().await;
+    let file = TempFile::with_contents("spring.csv", b"phone_number\n9876543210\n9876543219\n");
+    let output = callbridge(
+        &["enqueue", file.arg(), "--campaign", "spring"],
+        &env(db.url()),
+        None,
+    )
+    .await;
+    assert_success(&output);
+
+    // Not listed: its row waits and will be sent.
+    let output = callbridge(&["dnc", "check", "+91 98765 43210"], &env(db.url()), None).await;
+    assert_success(&output);
+    let text = stdout(&output);
+    assert!(text.contains("is not on the do-not-call list"), "{text}");
+    assert!(
+        text.contains("1 row of it waits: each will be sent when it is due"),
+        "{text}"
+    );
+    assert!(text.contains("spring"), "{text}");
+
+    // Listed after it was enqueued: the same row is now one the claim will suppress.
+    run_json(&["dnc", "add", "9876543210", "--json"], db.url()).await;
+    let output = callbridge(&["dnc", "check", "9876543210"], &env(db.url()), None).await;
+    assert_success(&output);
+    let text = stdout(&output);
+    assert!(text.contains("is on the do-not-call list since"), "{text}");
+    assert!(
+        text.contains("1 row of it waits: each will be suppressed, never sent, when it is due"),
+        "{text}"
+    );
+    let checked = run_json(&["dnc", "check", "9876543210", "--json"], db.url()).await;
+    let row: i32 =
+        sqlx::query_scalar("SELECT id FROM local_call_queue WHERE phone_e164 = '+919876543210'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(checked["waiting_total"], 1, "{checked}");
+    assert_eq!(checked["waiting"][0]["id"], row, "{checked}");
+    assert_eq!(checked["waiting"][0]["campaign"], "spring", "{checked}");
+    assert_eq!(checked["waiting"][0]["attempt"], 1, "{checked}");
+
+    // A row that went out no longer waits.
+    sqlx::query("UPDATE local_call_queue SET queue_status = 'submitted' WHERE id = $1")
+        .bind(row)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let checked = run_json(&["dnc", "check", "9876543210", "--json"], db.url()).await;
+    assert_eq!(checked["waiting_total"], 0, "{checked}");
+    assert_eq!(checked["waiting"], serde_json::json!([]), "{checked}");
+    // Another number's rows are not its.
+    let other = run_json(&["dnc", "check", "9876543219", "--json"], db.url()).await;
+    assert_eq!(other["waiting_total"], 1, "{other}");
+}

@@ -194,6 +194,57 @@ pub async fn check(pool: &PgPool, number: &E164) -> Result<Option<DncEntry>, Ops
     .map_err(db_error("while reading do_not_call"))
 }
 
+/// A queue row of a number still waiting to be sent: what `dnc check` shows, since the
+/// claim suppresses such a row when it comes due if its number is listed by then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct WaitingRow {
+    pub id: i32,
+    pub batch_id: Option<i32>,
+    /// Its campaign's name; `None` for a row an application inserted.
+    pub campaign: Option<String>,
+    /// 1 for a number as enqueued, n + 1 for the redial of attempt n.
+    pub attempt: i32,
+    /// When it is due (a campaign's window, start time, pause, pacing or the daily cap
+    /// may have moved it).
+    pub due_at: DateTime<Utc>,
+    /// Moved by its campaign's rules rather than by a retry's backoff.
+    pub deferred_by_campaign: bool,
+}
+
+/// The number's `pending` rows, soonest due first (at most `limit`), and how many there
+/// are. Rows are found by their E.164 form, which enqueue and redials write; a row an
+/// application inserted without one is not found here (the claim still checks it).
+#[tracing::instrument(skip_all)]
+pub async fn waiting_rows(
+    pool: &PgPool,
+    number: &E164,
+    limit: i64,
+) -> Result<(Vec<WaitingRow>, i64), OpsError> {
+    // Both read the number's range of idx_local_queue_e164_due.
+    let rows = sqlx::query_as(
+        "SELECT q.id, q.batch_id, c.name AS campaign, q.attempt, q.next_attempt_at AS due_at,
+                q.deferred_by_campaign
+           FROM local_call_queue q
+           LEFT JOIN campaigns c ON c.id = q.campaign_id
+          WHERE q.phone_e164 = $1 AND q.queue_status = 'pending'
+          ORDER BY q.next_attempt_at, q.id
+          LIMIT $2",
+    )
+    .bind(number.as_str())
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(db_error("while reading the number's waiting rows"))?;
+    let total = sqlx::query_scalar(
+        "SELECT count(*) FROM local_call_queue WHERE phone_e164 = $1 AND queue_status = 'pending'",
+    )
+    .bind(number.as_str())
+    .fetch_one(pool)
+    .await
+    .map_err(db_error("while counting the number's waiting rows"))?;
+    Ok((rows, total))
+}
+
 /// An import in progress: its own transaction, a staging table the numbers are COPYed
 /// into, then one statement that merges them into the list. Dropped without
 /// [`Import::finish`], it rolls back and the list is as it was.

@@ -490,6 +490,9 @@ fn record_stored(stored: &StoredBatch) {
     for (status, duration) in &stored.outcomes {
         metrics::record_outcome(status, *duration);
     }
+    for (outcome, created) in &stored.redials {
+        metrics::count_redials(outcome, *created);
+    }
 }
 
 /// Turns what the consumer stream yielded into a delivery, or the reason the

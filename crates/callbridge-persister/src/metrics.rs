@@ -23,6 +23,10 @@ pub const DEAD_LETTERS_TOTAL: &str = "persister_dead_letters_total";
 pub const STORE_RETRIES_TOTAL: &str = "persister_store_retries_total";
 /// Counter `{status}`: outcome messages confirmed by `callbridge.outcomes`.
 pub const OUTCOMES_PUBLISHED_TOTAL: &str = "persister_outcomes_published_total";
+/// Counter `{outcome}`: redial rows added to `local_call_queue`, by the outcome of the
+/// call each repeats (`busy`, `no_answer`, `timeout`, `failed`, `completed`: the outcomes
+/// a redial policy names, so the label set is closed). Counted after commit.
+pub const REDIALS_CREATED_TOTAL: &str = "callbridge_redials_created_total";
 
 /// What became of one consumed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,10 @@ pub fn describe() {
         OUTCOMES_PUBLISHED_TOTAL,
         "Call outcomes published to callbridge.outcomes"
     );
+    metrics::describe_counter!(
+        REDIALS_CREATED_TOTAL,
+        "Redial rows added to local_call_queue, by the outcome of the call they repeat"
+    );
 }
 
 pub fn count_events(result: EventResult, count: usize) {
@@ -112,6 +120,13 @@ pub fn record_outcome(status: &CallStatus, duration_seconds: Option<i32>) {
 
 pub fn record_store_retry(reason: &'static str) {
     metrics::counter!(STORE_RETRIES_TOTAL, "reason" => reason).increment(1);
+}
+
+pub fn count_redials(outcome: &str, created: usize) {
+    if created > 0 {
+        metrics::counter!(REDIALS_CREATED_TOTAL, "outcome" => outcome.to_owned())
+            .increment(created as u64);
+    }
 }
 
 pub fn record_outcome_published(status: &str) {

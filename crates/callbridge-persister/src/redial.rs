@@ -20,12 +20,14 @@
 //! with its campaign.
 //!
 //! The cap on attempts per number per day (`max_attempts_per_day`) counts every
-//! campaign's rows of the number due that local day (the row's zone, else its
-//! campaign's): rows waiting, being sent or sent, each on the day of its
-//! `next_attempt_at`, which is when it was due and, for a sent row, when it was sent. A
-//! redial that would pass the cap moves to the first opening of the next day with room.
-//! Transactions creating redials of one number serialise on an advisory lock of the
-//! number, so two campaigns cannot both take the last attempt of a day.
+//! campaign's rows of the number (its E.164 form) due that local day (the row's zone,
+//! else its campaign's): rows waiting, being sent or sent, each on the day of its
+//! `next_attempt_at`, which is when it was due and, for a row that went out, when the
+//! submitter's claim took it. A redial that would pass the cap moves to the first opening
+//! of the next day with room. Transactions creating redials of one number serialise on
+//! the number's lock (`callbridge_lock_numbers`), which the submitter's claim takes too:
+//! the claim is what enforces the cap when a row goes out; placing redials on days with
+//! room only keeps them from waiting there in vain.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -33,16 +35,13 @@ use callbridge_types::campaign::{
     self, CallingWindow, CampaignStatus, Days, RedialPolicy, StoredRedial, Tz, parse_time_zone,
 };
 use callbridge_types::status::CallStatus;
-use chrono::{DateTime, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::call_log::CallLog;
 use crate::error::StoreError;
 
-/// Advisory lock class of the per-number lock (the two-key form, so it never shares a
-/// key with the one-key call locks).
-const NUMBER_LOCK_CLASS: i32 = 0x0cb_0012;
 /// How many days ahead a capped redial looks for a day with room.
 const CAP_HORIZON_DAYS: u32 = 60;
 /// Numbers per redial batch at most: what `callbridge enqueue` puts in one by default.
@@ -53,8 +52,9 @@ const REDIALS_PER_BATCH: usize = 500;
 pub struct Settled {
     /// Per batch, how many of its numbers are exhausted now.
     pub exhausted: BTreeMap<i32, i32>,
-    /// Redial rows created.
-    pub redials: usize,
+    /// Redial rows created, by the outcome of the call each one repeats (`busy`,
+    /// `no_answer`…).
+    pub redials: BTreeMap<String, usize>,
 }
 
 /// A terminal call's queue row, its campaign's rules and whether it is settled.
@@ -150,6 +150,8 @@ impl Candidate {
 /// A redial row to insert.
 struct Redial<'a> {
     of: &'a Candidate,
+    /// The outcome of the call it repeats.
+    outcome: &'a CallStatus,
     due: DateTime<Utc>,
 }
 
@@ -191,6 +193,7 @@ pub async fn settle_terminal_calls(
         match candidate.policy().next_attempt_after(status, attempt) {
             Some(interval) => redials.push(Redial {
                 of: candidate,
+                outcome: status,
                 due: candidate.first_sendable(now + interval),
             }),
             None if **status != CallStatus::Completed => {
@@ -282,7 +285,11 @@ async fn settle_rows(
 
 /// Moves each redial of a capped campaign to the first day (from its due time on) on
 /// which its number has had fewer calls than the cap, counting every campaign's rows
-/// and the redials this transaction places.
+/// and the redials this transaction places. A number is its E.164 form (`phone_e164`,
+/// which enqueue writes and redials copy); a row without one is not counted or capped.
+///
+/// This places redials where they will fit; the submitter's claim is what enforces the
+/// cap when a row goes out, under the same per-number locks.
 async fn apply_daily_caps(
     tx: &mut PgConnection,
     redials: &mut [Redial<'_>],
@@ -290,47 +297,43 @@ async fn apply_daily_caps(
     let capped: BTreeSet<&str> = redials
         .iter()
         .filter(|redial| redial.of.max_attempts_per_day.is_some())
-        .map(|redial| redial.of.phone_number.as_str())
+        .filter_map(|redial| redial.of.phone_e164.as_deref())
         .collect();
     if capped.is_empty() {
         return Ok(());
     }
-    // One lock per number, in key order, held to commit: whoever counts a number's day
-    // next sees this transaction's redials.
+    // The numbers' locks, held to commit: whoever counts a number's day next (another
+    // replica's redials, a submitter's claim) sees this transaction's redials.
     let numbers: Vec<&str> = capped.iter().copied().collect();
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock($1, key)
-           FROM (SELECT DISTINCT hashtext(number) AS key
-                   FROM unnest($2::text[]) AS number ORDER BY key) AS keys",
-    )
-    .bind(NUMBER_LOCK_CLASS)
-    .bind(&numbers)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| StoreError::from_sqlx(e, "while locking the redialled numbers"))?;
+    sqlx::query("SELECT callbridge_lock_numbers($1)")
+        .bind(&numbers)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::from_sqlx(e, "while locking the redialled numbers"))?;
 
     let mut placed: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
     for redial in redials.iter_mut() {
-        let Some(cap) = redial.of.max_attempts_per_day else {
+        let (Some(cap), Some(number)) = (redial.of.max_attempts_per_day, &redial.of.phone_e164)
+        else {
             continue;
         };
         let cap = i64::from(cap);
         let zone = redial.of.zone();
         for _ in 0..CAP_HORIZON_DAYS {
-            let (day_start, day_end) = local_day(zone, redial.due);
+            let (day_start, day_end) = campaign::local_day(zone, redial.due);
             let stored: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM local_call_queue
-                  WHERE phone_number = $1
+                  WHERE phone_e164 = $1
                     AND queue_status IN ('pending', 'submitting', 'submitted', 'needs_review')
                     AND next_attempt_at >= $2 AND next_attempt_at < $3",
             )
-            .bind(&redial.of.phone_number)
+            .bind(number)
             .bind(day_start)
             .bind(day_end)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| StoreError::from_sqlx(e, "while counting a number's calls of a day"))?;
-            let here = placed.get(&redial.of.phone_number).map_or(0, |dues| {
+            let here = placed.get(number).map_or(0, |dues| {
                 dues.iter()
                     .filter(|due| **due >= day_start && **due < day_end)
                     .count()
@@ -340,43 +343,20 @@ async fn apply_daily_caps(
             }
             redial.due = redial.of.first_sendable(day_end);
         }
-        placed
-            .entry(redial.of.phone_number.clone())
-            .or_default()
-            .push(redial.due);
+        placed.entry(number.clone()).or_default().push(redial.due);
     }
     Ok(())
 }
 
-/// The local day in `zone` that holds `instant`, as the UTC instants of its first
-/// moment and of the next day's.
-fn local_day(zone: Tz, instant: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let date = instant.with_timezone(&zone).date_naive();
-    let next = date.succ_opt().unwrap_or(date);
-    (start_of(zone, date), start_of(zone, next))
-}
-
-/// The first instant of `date` in `zone`: midnight, or the first whole hour after it
-/// that exists where a clock change skips midnight (Havana, Santiago).
-fn start_of(zone: Tz, date: NaiveDate) -> DateTime<Utc> {
-    (0..24)
-        .find_map(
-            |hour| match zone.from_local_datetime(&date.and_hms_opt(hour, 0, 0)?) {
-                LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => Some(at.to_utc()),
-                LocalResult::None => None,
-            },
-        )
-        .unwrap_or_else(|| date.and_time(NaiveTime::MIN).and_utc())
-}
-
 /// Inserts the redials in new batches, one batch per campaign and due instant (at most
 /// [`REDIALS_PER_BATCH`] numbers), so a batch goes out in one request; returns how many
-/// rows were added. A row some other transaction redialled already is skipped by the
-/// unique index on `redial_of`, and a batch left without rows is not created.
+/// rows were added, by the outcome they repeat. A row some other transaction redialled
+/// already is skipped by the unique index on `redial_of`, and a batch left without rows
+/// is not created.
 async fn insert_redials(
     tx: &mut PgConnection,
     redials: &[Redial<'_>],
-) -> Result<usize, StoreError> {
+) -> Result<BTreeMap<String, usize>, StoreError> {
     let mut groups: BTreeMap<(i32, DateTime<Utc>), Vec<&Redial<'_>>> = BTreeMap::new();
     for redial in redials {
         groups
@@ -418,7 +398,7 @@ async fn insert_redials(
             );
         }
     }
-    let used: Vec<i32> = sqlx::query_scalar(
+    let used: Vec<(i32, i32)> = sqlx::query_as(
         "INSERT INTO local_call_queue
                 (phone_number, batch_id, custom_data, queue_status, retry_count, campaign_id,
                  time_zone, next_attempt_at, attempt, redial_of, phone_e164)
@@ -430,7 +410,7 @@ async fn insert_redials(
                      attempt, redial_of, phone_e164)
           ORDER BY redial_of
          ON CONFLICT (redial_of) WHERE redial_of IS NOT NULL DO NOTHING
-         RETURNING batch_id",
+         RETURNING batch_id, redial_of",
     )
     .bind(&rows.phone_numbers)
     .bind(&rows.batch_ids)
@@ -445,7 +425,17 @@ async fn insert_redials(
     .await
     .map_err(|e| StoreError::from_sqlx(e, "while adding redials to local_call_queue"))?;
 
-    let used_batches: BTreeSet<i32> = used.iter().copied().collect();
+    let used_batches: BTreeSet<i32> = used.iter().map(|(batch_id, _)| *batch_id).collect();
+    let outcomes: HashMap<i32, &str> = redials
+        .iter()
+        .map(|redial| (redial.of.queue_id, redial.outcome.as_str()))
+        .collect();
+    let mut created: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, redial_of) in &used {
+        if let Some(outcome) = outcomes.get(redial_of) {
+            *created.entry((*outcome).to_owned()).or_default() += 1;
+        }
+    }
     let mut ids = Vec::new();
     let mut accountcodes = Vec::new();
     let mut campaign_ids = Vec::new();
@@ -478,7 +468,7 @@ async fn insert_redials(
     .execute(&mut *tx)
     .await
     .map_err(|e| StoreError::from_sqlx(e, "while creating the redials' batches"))?;
-    Ok(used.len())
+    Ok(created)
 }
 
 /// `local_call_queue` columns of the redial rows, as arrays for one `unnest`.
@@ -493,32 +483,4 @@ struct RedialColumns<'a> {
     dues: Vec<DateTime<Utc>>,
     attempts: Vec<i32>,
     redial_of: Vec<i32>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeDelta;
-
-    fn utc(rfc3339: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
-    }
-
-    #[test]
-    fn a_local_day_runs_from_local_midnight_to_the_next() {
-        let kolkata = parse_time_zone("Asia/Kolkata").unwrap();
-        assert_eq!(
-            local_day(kolkata, utc("2026-06-15T20:00:00Z")),
-            (utc("2026-06-15T18:30:00Z"), utc("2026-06-16T18:30:00Z"))
-        );
-        // New York on the day clocks spring forward: 23 hours long.
-        let new_york = parse_time_zone("America/New_York").unwrap();
-        let (start, end) = local_day(new_york, utc("2026-03-08T12:00:00Z"));
-        assert_eq!(start, utc("2026-03-08T05:00:00Z"));
-        assert_eq!(end - start, TimeDelta::hours(23));
-        // Havana skips midnight on 2026-03-08: the day starts at 01:00 local (05:00Z).
-        let havana = parse_time_zone("America/Havana").unwrap();
-        let (start, _) = local_day(havana, utc("2026-03-08T12:00:00Z"));
-        assert_eq!(start, utc("2026-03-08T05:00:00Z"));
-    }
 }

@@ -82,8 +82,8 @@ pub struct StoredBatch {
     pub duplicates: usize,
     /// Each outcome this batch decided: the terminal status and the call's duration.
     pub outcomes: Vec<(CallStatus, Option<i32>)>,
-    /// Redial rows this batch added to `local_call_queue`.
-    pub redials: usize,
+    /// Redial rows this batch added to `local_call_queue`, by the outcome each repeats.
+    pub redials: BTreeMap<String, usize>,
 }
 
 /// Stores `events` in one transaction (see the module docs) and commits it.
@@ -109,7 +109,7 @@ pub async fn store_batch(
         stored: new_events.iter().map(|e| e.envelope.received_at).collect(),
         duplicates: events.len() - new_events.len(),
         outcomes: Vec::new(),
-        redials: 0,
+        redials: BTreeMap::new(),
     };
 
     let calls: BTreeSet<&str> = new_events

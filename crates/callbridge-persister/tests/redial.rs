@@ -320,6 +320,25 @@ async fn only_named_outcomes_of_live_campaigns_are_redialled_and_inside_the_wind
     h.publish_all(&events).await;
     let persister = RunningPersister::start_with_clock(h.config(8), Arc::new(clock.clone())).await;
     h.settle().await;
+    // /metrics counts the redials by the outcome each repeats: the busy number of the
+    // windowed campaign and the paused campaign's, and the unanswered one. (Batches in
+    // flight at once may record theirs in any order: awaited, not read once.)
+    let series = |metrics: &str, outcome: &str| -> Option<f64> {
+        let name = format!("callbridge_redials_created_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name.as_str()))
+            .and_then(|value| value.parse().ok())
+    };
+    wait_until("the redials are counted", || async {
+        let metrics = persister.metrics().await;
+        series(&metrics, "busy") == Some(2.0) && series(&metrics, "no_answer") == Some(1.0)
+    })
+    .await;
+    let metrics = persister.metrics().await;
+    for outcome in ["completed", "failed", "timeout"] {
+        assert_eq!(series(&metrics, outcome), None, "{metrics}");
+    }
     persister.stop().await;
 
     // Busy + 20 min is 21:10, after the window: the next opening, 08:00 EDT.
@@ -386,12 +405,15 @@ async fn the_daily_cap_counts_every_campaigns_calls_to_a_number() {
     let shared = "9111111111";
     let of_a = submitted_row(&h.pool, a, 620, shared).await;
     let of_b = submitted_row(&h.pool, b, 621, shared).await;
-    // Both calls went out this morning.
-    sqlx::query("UPDATE local_call_queue SET next_attempt_at = $1")
-        .bind(now - TimeDelta::minutes(2))
-        .execute(&h.pool)
-        .await
-        .unwrap();
+    // Both calls went out this morning; enqueue wrote each row's E.164 form, which the
+    // cap counts a number by.
+    sqlx::query(
+        "UPDATE local_call_queue SET next_attempt_at = $1, phone_e164 = '+91' || phone_number",
+    )
+    .bind(now - TimeDelta::minutes(2))
+    .execute(&h.pool)
+    .await
+    .unwrap();
 
     let mut events = call(620, "a1", shared, "busy");
     events.extend(call(621, "b1", shared, "busy"));

@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context;
 pub use callbridge_types::campaign::PAUSE_DEFERRAL;
 use callbridge_types::campaign::{
-    CallingWindow, CampaignStatus, Days, Schedule, Tz, parse_time_zone,
+    self, CallingWindow, CampaignStatus, Days, Schedule, Tz, parse_time_zone,
 };
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use sqlx::PgPool;
@@ -107,6 +107,20 @@ pub enum Gate {
 }
 
 impl Rules {
+    /// The first instant at or after `from` at which the campaign's start time and window
+    /// let a row of `row_zone` go, whatever its status (`from` for a window on no day,
+    /// which never opens: the row is held as the campaign's others are).
+    pub fn first_sendable(&self, row_zone: Option<&str>, from: DateTime<Utc>) -> DateTime<Utc> {
+        let schedule = &self.schedule;
+        campaign::first_sendable(
+            schedule.start_at,
+            schedule.window.as_ref(),
+            schedule.zone_of(row_zone),
+            from,
+        )
+        .unwrap_or(from)
+    }
+
     /// What the campaign says of a row in `row_zone` at `now`.
     pub fn gate(&self, row_zone: Option<&str>, now: DateTime<Utc>) -> Gate {
         let zone = self.schedule.zone_of(row_zone);
@@ -174,14 +188,17 @@ impl CampaignRow {
 
 /// The rules of `ids`, read now (a pause committed a moment ago is seen).
 #[tracing::instrument(skip_all, fields(campaigns = ids.len()))]
-pub async fn load_rules(pool: &PgPool, ids: &[i32]) -> anyhow::Result<BTreeMap<i32, Rules>> {
+pub async fn load_rules<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    ids: &[i32],
+) -> anyhow::Result<BTreeMap<i32, Rules>> {
     let rows: Vec<CampaignRow> = sqlx::query_as(
         "SELECT id, name, xmin::text AS version, status, start_at, window_start, window_end,
                 window_days, time_zone, max_per_minute
            FROM campaigns WHERE id = ANY($1)",
     )
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
     .context("while reading the rules of the claimed rows' campaigns")?;
     Ok(rows

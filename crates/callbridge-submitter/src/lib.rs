@@ -79,6 +79,7 @@
 pub mod api;
 pub mod backoff;
 pub mod campaign;
+pub mod daily_cap;
 pub mod deadline;
 pub mod metrics;
 pub mod reconcile;

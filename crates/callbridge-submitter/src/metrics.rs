@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use callbridge_types::status::QueueStatus;
+
 use crate::api::RetryReason;
 
 /// The seed's counter, per row: `status` is `submitted`, `retried`, `failed` or
@@ -24,7 +26,8 @@ pub const CALLS_EXPIRED_TOTAL: &str = "callbridge_calls_expired_total";
 pub const SUBMITTER_PAUSED: &str = "submitter_paused";
 /// Items per insert request.
 pub const SUBMITTER_REQUEST_SIZE: &str = "submitter_request_size";
-/// Rows of `local_call_queue` by `queue_status` (the finished `submitted` rows excluded).
+/// Rows of `local_call_queue` by `queue_status`: every status but `submitted` (see
+/// [`DEPTH_STATUSES`]).
 pub const QUEUE_ROWS: &str = "local_call_queue_rows";
 /// How long the oldest due `pending` row has waited.
 pub const OLDEST_DUE_SECONDS: &str = "local_call_queue_oldest_due_seconds";
@@ -39,8 +42,18 @@ pub const MAX_CAMPAIGN_LABELS: usize = 50;
 /// The label of campaigns past [`MAX_CAMPAIGN_LABELS`].
 pub const OTHER_CAMPAIGNS: &str = "other";
 
-/// The statuses the depth gauge reports, so a status that emptied reads 0, not stale.
-const DEPTH_STATUSES: [&str; 4] = ["pending", "submitting", "failed", "needs_review"];
+/// The statuses the depth gauge reports, so a status that emptied reads 0, not stale:
+/// every queue status but `submitted`, the history of sent rows, which grows with every
+/// campaign and which counting every few seconds would read whole (campaign figures and
+/// `call_submissions_total` say how many were sent).
+pub const DEPTH_STATUSES: [QueueStatus; 6] = [
+    QueueStatus::Pending,
+    QueueStatus::Submitting,
+    QueueStatus::Failed,
+    QueueStatus::NeedsReview,
+    QueueStatus::Cancelled,
+    QueueStatus::Suppressed,
+];
 
 pub fn count_rows(status: &'static str, rows: u64) {
     if rows > 0 {
@@ -79,9 +92,9 @@ pub fn set_queue_depth(counts: &[(String, i64)]) {
     for status in DEPTH_STATUSES {
         let rows = counts
             .iter()
-            .find(|(counted, _)| counted == status)
+            .find(|(counted, _)| counted == status.as_str())
             .map_or(0, |(_, rows)| *rows);
-        metrics::gauge!(QUEUE_ROWS, "queue_status" => status).set(rows as f64);
+        metrics::gauge!(QUEUE_ROWS, "queue_status" => status.as_str()).set(rows as f64);
     }
 }
 
@@ -150,6 +163,19 @@ impl CampaignLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_depth_gauge_covers_every_queue_status_but_the_sent_history() {
+        let mut expected: Vec<QueueStatus> = QueueStatus::ALL
+            .iter()
+            .copied()
+            .filter(|status| *status != QueueStatus::Submitted)
+            .collect();
+        let mut covered = DEPTH_STATUSES.to_vec();
+        expected.sort_by_key(|status| status.as_str());
+        covered.sort_by_key(|status| status.as_str());
+        assert_eq!(covered, expected);
+    }
 
     #[test]
     fn campaign_labels_stop_growing_at_the_cap_and_the_rest_are_other() {

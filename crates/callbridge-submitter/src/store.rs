@@ -3,12 +3,13 @@
 //! 'submitting'`, so a submitter that lost its lease (it stalled past the expiry and
 //! another took the rows over) can never overwrite the new owner's outcome.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::reconcile::SettledNumbers;
 
@@ -34,6 +35,15 @@ pub struct ClaimedRow {
     /// Its number was on the do-not-call list: the claim made it `suppressed` instead of
     /// leasing it, and it must not be sent.
     pub suppressed: bool,
+    /// The row's number in E.164 (written by enqueue; `None` for an application's row):
+    /// what the per-day cap counts calls by.
+    pub phone_e164: Option<String>,
+    /// Its campaign's `max_attempts_per_day`, if it has one.
+    pub max_attempts_per_day: Option<i32>,
+    /// Set when the claim found its number's calls of the day used up: the row went back
+    /// to `pending`, due then (see `daily_cap`), and must not be sent now.
+    #[sqlx(skip)]
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 impl ClaimedRow {
@@ -51,11 +61,14 @@ pub struct Release {
     pub attempt_started_at: Option<DateTime<Utc>>,
 }
 
-/// The claim statement of [`claim_due_rows`]: `$1` the lease owner, `$2` the most rows,
-/// `$3` the lease in seconds, `$4` the current instant of the submitter's clock (due
-/// times are compared with it; leases, which measure real time, with the database's),
-/// `$5` the default region's country calling code (text, e.g. `91`; NULL when there is
-/// none). Public so a test can check its plan.
+/// The claim statement of [`claim_due_rows`] (its first step): `$1` the lease owner, `$2`
+/// the most rows, `$3` the lease in seconds, `$4` the current instant of the submitter's
+/// clock (due times are compared with it; leases, which measure real time, with the
+/// database's), `$5` the default region's country calling code (text, e.g. `91`; NULL
+/// when there is none). Public so a test can check its plan.
+///
+/// A leased row's `next_attempt_at` becomes `$4`: for a row that goes out, the instant of
+/// its call, which is what the per-day cap counts a number's calls of a day by.
 ///
 /// The do-not-call list is checked here, in the statement that takes the rows, so no
 /// entry committed before a row is claimed can be missed: each picked row is looked up
@@ -173,6 +186,7 @@ UPDATE local_call_queue q
                                ELSE now() + make_interval(secs => $3) END,
        -- A suppressed row keeps the evidence of any earlier attempt: it was not sent now.
        attempt_started_at = CASE WHEN p.on_do_not_call THEN q.attempt_started_at ELSE now() END,
+       next_attempt_at = CASE WHEN p.on_do_not_call THEN q.next_attempt_at ELSE $4 END,
        -- A lease that expired is an attempt whose outcome nobody recorded: it counts.
        retry_count = coalesce(q.retry_count, 0)
                      + CASE WHEN p.previous_status = 'submitting' THEN 1 ELSE 0 END,
@@ -190,10 +204,15 @@ UPDATE local_call_queue q
    AND q.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING q.id, q.batch_id, q.phone_number, q.custom_data, q.retry_count, q.last_error,
           p.previous_attempt_started_at, q.campaign_id, q.time_zone, q.paced_slot_at,
-          p.on_do_not_call AS suppressed
+          p.on_do_not_call AS suppressed, q.phone_e164,
+          -- Looked up by primary key, and only for a row of a campaign.
+          CASE WHEN q.campaign_id IS NOT NULL
+               THEN (SELECT c.max_attempts_per_day FROM campaigns c WHERE c.id = q.campaign_id)
+          END AS max_attempts_per_day
 "#;
 
-/// Leases up to `limit` due rows for `lease`, whole batches preferred.
+/// Leases up to `limit` due rows for `lease`, whole batches preferred, in one
+/// transaction that also applies the do-not-call list and the per-day cap.
 ///
 /// Due rows are `pending` rows whose `next_attempt_at` has come, and `submitting` rows
 /// whose lease expired (their submitter died or stalled). Each row's
@@ -207,8 +226,15 @@ RETURNING q.id, q.batch_id, q.phone_number, q.custom_data, q.retry_count, q.last
 /// claims from splitting one batch between them.
 ///
 /// Rows whose number is on the do-not-call list come back `suppressed` (see
-/// [`CLAIM_DUE_ROWS_SQL`]); `home_calling_code` is the default region's country calling
-/// code, which reads an application's national numbers.
+/// [`CLAIM_DUE_ROWS_SQL`]), and their batches are refreshed in the same transaction, so
+/// a batch all of whose rows were suppressed ends even if the submitter dies right after
+/// the claim. Rows whose number had its day's calls (`max_attempts_per_day`) come back
+/// with `held_until` set, already `pending` again (see [`crate::daily_cap`]).
+/// `home_calling_code` is the default region's country calling code, which reads an
+/// application's national numbers.
+///
+/// Locks are taken in the order every writer of these tables takes them: queue rows, then
+/// the numbers' locks, then batch rows.
 #[tracing::instrument(name = "claim_due_rows", skip_all, fields(limit = limit, claimed))]
 pub async fn claim_due_rows(
     pool: &PgPool,
@@ -218,15 +244,26 @@ pub async fn claim_due_rows(
     now: DateTime<Utc>,
     home_calling_code: Option<u16>,
 ) -> anyhow::Result<Vec<ClaimedRow>> {
-    let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_DUE_ROWS_SQL)
+    let mut tx = begin(pool).await?;
+    let mut rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_DUE_ROWS_SQL)
         .bind(owner)
         .bind(i64::from(limit))
         .bind(lease.as_secs_f64())
         .bind(now)
         .bind(home_calling_code.map(|code| code.to_string()))
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await
         .context("while claiming due local_call_queue rows")?;
+    crate::daily_cap::hold_rows_over_cap(&mut tx, owner, &mut rows, now).await?;
+    let suppressed: BTreeSet<i32> = rows
+        .iter()
+        .filter(|row| row.suppressed)
+        .filter_map(|row| row.batch_id)
+        .collect();
+    refresh_batches(&mut tx, &suppressed.into_iter().collect::<Vec<_>>()).await?;
+    tx.commit()
+        .await
+        .context("while committing the claim of local_call_queue rows")?;
     tracing::Span::current().record("claimed", rows.len());
     Ok(rows)
 }
@@ -564,9 +601,9 @@ pub async fn defer(pool: &PgPool, owner: &str, rows: &[Deferral]) -> anyhow::Res
 }
 
 /// Lets the shared routine decide the status of batches some of whose rows the claim
-/// suppressed: a batch whose rows are now all suppressed or cancelled ends.
-#[tracing::instrument(name = "refresh_suppressed_batches", skip_all, fields(batches = batch_ids.len()))]
-pub async fn refresh_batches(pool: &PgPool, batch_ids: &[i32]) -> anyhow::Result<()> {
+/// suppressed, in the claim's transaction: a batch whose rows are now all suppressed or
+/// cancelled ends.
+async fn refresh_batches(tx: &mut PgConnection, batch_ids: &[i32]) -> anyhow::Result<()> {
     if batch_ids.is_empty() {
         return Ok(());
     }
@@ -574,7 +611,7 @@ pub async fn refresh_batches(pool: &PgPool, batch_ids: &[i32]) -> anyhow::Result
     // order keeps two refreshers from waiting on each other.
     sqlx::query("SELECT callbridge_refresh_batch(b) FROM unnest($1::int4[]) AS b ORDER BY b")
         .bind(batch_ids)
-        .execute(pool)
+        .execute(&mut *tx)
         .await
         .context("while refreshing the batches of suppressed rows")?;
     Ok(())
@@ -626,12 +663,14 @@ async fn commit(tx: Transaction<'_, Postgres>) -> anyhow::Result<()> {
 }
 
 /// Row counts per queue status (the finished `submitted` history excluded), for the
-/// `local_call_queue_rows` gauge.
+/// `local_call_queue_rows` gauge: the statuses of `metrics::DEPTH_STATUSES`, spelled as
+/// literals so the count reads only their part of the index on `queue_status`.
 #[tracing::instrument(skip_all)]
 pub async fn queue_depth(pool: &PgPool) -> anyhow::Result<Vec<(String, i64)>> {
     sqlx::query_as(
         "SELECT queue_status, count(*) FROM local_call_queue
-          WHERE queue_status IN ('pending', 'submitting', 'failed', 'needs_review')
+          WHERE queue_status IN ('pending', 'submitting', 'failed', 'needs_review',
+                                 'cancelled', 'suppressed')
           GROUP BY queue_status",
     )
     .fetch_all(pool)

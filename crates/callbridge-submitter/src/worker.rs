@@ -126,6 +126,9 @@ pub struct DrainReport {
     pub cancelled: u64,
     /// Rows the claim found on the do-not-call list and marked `suppressed` (never sent).
     pub suppressed: u64,
+    /// Rows the claim held for the next day: their numbers had had `max_attempts_per_day`
+    /// calls today (see [`crate::daily_cap`]).
+    pub held_by_daily_cap: u64,
     /// Submission is paused: the API rejects the key.
     pub paused: bool,
     /// A dispatch-calls request succeeded in this round.
@@ -143,6 +146,7 @@ impl DrainReport {
         self.deferred += other.deferred;
         self.cancelled += other.cancelled;
         self.suppressed += other.suppressed;
+        self.held_by_daily_cap += other.held_by_daily_cap;
         self.paused |= other.paused;
         self.dispatched |= other.dispatched;
     }
@@ -356,7 +360,8 @@ impl Submitter {
         .await?;
         report.claimed = rows.len() as u64;
 
-        // Already `suppressed` by the claim itself; only their batches are left to settle.
+        // Already `suppressed` by the claim itself (their batches refreshed with it), or
+        // held for the next day by the daily cap (already `pending` again): not sent.
         let (suppressed, rows): (Vec<ClaimedRow>, Vec<ClaimedRow>) =
             rows.into_iter().partition(|row| row.suppressed);
         if !suppressed.is_empty() {
@@ -369,8 +374,10 @@ impl Submitter {
             );
             metrics::count_suppressed(suppressed.len() as u64);
             report.suppressed = suppressed.len() as u64;
-            store::refresh_batches(&inner.pool, &batch_ids.into_iter().collect::<Vec<_>>()).await?;
         }
+        let (held, rows): (Vec<ClaimedRow>, Vec<ClaimedRow>) =
+            rows.into_iter().partition(|row| row.held_until.is_some());
+        report.held_by_daily_cap = held.len() as u64;
 
         let mut batches: BTreeMap<i32, Vec<ClaimedRow>> = BTreeMap::new();
         let mut unbatched = Vec::new();

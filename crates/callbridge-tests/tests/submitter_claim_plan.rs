@@ -167,3 +167,55 @@ async fn a_new_row_of_a_long_submitted_batch_is_claimed_without_reading_its_hist
         .collect();
     assert_eq!(claimed, ["+19990000001"], "only the new row is claimed");
 }
+
+/// The per-day cap counts a number's calls of a day as an index range, however long the
+/// queue's history: the claim pays for it only for rows of a capped campaign.
+#[tokio::test]
+async fn a_numbers_calls_of_the_day_are_counted_through_an_index() {
+    let (_db, pool) = migrated().await;
+    // A long history of calls to 50,000 numbers, and a campaign waiting.
+    run(
+        &pool,
+        "INSERT INTO local_call_queue
+                (phone_number, phone_e164, batch_id, queue_status, submitted_at, next_attempt_at)
+         SELECT n::text, '+1555' || lpad((n % 50000)::text, 7, '0'), n / 1000, 'submitted',
+                now(), now() - make_interval(hours => n % 2000)
+           FROM generate_series(1, 200000) AS n",
+    )
+    .await;
+    run(
+        &pool,
+        "INSERT INTO local_call_queue (phone_number, phone_e164, batch_id)
+         SELECT n::text, '+1666' || lpad(n::text, 7, '0'), 1000 + n / 1000
+           FROM generate_series(0, 59999) AS n",
+    )
+    .await;
+    run(&pool, "ANALYZE local_call_queue").await;
+
+    let now = chrono::Utc::now();
+    let explained: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (FORMAT JSON) {}",
+        callbridge_submitter::daily_cap::CALLS_OF_THE_DAY_SQL
+    )))
+    .bind(vec!["+15550000042", "+15550000043"])
+    .bind(vec![now - chrono::TimeDelta::days(1); 2])
+    .bind(vec![now; 2])
+    .bind(vec![1_i32, 2])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let mut nodes = Vec::new();
+    plan_nodes(&explained[0]["Plan"], &mut nodes);
+    let plan = explained.to_string();
+
+    assert!(
+        !nodes
+            .iter()
+            .any(|(kind, relation)| kind == "Seq Scan" && relation == "local_call_queue"),
+        "the count scans the whole queue: {nodes:?}"
+    );
+    assert!(
+        plan.contains("idx_local_queue_e164_due"),
+        "a number's calls of a day are read as a range of its index: {plan}"
+    );
+}

@@ -101,3 +101,61 @@ async fn a_batch_whose_numbers_are_all_listed_ends_cancelled_without_a_request()
         Some("cancelled")
     );
 }
+
+/// The claim turns rows `suppressed` and refreshes their batch in one transaction: when
+/// the refresh cannot commit (here a trigger refuses it; a crash alike), the rows stay
+/// waiting, so the next claim suppresses them and ends the batch. Committed apart, the
+/// rows would be `suppressed` with their batch `pending` forever: no claim would look at
+/// them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppressing_a_batchs_rows_and_ending_the_batch_commit_together() {
+    let h = harness(json!({})).await;
+    sqlx::query("INSERT INTO call_batches (batch_id, accountcode, batch_status) VALUES (34, 'SIM001', 'pending')")
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let listed = numbers(34, 2);
+    h.enqueue(34, &listed).await;
+    opt_out(&h.pool, &[&listed[0], &listed[1]]).await;
+    for statement in [
+        "CREATE FUNCTION refuse_batch_end() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.batch_status = 'cancelled' THEN
+                 RAISE EXCEPTION 'the batch refresh fails';
+             END IF;
+             RETURN NEW;
+         END $$",
+        "CREATE TRIGGER refuse_batch_end BEFORE UPDATE ON call_batches
+         FOR EACH ROW EXECUTE FUNCTION refuse_batch_end()",
+    ] {
+        sqlx::query(statement).execute(&h.pool).await.unwrap();
+    }
+    let submitter = h.submitter(&[]);
+
+    let failed = submitter.drain_once().await;
+
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        h.statuses().await,
+        [("pending".to_owned(), 2)].into(),
+        "nothing of the failed claim stays"
+    );
+    assert_eq!(
+        h.batch(34).await.unwrap().batch_status.as_deref(),
+        Some("pending")
+    );
+
+    sqlx::query("DROP TRIGGER refuse_batch_end ON call_batches")
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let report = submitter.drain_once().await.unwrap();
+
+    assert_eq!(report.suppressed, 2, "{report:?}");
+    assert_eq!(h.statuses().await, [("suppressed".to_owned(), 2)].into());
+    assert_eq!(
+        h.batch(34).await.unwrap().batch_status.as_deref(),
+        Some("cancelled")
+    );
+    assert_eq!(h.sim.ground_truth(None).totals.accepted_items, 0);
+}

@@ -236,3 +236,41 @@ async fn call_submissions_total_counts_every_row_by_its_outcome() {
     assert_eq!(submitter.drain_once().await.unwrap().needs_review, 3);
     assert_eq!(counted(STATUSES).await, [3, 6, 1, 3]);
 }
+
+/// `local_call_queue_rows` reports every queue status but the sent history, and a status
+/// that emptied as 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_gauge_counts_every_status_but_the_sent_history() {
+    let h = harness(json!({})).await;
+    let app = Application::build(&h.config(&[])).await.unwrap();
+    let addr = app.health_addr();
+    let submitter = app.submitter();
+    sqlx::query(
+        "INSERT INTO local_call_queue (phone_number, batch_id, queue_status)
+         SELECT '90070' || lpad(n::text, 5, '0'), 70, status
+           FROM unnest(ARRAY['pending', 'pending', 'failed', 'needs_review', 'cancelled',
+                             'suppressed', 'suppressed', 'suppressed', 'submitted'])
+                WITH ORDINALITY AS s(status, n)",
+    )
+    .execute(&h.pool)
+    .await
+    .unwrap();
+
+    submitter.refresh_gauges().await.unwrap();
+
+    let (_, metrics) = get(addr, "/metrics").await;
+    let rows = |status: &str| -> Option<f64> {
+        let prefix = format!("local_call_queue_rows{{queue_status=\"{status}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(|value| value.parse().unwrap())
+    };
+    assert_eq!(rows("pending"), Some(2.0), "{metrics}");
+    assert_eq!(rows("submitting"), Some(0.0), "{metrics}");
+    assert_eq!(rows("failed"), Some(1.0), "{metrics}");
+    assert_eq!(rows("needs_review"), Some(1.0), "{metrics}");
+    assert_eq!(rows("cancelled"), Some(1.0), "{metrics}");
+    assert_eq!(rows("suppressed"), Some(3.0), "{metrics}");
+    assert_eq!(rows("submitted"), None, "{metrics}");
+}

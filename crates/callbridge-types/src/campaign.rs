@@ -338,6 +338,27 @@ pub fn next_opening(
     window.next_opening(zone, instant)
 }
 
+/// The local day in `zone` that holds `instant`, as the UTC instants of its first moment
+/// and of the next day's: the day `max_attempts_per_day` counts a number's calls in.
+pub fn local_day(zone: Tz, instant: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let date = instant.with_timezone(&zone).date_naive();
+    let next = date.succ_opt().unwrap_or(date);
+    (start_of_day(zone, date), start_of_day(zone, next))
+}
+
+/// The first instant of `date` in `zone`: midnight, or the first whole hour after it that
+/// exists where a clock change skips midnight (Havana, Santiago).
+fn start_of_day(zone: Tz, date: NaiveDate) -> DateTime<Utc> {
+    (0..24)
+        .find_map(
+            |hour| match zone.from_local_datetime(&date.and_hms_opt(hour, 0, 0)?) {
+                LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => Some(at.to_utc()),
+                LocalResult::None => None,
+            },
+        )
+        .unwrap_or_else(|| date.and_time(NaiveTime::MIN).and_utc())
+}
+
 impl fmt::Display for CallingWindow {
     /// `HH:MM-HH:MM days`, as `--window` and `--days` take them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -668,6 +689,21 @@ mod tests {
 
     const NEW_YORK: Tz = chrono_tz::America::New_York;
     const KOLKATA: Tz = chrono_tz::Asia::Kolkata;
+
+    #[test]
+    fn a_local_day_runs_from_local_midnight_to_the_next() {
+        assert_eq!(
+            local_day(KOLKATA, utc("2026-06-15T20:00:00Z")),
+            (utc("2026-06-15T18:30:00Z"), utc("2026-06-16T18:30:00Z"))
+        );
+        // New York on the day clocks spring forward: 23 hours long.
+        let (start, end) = local_day(NEW_YORK, utc("2026-03-08T12:00:00Z"));
+        assert_eq!(start, utc("2026-03-08T05:00:00Z"));
+        assert_eq!(end - start, TimeDelta::hours(23));
+        // Havana skips midnight on 2026-03-08: the day starts at 01:00 local (05:00Z).
+        let (start, _) = local_day(chrono_tz::America::Havana, utc("2026-03-08T12:00:00Z"));
+        assert_eq!(start, utc("2026-03-08T05:00:00Z"));
+    }
 
     #[test]
     fn days_read_ranges_lists_all_and_wrap_over_the_weekend() {

@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod event;
 pub mod lifecycle;
 pub mod phone;
+mod phone_compiled;
 pub mod signature;
 pub mod status;
 pub mod topology;

@@ -15,10 +15,13 @@
 //! Every refusal says why without repeating the number: the messages go to terminals
 //! and CI logs, and phone numbers are personal data.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
 use phonenumber::country::Id;
+
+use crate::phone_compiled::{self, Parsed};
 
 /// E.164 allows at most 15 digits, country code included.
 pub const MAX_E164_DIGITS: usize = 15;
@@ -201,36 +204,100 @@ pub fn normalise(raw: &str, default_region: Option<Region>) -> Result<E164, Refu
     if !plus && region.is_none() {
         return Err(RefusedNumber::NoCountry);
     }
-    let text = if plus { format!("+{digits}") } else { digits };
-    let number = phonenumber::parse(region.map(|region| region.0), &text).map_err(|error| {
+    let region = region.map(|region| region.0);
+    let parsed = match phone_compiled::parse(region, plus, &digits) {
+        Some(parsed) => parsed,
+        None => parse_by_library(region, plus, &digits),
+    }
+    .map_err(|error| {
         use phonenumber::ParseError;
         match error {
-            ParseError::InvalidCountryCode => RefusedNumber::InvalidCountryCode(
-                text.trim_start_matches('+').chars().take(3).collect(),
-            ),
-            ParseError::TooLong => RefusedNumber::TooManyDigits(text.trim_start_matches('+').len()),
+            ParseError::InvalidCountryCode => {
+                RefusedNumber::InvalidCountryCode(digits.chars().take(3).collect())
+            }
+            ParseError::TooLong => RefusedNumber::TooManyDigits(digits.len()),
             _ => RefusedNumber::TooShort,
         }
     })?;
-    let calling_code = number.code().value();
-    let national = number.national();
+    let calling_code = parsed.calling_code;
     let national = format!(
         "{}{}",
-        "0".repeat(usize::from(national.zeros())),
-        national.value()
+        "0".repeat(usize::from(parsed.national.zeros())),
+        parsed.national.value()
     );
     let e164 = format!("+{calling_code}{national}");
     let e164_digits = e164.len() - 1;
     if e164_digits > MAX_E164_DIGITS {
         return Err(RefusedNumber::TooManyDigits(e164_digits));
     }
-    if !number.is_valid() {
+    if !parsed.valid {
         return Err(RefusedNumber::NotValid(format!("+{calling_code}")));
     }
     Ok(E164 {
         e164,
         calling_code,
         national,
+    })
+}
+
+/// What the `phonenumber` crate itself says of `digits` (after `+` when `plus`) read with
+/// `region`: its parse, then its validity check. [`phone_compiled`] gives the same answer
+/// faster for every text it answers.
+pub(crate) fn parse_by_library(
+    region: Option<Id>,
+    plus: bool,
+    digits: &str,
+) -> Result<Parsed, phonenumber::ParseError> {
+    let text = if plus {
+        Cow::Owned(format!("+{digits}"))
+    } else {
+        Cow::Borrowed(digits)
+    };
+    let number = phonenumber::parse(region, &*text)?;
+    Ok(Parsed {
+        calling_code: number.code().value(),
+        national: *number.national(),
+        valid: number.is_valid(),
+    })
+}
+
+/// Threads [`normalise_all`] shares its work out to, at most.
+const MAX_NORMALISING_THREADS: usize = 8;
+/// Below this many texts a thread each, [`normalise_all`] stays on the calling thread.
+const MIN_TEXTS_PER_THREAD: usize = 1024;
+
+/// [`normalise`] of every text of `raws`, in their order, on every core the machine has:
+/// the library's rules cost about 14 µs a number, so a file of a million takes seconds.
+/// Each text goes through the very same function; only the work is shared out.
+pub fn normalise_all<S: AsRef<str> + Sync>(
+    raws: &[S],
+    default_region: Option<Region>,
+) -> Vec<Result<E164, RefusedNumber>> {
+    let one = |raw: &S| normalise(raw.as_ref(), default_region);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_NORMALISING_THREADS)
+        .min(raws.len() / MIN_TEXTS_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return raws.iter().map(one).collect();
+    }
+    let per_thread = raws.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut parts = raws.chunks(per_thread);
+        let own = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        let mut all: Vec<_> = own.iter().map(one).collect();
+        for other in others {
+            all.extend(
+                other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        all
     })
 }
 
@@ -249,6 +316,23 @@ mod tests {
         assert_eq!(Region::parse("gb").unwrap().to_string(), "GB");
         assert!(Region::parse("India").is_err());
         assert!(Region::parse("").is_err());
+    }
+
+    #[test]
+    fn normalising_many_on_every_core_gives_each_texts_own_answer_in_order() {
+        let raws: Vec<String> = (0..5000)
+            .map(|n| match n % 4 {
+                0 => format!("98765{n:05}"),
+                1 => format!("+91 98765 {n:05}"),
+                2 => format!("x{n}"),
+                _ => String::new(),
+            })
+            .collect();
+        let all = normalise_all(&raws, region("IN"));
+        assert_eq!(all.len(), raws.len());
+        for (raw, answer) in raws.iter().zip(&all) {
+            assert_eq!(*answer, normalise(raw, region("IN")), "{raw}");
+        }
     }
 
     #[test]

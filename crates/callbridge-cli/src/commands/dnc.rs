@@ -5,8 +5,8 @@
 //! recorded in `operator_actions` with `--actor` (default: the OS user).
 //!
 //! `import` streams a file of any size: one number a line, or a CSV with a
-//! `phone_number` column. Each number is normalised as it is read and COPYed into a
-//! staging table, and one statement merges them into the list when the file is done, all
+//! `phone_number` column. The numbers are normalised as they are read, a block of lines
+//! at a time on every core, and COPYed into a staging table, and one statement merges them into the list when the file is done, all
 //! in one transaction. A line that is no valid number is reported with its line number;
 //! the import then stores nothing unless `--skip-invalid` is given.
 
@@ -16,10 +16,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use callbridge_ops::dnc::{self, DncEntry};
+use callbridge_ops::dnc::{self, DncEntry, WaitingRow};
 use callbridge_ops::{ActionOutcome, Actor};
 use callbridge_runtime::config::{NumbersConfig, Settings};
-use callbridge_types::phone::{E164, RefusedNumber, normalise};
+use callbridge_types::phone::{E164, RefusedNumber, normalise, normalise_all};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -39,6 +39,10 @@ const COPY_CHUNK_BYTES: usize = 1 << 20;
 const COPY_CHUNKS_IN_FLIGHT: usize = 4;
 /// Lines between two progress updates.
 const PROGRESS_EVERY: u64 = 16_384;
+/// Lines normalised together, shared out to every core.
+const NORMALISE_BLOCK_LINES: usize = 16_384;
+/// Waiting rows `dnc check` lists; the rest are counted.
+const SHOWN_WAITING: i64 = 50;
 
 #[derive(Debug, Args)]
 pub struct DncArgs {
@@ -91,7 +95,7 @@ pub enum DncCommand {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
-    /// Whether a number is on the list, and since when.
+    /// Whether a number is on the list, since when, and its rows still waiting to be sent.
     Check { number: String },
 }
 
@@ -179,17 +183,23 @@ pub async fn run(args: DncArgs) -> anyhow::Result<()> {
             let e164 = normalise_one(&number, numbers)?;
             let pool = crate::database::connect_pool(&database, 1).await?;
             let entry = dnc::check(&pool, &e164).await?;
+            let (waiting, waiting_total) = dnc::waiting_rows(&pool, &e164, SHOWN_WAITING).await?;
             if args.json {
                 #[derive(Serialize)]
                 struct Checked<'a> {
                     phone_number: &'a str,
                     listed: bool,
                     entry: Option<&'a DncEntry>,
+                    /// Its rows still waiting to be sent (the first SHOWN_WAITING).
+                    waiting: &'a [WaitingRow],
+                    waiting_total: i64,
                 }
                 let checked = Checked {
                     phone_number: e164.as_str(),
                     listed: entry.is_some(),
                     entry: entry.as_ref(),
+                    waiting: &waiting,
+                    waiting_total,
                 };
                 println!("{}", serde_json::to_string_pretty(&checked)?);
             } else {
@@ -207,9 +217,56 @@ pub async fn run(args: DncArgs) -> anyhow::Result<()> {
                     ),
                     None => println!("{} is not on the do-not-call list", e164.as_str()),
                 }
+                print_waiting(&waiting, waiting_total, entry.is_some());
             }
             Ok(())
         }
+    }
+}
+
+/// The number's waiting rows, and what becomes of them when they are due.
+fn print_waiting(waiting: &[WaitingRow], total: i64, listed: bool) {
+    if total == 0 {
+        println!("no row of it waits to be sent");
+        return;
+    }
+    let fate = if listed {
+        "each will be suppressed, never sent, when it is due"
+    } else {
+        "each will be sent when it is due"
+    };
+    println!(
+        "{total} row{} of it wait{}: {fate}",
+        if total == 1 { "" } else { "s" },
+        if total == 1 { "s" } else { "" }
+    );
+    let rows: Vec<Vec<String>> = waiting
+        .iter()
+        .map(|row| {
+            vec![
+                row.id.to_string(),
+                row.campaign.clone().unwrap_or_else(|| "-".to_owned()),
+                row.batch_id
+                    .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                row.attempt.to_string(),
+                row.due_at.to_rfc3339(),
+                if row.deferred_by_campaign {
+                    "campaign rules".to_owned()
+                } else {
+                    "-".to_owned()
+                },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render_table(
+            &["ROW", "CAMPAIGN", "BATCH", "ATTEMPT", "DUE", "DEFERRED BY"],
+            &rows
+        )
+    );
+    if total > waiting.len() as i64 {
+        println!("… {} of {total} shown", waiting.len());
     }
 }
 
@@ -407,11 +464,7 @@ fn read_numbers(
     chunks: tokio::sync::mpsc::Sender<Vec<u8>>,
 ) -> anyhow::Result<Scan> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut sink = CopySink {
-        chunk: Vec::with_capacity(COPY_CHUNK_BYTES + 64),
-        chunks,
-        seen: HashSet::new(),
-    };
+    let mut sink = CopySink::new(chunks);
     let mut scan = Scan::default();
     let first = reader
         .fill_buf()
@@ -432,12 +485,16 @@ fn read_numbers(
     } else {
         read_lines(reader, display, numbers, progress, &mut sink, &mut scan)?;
     }
-    sink.flush()?;
+    sink.flush(numbers, &mut scan)?;
     Ok(scan)
 }
 
-/// Where the reading thread puts each distinct number.
+/// Where the reading thread puts each number: lines gather into blocks, each block is
+/// normalised on every core (`normalise_all`), and its distinct numbers become COPY lines,
+/// in the file's order.
 struct CopySink {
+    /// Lines read and not normalised yet: (line number, text).
+    block: Vec<(u64, String)>,
     chunk: Vec<u8>,
     chunks: tokio::sync::mpsc::Sender<Vec<u8>>,
     /// Numbers already sent, as E.164 keys: 8 bytes a number.
@@ -445,6 +502,15 @@ struct CopySink {
 }
 
 impl CopySink {
+    fn new(chunks: tokio::sync::mpsc::Sender<Vec<u8>>) -> CopySink {
+        CopySink {
+            block: Vec::with_capacity(NORMALISE_BLOCK_LINES),
+            chunk: Vec::with_capacity(COPY_CHUNK_BYTES + 64),
+            chunks,
+            seen: HashSet::new(),
+        }
+    }
+
     fn take(
         &mut self,
         raw: &str,
@@ -452,28 +518,49 @@ impl CopySink {
         numbers: NumbersConfig,
         scan: &mut Scan,
     ) -> anyhow::Result<()> {
-        scan.lines_read += 1;
-        match normalise(raw, numbers.default_region) {
-            Err(RefusedNumber::Empty) => {
-                // A blank cell in a CSV row, like a blank line: no number, skipped.
-                scan.lines_read -= 1;
-            }
-            Err(problem) => scan.refuse(line, format!("invalid phone_number: {problem}")),
-            Ok(e164) if !self.seen.insert(e164.key()) => scan.duplicates += 1,
-            Ok(e164) => {
-                // Digits and a leading `+`: nothing to escape for COPY.
-                self.chunk.extend_from_slice(e164.as_str().as_bytes());
-                self.chunk.push(b'\n');
-                scan.copied += 1;
-                if self.chunk.len() >= COPY_CHUNK_BYTES {
-                    self.flush()?;
-                }
-            }
+        self.block.push((line, raw.to_owned()));
+        if self.block.len() >= NORMALISE_BLOCK_LINES {
+            self.normalise_block(numbers, scan)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
+    fn normalise_block(&mut self, numbers: NumbersConfig, scan: &mut Scan) -> anyhow::Result<()> {
+        let block = std::mem::take(&mut self.block);
+        let texts: Vec<&str> = block.iter().map(|(_, raw)| raw.as_str()).collect();
+        let normalised = normalise_all(&texts, numbers.default_region);
+        for ((line, _), number) in block.iter().zip(normalised) {
+            scan.lines_read += 1;
+            match number {
+                Err(RefusedNumber::Empty) => {
+                    // A blank cell in a CSV row, like a blank line: no number, skipped.
+                    scan.lines_read -= 1;
+                }
+                Err(problem) => scan.refuse(*line, format!("invalid phone_number: {problem}")),
+                Ok(e164) if !self.seen.insert(e164.key()) => scan.duplicates += 1,
+                Ok(e164) => {
+                    // Digits and a leading `+`: nothing to escape for COPY.
+                    self.chunk.extend_from_slice(e164.as_str().as_bytes());
+                    self.chunk.push(b'\n');
+                    scan.copied += 1;
+                    if self.chunk.len() >= COPY_CHUNK_BYTES {
+                        self.send_chunk()?;
+                    }
+                }
+            }
+        }
+        self.block = block;
+        self.block.clear();
+        Ok(())
+    }
+
+    /// Normalises what is left and sends the last COPY lines.
+    fn flush(&mut self, numbers: NumbersConfig, scan: &mut Scan) -> anyhow::Result<()> {
+        self.normalise_block(numbers, scan)?;
+        self.send_chunk()
+    }
+
+    fn send_chunk(&mut self) -> anyhow::Result<()> {
         if self.chunk.is_empty() {
             return Ok(());
         }

@@ -399,21 +399,13 @@ async fn missing_topology(connection: &Connection) -> anyhow::Result<Vec<String>
     Ok(missing)
 }
 
+/// How many dead letters wait (`callbridge_ops::dead_letters::count`, what `dlq list`
+/// reports), or nothing when that cannot be read.
 async fn dead_letter_count(connection: &Connection) -> Option<u32> {
     let channel = connection.create_channel().await.ok()?;
-    let queue = channel
-        .queue_declare(
-            DEAD_QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .ok()?;
+    let count = callbridge_ops::dead_letters::count(&channel).await.ok();
     channel.close(200, "bye".into()).await.ok();
-    Some(queue.message_count())
+    count
 }
 
 /// The key's form first (the guide's "Check API key format"), then a harmless
