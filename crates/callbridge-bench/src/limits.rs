@@ -16,6 +16,7 @@ use anyhow::{Context, bail, ensure};
 use callbridge_ingress::message::CallbackMessage;
 use callbridge_runtime::amqp::{connect, declare_topology, open_confirmed_channel};
 use callbridge_submitter::store::{CLAIM_DUE_ROWS_SQL, ClaimedRow};
+use callbridge_types::erasure::HmacPads;
 use callbridge_types::event::CallbackEvent;
 use callbridge_types::topology::PERSIST_QUEUE;
 use futures::{StreamExt, TryStreamExt};
@@ -26,6 +27,12 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use crate::stats::per_second;
+
+/// The erasure key the bench's services get, and its HMAC blocks as the submitter binds
+/// them in its claim.
+pub const BENCH_ERASURE_KEY: &str = "callbridge-bench-erasure-key";
+pub static ERASURE_PADS: std::sync::LazyLock<HmacPads> =
+    std::sync::LazyLock::new(|| HmacPads::new(BENCH_ERASURE_KEY.as_bytes()));
 
 /// How many items took how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -362,6 +369,9 @@ async fn claim_and_mark(pool: &PgPool, round: usize, shape: ClaimShape) -> anyho
             .bind(chrono::Utc::now())
             // The default region's calling code, as the submitter binds it (IN's).
             .bind("91")
+            // The erased opt-outs' HMAC blocks, as the submitter binds them (a key set).
+            .bind(ERASURE_PADS.inner.as_slice())
+            .bind(ERASURE_PADS.outer.as_slice())
             .fetch_all(pool)
             .await
             .context("while claiming due local_call_queue rows")?;

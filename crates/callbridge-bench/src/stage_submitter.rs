@@ -622,6 +622,7 @@ async fn time_claims(pool: &PgPool) -> anyhow::Result<f64> {
             Duration::from_secs(120),
             Utc::now(),
             Some(91),
+            Some(&crate::limits::ERASURE_PADS),
         )
         .await?;
         ensure!(claimed.is_empty(), "{} rows were due", claimed.len());

@@ -40,6 +40,9 @@ pub enum Command {
     Retention(commands::retention::RetentionArgs),
     /// The do-not-call list: add, remove, import, list and check numbers.
     Dnc(commands::dnc::DncArgs),
+    /// Erase a person's number from every table and dead letter (a keyed hash stays
+    /// where a row must, so counts do not change).
+    Erase(commands::erase::EraseArgs),
     /// List batches: local counts and status beside the centralized system's view.
     Batches(commands::batches::BatchesArgs),
     /// Show one batch in detail.
@@ -63,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(args) => commands::queue::run(args).await,
         Command::Retention(args) => commands::retention::run(args).await,
         Command::Dnc(args) => commands::dnc::run(args).await,
+        Command::Erase(args) => commands::erase::run(args).await,
         Command::Batches(args) => commands::batches::run_list(args).await,
         Command::Batch(args) => commands::batches::run_one(args).await,
         Command::Dlq(args) => commands::dlq::run(args).await,

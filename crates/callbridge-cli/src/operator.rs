@@ -169,6 +169,27 @@ impl RuleArgs {
     }
 }
 
+/// Asks `question` on the terminal and reads a yes or no from standard input (a piped
+/// answer works too); only `y` or `yes` is yes.
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("while reading the answer")?;
+    if !std::io::stdin().is_terminal() {
+        // A piped answer is not echoed: end the prompt's line ourselves.
+        eprintln!();
+    }
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

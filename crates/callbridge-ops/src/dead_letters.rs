@@ -151,7 +151,7 @@ async fn open_channel(connection: &Connection) -> Result<Channel, OpsError> {
         .map_err(|error| broker_error(error, "while opening a channel"))
 }
 
-async fn get_one(channel: &Channel) -> Result<Option<BasicGetMessage>, OpsError> {
+pub(crate) async fn get_one(channel: &Channel) -> Result<Option<BasicGetMessage>, OpsError> {
     channel
         // Manual ack (no_ack false): nothing leaves the dead queue unless we ack it.
         .basic_get(DEAD_QUEUE.into(), BasicGetOptions { no_ack: false })

@@ -1,10 +1,10 @@
 //! What an operator does to campaigns and to queue rows, and the SQL that does it: list and
 //! show campaigns with their figures, pause, resume, cancel, change rules, the two
 //! repairs (`retry` failed rows, `resolve` rows whose outcome is unknown), the
-//! do-not-call list (`dnc`), and the dead-lettered callbacks (`dead_letters`: list,
-//! replay, purge); and what an operator reads: the batches with their queue counts
-//! (`batches`), the centralized system's batch-status (`centralized`), and a campaign's
-//! outcomes over time (`outcomes`).
+//! do-not-call list (`dnc`), the dead-lettered callbacks (`dead_letters`: list, replay,
+//! purge) and erasing a person's number everywhere (`erasure`); and what an operator
+//! reads: the batches with their queue counts (`batches`), the centralized system's
+//! batch-status (`centralized`), and a campaign's outcomes over time (`outcomes`).
 //!
 //! The CLI (`callbridge campaign …`, `callbridge queue …`, `callbridge dlq …`) and the
 //! operator console call these same functions; the services never depend on this crate.
@@ -23,6 +23,7 @@ pub mod centralized;
 pub mod dead_letters;
 pub mod dnc;
 pub mod due;
+pub mod erasure;
 pub mod outcomes;
 pub mod queue;
 pub mod retention;

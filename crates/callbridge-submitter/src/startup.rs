@@ -49,6 +49,9 @@ impl Application {
             let applied = db::migrate_up(&pool).await?;
             tracing::info!(applied = applied.len(), "migrations applied at start");
         }
+        if config.lifecycle.erasure_key.is_none() {
+            refuse_erased_opt_outs_without_a_key(&pool).await?;
+        }
         readiness.set_ready(DATABASE_CONDITION);
         let submitter = Submitter::new(pool.clone(), config, readiness)?;
         tracing::info!(owner = submitter.owner(), "submitter ready");
@@ -131,4 +134,22 @@ async fn listen(pool: &PgPool) -> anyhow::Result<PgListener> {
         .await
         .with_context(|| format!("while listening on {QUEUE_CHANNEL}"))?;
     Ok(listener)
+}
+
+/// An erased number on the do-not-call list is kept as its stand-in, which only the
+/// erasure key can match again: without the key the submitter would call such a person,
+/// so it does not start. (A database not migrated yet holds no such entry; the claim
+/// reports the missing schema itself.)
+async fn refuse_erased_opt_outs_without_a_key(pool: &PgPool) -> anyhow::Result<()> {
+    let erased: Result<bool, sqlx::Error> = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM do_not_call WHERE phone_number LIKE 'erased:%')",
+    )
+    .fetch_one(pool)
+    .await;
+    if let Ok(true) = erased {
+        anyhow::bail!(
+            "do_not_call holds opt-outs of erased numbers, which only the erasure key recognises: set CALLBRIDGE__LIFECYCLE__ERASURE_KEY to the key `callbridge erase` used"
+        );
+    }
+    Ok(())
 }

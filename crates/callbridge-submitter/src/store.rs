@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context;
+use callbridge_types::erasure::HmacPads;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -76,7 +77,10 @@ pub struct Release {
 /// with `suppressed` true, never leased) instead of `submitting`. The number looked up
 /// is the row's `phone_e164` (written by enqueue); a row an application inserted has
 /// none, and its `phone_number` is read as E.164 when it starts with `+`, else as a
-/// national number of the default region (trunk zeros dropped).
+/// national number of the default region (trunk zeros dropped). An erased number stays on
+/// the list as its stand-in: `$6` and `$7`, the erasure key's HMAC blocks (NULL without a
+/// key), let the same lookup find it (see `callbridge_types::erasure`). A row whose own
+/// number was erased is suppressed too: there is nothing left to dial.
 pub const CLAIM_DUE_ROWS_SQL: &str = r#"
 WITH RECURSIVE oldest AS (
     -- The oldest due work, read through the partial indexes on next_attempt_at and
@@ -142,13 +146,21 @@ chosen AS (
 picked_batched AS (
     SELECT q.id, q.queue_status AS previous_status,
            q.attempt_started_at AS previous_attempt_started_at, q.lease_owner AS previous_owner,
-           EXISTS (SELECT 1 FROM do_not_call d
-                    WHERE d.phone_number = CASE
-                          WHEN q.phone_e164 IS NOT NULL THEN q.phone_e164
-                          WHEN btrim(q.phone_number) LIKE '+%'
-                          THEN '+' || regexp_replace(q.phone_number, '[^0-9]', '', 'g')
-                          ELSE '+' || $5::TEXT || ltrim(regexp_replace(q.phone_number, '[^0-9]', '', 'g'), '0')
-                          END) AS on_do_not_call
+           -- A row whose number was erased has nothing left to dial.
+           (q.phone_number LIKE 'erased:%'
+            OR EXISTS (SELECT 1
+                         FROM (SELECT CASE
+                                      WHEN q.phone_e164 IS NOT NULL THEN q.phone_e164
+                                      WHEN btrim(q.phone_number) LIKE '+%'
+                                      THEN '+' || regexp_replace(q.phone_number, '[^0-9]', '', 'g')
+                                      ELSE '+' || $5::TEXT || ltrim(regexp_replace(q.phone_number, '[^0-9]', '', 'g'), '0')
+                                      END AS number) n
+                        -- Two lookups by the list's key: the number, then its stand-in.
+                        WHERE EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone_number = n.number)
+                           OR EXISTS (SELECT 1 FROM do_not_call d
+                                       WHERE d.phone_number = callbridge_erased_stand_in(
+                                                 n.number, $6::BYTEA, $7::BYTEA))))
+           AS on_do_not_call
       FROM local_call_queue q
      WHERE q.batch_id IN (SELECT batch_id FROM chosen)
        AND ((q.queue_status = 'pending' AND q.next_attempt_at <= $4)
@@ -231,7 +243,8 @@ RETURNING q.id, q.batch_id, q.phone_number, q.custom_data, q.retry_count, q.last
 /// the claim. Rows whose number had its day's calls (`max_attempts_per_day`) come back
 /// with `held_until` set, already `pending` again (see [`crate::daily_cap`]).
 /// `home_calling_code` is the default region's country calling code, which reads an
-/// application's national numbers.
+/// application's national numbers; `erased_opt_outs`, the erasure key's HMAC blocks, lets
+/// the list's erased numbers be recognised.
 ///
 /// Locks are taken in the order every writer of these tables takes them: queue rows, then
 /// the numbers' locks, then batch rows.
@@ -243,6 +256,7 @@ pub async fn claim_due_rows(
     lease: Duration,
     now: DateTime<Utc>,
     home_calling_code: Option<u16>,
+    erased_opt_outs: Option<&HmacPads>,
 ) -> anyhow::Result<Vec<ClaimedRow>> {
     let mut tx = begin(pool).await?;
     let mut rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_DUE_ROWS_SQL)
@@ -251,6 +265,8 @@ pub async fn claim_due_rows(
         .bind(lease.as_secs_f64())
         .bind(now)
         .bind(home_calling_code.map(|code| code.to_string()))
+        .bind(erased_opt_outs.map(|pads| pads.inner.as_slice()))
+        .bind(erased_opt_outs.map(|pads| pads.outer.as_slice()))
         .fetch_all(&mut *tx)
         .await
         .context("while claiming due local_call_queue rows")?;

@@ -11,6 +11,7 @@ use callbridge_runtime::config::{SubmitterConfig, setting_name};
 use callbridge_runtime::health::Readiness;
 use callbridge_types::centralized_api::{MAX_ITEMS_PER_INSERT, NumberMatch};
 use callbridge_types::clock::{SharedClock, SystemClock};
+use callbridge_types::erasure::HmacPads;
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -70,6 +71,9 @@ pub struct WorkerSettings {
     /// The default region's country calling code: the do-not-call check reads a national
     /// number an application inserted as one of this country.
     pub home_calling_code: Option<u16>,
+    /// The erasure key's HMAC blocks: the claim recognises the do-not-call entries of
+    /// erased numbers with them. `None` without `lifecycle.erasure_key`.
+    pub erased_opt_outs: Option<HmacPads>,
 }
 
 impl WorkerSettings {
@@ -104,6 +108,11 @@ impl WorkerSettings {
                 .numbers
                 .default_region
                 .and_then(|region| region.calling_code()),
+            erased_opt_outs: config
+                .lifecycle
+                .erasure_key
+                .as_ref()
+                .map(|key| HmacPads::new(key.expose().as_bytes())),
         })
     }
 }
@@ -356,6 +365,7 @@ impl Submitter {
             inner.settings.lease,
             inner.clock.now(),
             inner.settings.home_calling_code,
+            inner.settings.erased_opt_outs.as_ref(),
         )
         .await?;
         report.claimed = rows.len() as u64;

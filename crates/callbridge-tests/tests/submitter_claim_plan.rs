@@ -106,6 +106,9 @@ async fn explain_claim(pool: &sqlx::PgPool) -> (String, Vec<(String, String)>) {
     .bind(120.0_f64)
     .bind(chrono::Utc::now())
     .bind("91")
+    // No erasure key: the erased opt-outs' HMAC blocks are NULL.
+    .bind(None::<&[u8]>)
+    .bind(None::<&[u8]>)
     .fetch_one(pool)
     .await
     .unwrap();
@@ -159,6 +162,8 @@ async fn a_new_row_of_a_long_submitted_batch_is_claimed_without_reading_its_hist
         .bind(120.0_f64)
         .bind(chrono::Utc::now())
         .bind("91")
+        .bind(None::<&[u8]>)
+        .bind(None::<&[u8]>)
         .fetch_all(&pool)
         .await
         .unwrap()

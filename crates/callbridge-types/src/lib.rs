@@ -8,6 +8,7 @@ pub mod campaign;
 pub mod centralized_api;
 pub mod clock;
 pub mod envelope;
+pub mod erasure;
 pub mod event;
 pub mod lifecycle;
 pub mod phone;

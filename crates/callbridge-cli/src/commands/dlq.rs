@@ -4,8 +4,6 @@
 //! connects, asks and prints. Replay and purge are recorded in `operator_actions` with
 //! `--actor` (default: the OS user).
 
-use std::io::{BufRead, IsTerminal, Write};
-
 use anyhow::{Context, bail};
 use callbridge_ops::dead_letters::{self, DeadLetter, ReplaySelection};
 use callbridge_runtime::config::Settings;
@@ -14,7 +12,7 @@ use clap::{Args, Subcommand};
 use lapin::Connection;
 
 use crate::database::DatabaseArgs;
-use crate::operator::{ActorArgs, now};
+use crate::operator::{ActorArgs, confirm, now};
 use crate::output::render_table;
 
 #[derive(Debug, Args)]
@@ -184,24 +182,13 @@ async fn run_purge(
         println!("{DEAD_QUEUE} is empty: nothing to purge");
         return Ok(());
     }
-    if !args.yes {
-        eprint!(
-            "Delete {count} dead-lettered callback{} from {DEAD_QUEUE}? They cannot be replayed afterwards. [y/N] ",
+    if !args.yes
+        && !confirm(&format!(
+            "Delete {count} dead-lettered callback{} from {DEAD_QUEUE}? They cannot be replayed afterwards.",
             if count == 1 { "" } else { "s" }
-        );
-        std::io::stderr().flush().ok();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .context("while reading the answer")?;
-        if !std::io::stdin().is_terminal() {
-            // A piped answer is not echoed: end the prompt's line ourselves.
-            eprintln!();
-        }
-        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            bail!("purge cancelled; nothing was deleted");
-        }
+        ))?
+    {
+        bail!("purge cancelled; nothing was deleted");
     }
     let purged = dead_letters::purge(connection, &pool, now(), &actor)
         .await?

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod doctor_batch_status;
 pub mod encrypt_key;
 pub mod enqueue;
+pub mod erase;
 pub mod migrate;
 pub mod queue;
 pub mod retention;

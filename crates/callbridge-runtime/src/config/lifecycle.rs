@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Settings, at_least, setting_name};
+use super::{ConfigError, Secret, Settings, at_least, setting_name};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,6 +23,9 @@ pub struct LifecycleSettings {
     pub queue_days: u32,
     /// Rows looked at per retention transaction: each one short, so no lock is held long.
     pub retention_chunk_rows: u32,
+    /// The key of the keyed hash `callbridge erase` replaces a number with. The CLI needs
+    /// it to erase; the submitter needs it to honour the opt-outs of erased numbers.
+    pub erasure_key: Option<Secret>,
 }
 
 impl Default for LifecycleSettings {
@@ -33,6 +36,7 @@ impl Default for LifecycleSettings {
             events_days: 30,
             queue_days: 90,
             retention_chunk_rows: 5_000,
+            erasure_key: None,
         }
     }
 }
@@ -45,7 +49,13 @@ pub struct LifecycleConfig {
     pub events_retention: Duration,
     pub queue_retention: Duration,
     pub retention_chunk_rows: u32,
+    /// At least [`MIN_ERASURE_KEY_BYTES`] long when set.
+    pub erasure_key: Option<Secret>,
 }
+
+/// The shortest erasure key accepted: a short key could be guessed, and with it every
+/// erased number found again by hashing the country's numbers.
+pub const MIN_ERASURE_KEY_BYTES: usize = callbridge_types::erasure::MIN_KEY_BYTES;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -75,12 +85,23 @@ impl Settings {
             1,
             "lifecycle.retention_chunk_rows",
         )?;
+        if let Some(key) = &lifecycle.erasure_key
+            && key.expose().len() < MIN_ERASURE_KEY_BYTES
+        {
+            return Err(ConfigError::invalid(
+                setting_name("lifecycle.erasure_key"),
+                format!(
+                    "must be at least {MIN_ERASURE_KEY_BYTES} bytes long (e.g. `openssl rand -hex 32`)"
+                ),
+            ));
+        }
         Ok(LifecycleConfig {
             callback_deadline,
             deadline_check: Duration::from_secs(lifecycle.deadline_check_secs),
             events_retention: DAY * lifecycle.events_days,
             queue_retention: DAY * lifecycle.queue_days,
             retention_chunk_rows: lifecycle.retention_chunk_rows,
+            erasure_key: lifecycle.erasure_key.clone(),
         })
     }
 }
@@ -142,5 +163,27 @@ mod tests {
             .lifecycle()
             .unwrap();
         assert_eq!(defaults.callback_deadline, Duration::from_secs(7_200));
+        assert_eq!(defaults.erasure_key, None);
+    }
+
+    #[test]
+    fn a_short_erasure_key_is_refused_naming_its_variable() {
+        let settings =
+            Settings::load_from([("CALLBRIDGE__LIFECYCLE__ERASURE_KEY", "short")]).unwrap();
+        let error = settings.lifecycle().unwrap_err().to_string();
+        assert!(
+            error.contains("CALLBRIDGE__LIFECYCLE__ERASURE_KEY"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("short"),
+            "the key itself is never shown: {error}"
+        );
+        let key = "0123456789abcdef0123";
+        let settings = Settings::load_from([("CALLBRIDGE__LIFECYCLE__ERASURE_KEY", key)]).unwrap();
+        assert_eq!(
+            settings.lifecycle().unwrap().erasure_key.unwrap().expose(),
+            key
+        );
     }
 }
