@@ -149,6 +149,13 @@ impl TestVhost {
         encode(&self.name)
     }
 
+    /// PUT `body` to `/api/<path>` of the management API (a policy, say). `{vhost}` in
+    /// `path` is replaced by this vhost's encoded name, as in [`TestVhost::management_get`].
+    pub async fn management_put(&self, path: &str, body: Value) -> Result<()> {
+        self.put(&path.replace("{vhost}", &self.encoded_name()), body)
+            .await
+    }
+
     async fn put(&self, path: &str, body: Value) -> Result<()> {
         let url = format!("{}/api/{}", self.mgmt_base, path);
         let response = self

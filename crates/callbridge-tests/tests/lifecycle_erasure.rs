@@ -136,8 +136,22 @@ async fn seed(pool: &PgPool, db: &TestDb, vhost: &TestVhost) {
     connection.close(200, "bye".into()).await.ok();
 }
 
-/// Every dead letter's body and headers, as text; each goes back to the queue.
+/// Every dead letter's body and headers, as text, once the two seeded ones are both
+/// ready again (a message another connection returned may take a moment to be);
+/// each goes back to the queue.
 async fn dead_letters(vhost: &TestVhost) -> Vec<String> {
+    let mut letters = Vec::new();
+    for _ in 0..50 {
+        letters = look_at_dead_letters(vhost).await;
+        if letters.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    letters
+}
+
+async fn look_at_dead_letters(vhost: &TestVhost) -> Vec<String> {
     let connection = callbridge_runtime::amqp::connect(&vhost.amqp_url(), "erasure-test")
         .await
         .unwrap();
@@ -270,7 +284,7 @@ async fn an_erased_number_is_nowhere_while_counts_figures_and_its_opt_out_stay()
     let counts_before = row_counts(&pool).await;
     let figures_before = batch_figures(&pool).await;
     let letters_before = dead_letters(&vhost).await;
-    assert_eq!(letters_before.len(), 2);
+    assert_eq!(letters_before.len(), 2, "{letters_before:?}");
 
     let url = vhost.amqp_url();
     let erase_args = [
@@ -485,4 +499,50 @@ async fn erase_refuses_without_the_erasure_key_and_changes_nothing() {
 
     assert_eq!(pg_dump(&db), dump);
     assert_eq!(dead_letters(&vhost).await, letters);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_cannot_be_republished_stays_and_the_database_is_unchanged() {
+    let (db, pool) = migrated_db().await;
+    let vhost = vhost_with_topology().await;
+    seed(&pool, &db, &vhost).await;
+    let dump = pg_dump(&db);
+    let letters = dead_letters(&vhost).await;
+    // The dead queue refuses every new message (a length limit of 0 that rejects
+    // publishes; the messages it holds stay): the scrubbed copy of the person's dead
+    // letter cannot be published.
+    vhost
+        .management_put(
+            "policies/{vhost}/dead-queue-full",
+            json!({"pattern": "^callbridge\\.dead$", "apply-to": "queues",
+                   "definition": {"max-length": 0, "overflow": "reject-publish"}}),
+        )
+        .await
+        .unwrap();
+    // The policy reaches the queue a moment after it is accepted.
+    for _ in 0..100 {
+        let queue = vhost.queue(DEAD_QUEUE).await.unwrap();
+        if queue["policy"] == "dead-queue-full" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        vhost.queue(DEAD_QUEUE).await.unwrap()["policy"],
+        "dead-queue-full"
+    );
+    let refused = callbridge(
+        &["erase", "--phone", E164, "--yes"],
+        &env(&db, &vhost.amqp_url(), Some(ERASURE_KEY)),
+        None,
+    )
+    .await;
+    let line = one_line_failure(&refused);
+    assert!(line.contains("dead letter"), "{line}");
+    assert_eq!(pg_dump(&db), dump, "the database was changed");
+    assert_eq!(
+        dead_letters(&vhost).await,
+        letters,
+        "a dead letter was lost or changed"
+    );
 }
