@@ -231,9 +231,13 @@ async fn busy_duplicated_reordered_and_on_two_replicas_is_redialled_once_per_att
         attempt_row = redial.id;
         batch = redial.batch_id;
     }
-    for replica in replicas {
-        replica.stop().await;
-    }
+    // A copy the first replica had prefetched but not stored goes back to the queue when
+    // it stops: the other one, left alone, takes it, and the sentinel behind it shows it
+    // is stored before that one stops too.
+    let [first_replica, second_replica] = replicas;
+    first_replica.stop().await;
+    h.settle().await;
+    second_replica.stop().await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM local_call_queue")
         .fetch_one(&h.pool)
         .await
