@@ -151,7 +151,7 @@ async fn open_channel(connection: &Connection) -> Result<Channel, OpsError> {
         .map_err(|error| broker_error(error, "while opening a channel"))
 }
 
-pub(crate) async fn get_one(channel: &Channel) -> Result<Option<BasicGetMessage>, OpsError> {
+async fn get_one(channel: &Channel) -> Result<Option<BasicGetMessage>, OpsError> {
     channel
         // Manual ack (no_ack false): nothing leaves the dead queue unless we ack it.
         .basic_get(DEAD_QUEUE.into(), BasicGetOptions { no_ack: false })
@@ -257,26 +257,6 @@ fn replay_properties(properties: &BasicProperties) -> BasicProperties {
     properties.clone().with_headers(kept)
 }
 
-async fn republish(channel: &Channel, message: &BasicGetMessage) -> Result<(), OpsError> {
-    let delivery = &message.delivery;
-    let copy = Outgoing {
-        exchange: CALLBACKS_EXCHANGE,
-        routing_key: delivery.routing_key.as_str(),
-        body: &delivery.data,
-        properties: replay_properties(&delivery.properties),
-        // Mandatory: with no queue bound the copy comes back, and the dead letter stays,
-        // instead of both being gone.
-        mandatory: true,
-    };
-    match publish_confirmed(channel, copy, CONFIRM_TIMEOUT).await {
-        Ok(()) => Ok(()),
-        Err(PublishError::Unroutable) => Err(OpsError::Broker(anyhow::anyhow!(
-            "{CALLBACKS_EXCHANGE} routed the replayed callback nowhere: is the persist queue bound? (start callbridge-persister once)"
-        ))),
-        Err(error) => Err(broker_error(error, "while publishing a replayed callback")),
-    }
-}
-
 /// Publishes the selected dead letters to `callbridge.callbacks` again (original routing
 /// key and properties, without the dead-lettering headers), removing each from the dead
 /// queue once its copy is confirmed, and records the replay by `actor` at `now`.
@@ -348,12 +328,71 @@ async fn replay_on(
     selection: &ReplaySelection,
     replayed: &mut Vec<String>,
 ) -> Result<(), OpsError> {
-    let count = count(channel).await?;
-    let limit = selection.limit.unwrap_or(usize::MAX);
-    let mut skipped_tags = Vec::new();
+    let message_id = |message: &BasicGetMessage| {
+        message
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned())
+    };
+    move_each(
+        channel,
+        selection.limit.unwrap_or(usize::MAX),
+        |message| {
+            let wanted = selection.message_ids.is_empty()
+                || message_id(message).is_some_and(|id| selection.message_ids.contains(&id));
+            wanted.then(|| Replacement {
+                exchange: CALLBACKS_EXCHANGE,
+                routing_key: message.delivery.routing_key.as_str().to_owned(),
+                body: None,
+                properties: replay_properties(&message.delivery.properties),
+            })
+        },
+        |message| replayed.push(message_id(message).unwrap_or_else(|| "-".to_owned())),
+        |error| match error {
+            PublishError::Unroutable => OpsError::Broker(anyhow::anyhow!(
+                "{CALLBACKS_EXCHANGE} routed the replayed callback nowhere: is the persist queue bound? (start callbridge-persister once)"
+            )),
+            error => broker_error(error, "while publishing a replayed callback"),
+        },
+        // The copy is out; the original stays and is replayed again next time, which the
+        // persister absorbs by event id.
+        "while removing a replayed message from the dead queue",
+    )
+    .await
+}
+
+/// What [`move_each`] publishes in place of a dead letter.
+pub(crate) struct Replacement {
+    pub exchange: &'static str,
+    pub routing_key: String,
+    /// `None`: the message's own body.
+    pub body: Option<Vec<u8>>,
+    pub properties: BasicProperties,
+}
+
+/// Walks the dead letters waiting when it starts, moving at most `limit`: a message
+/// `decide` gives a [`Replacement`] for is published as that (confirmed, mandatory: with
+/// no queue bound it comes back instead of being lost), and only then acknowledged, and
+/// `moved` is told; every other message goes back to the dead queue unchanged. So a crash
+/// or an error at any point loses nothing: at worst a message exists twice. Stops at the
+/// first error (`publish_failed` words a failed publish, `ack_failed` a failed
+/// acknowledgement), after giving back what it kept.
+pub(crate) async fn move_each(
+    channel: &Channel,
+    limit: usize,
+    mut decide: impl FnMut(&BasicGetMessage) -> Option<Replacement>,
+    mut moved: impl FnMut(&BasicGetMessage),
+    publish_failed: impl Fn(PublishError) -> OpsError,
+    ack_failed: &'static str,
+) -> Result<(), OpsError> {
+    let waiting = count(channel).await?;
+    let mut kept = Vec::new();
+    let mut done = 0;
     let mut result = Ok(());
-    for _ in 0..count {
-        if replayed.len() >= limit {
+    for _ in 0..waiting {
+        if done >= limit {
             break;
         }
         let message = match get_one(channel).await {
@@ -365,20 +404,18 @@ async fn replay_on(
             }
         };
         let delivery = &message.delivery;
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.as_str().to_owned());
-        let wanted = selection.message_ids.is_empty()
-            || message_id
-                .as_ref()
-                .is_some_and(|id| selection.message_ids.contains(id));
-        if !wanted {
-            skipped_tags.push(delivery.delivery_tag);
+        let Some(replacement) = decide(&message) else {
+            kept.push(delivery.delivery_tag);
             continue;
-        }
-        if let Err(error) = republish(channel, &message).await {
+        };
+        let copy = Outgoing {
+            exchange: replacement.exchange,
+            routing_key: &replacement.routing_key,
+            body: replacement.body.as_deref().unwrap_or(&delivery.data),
+            properties: replacement.properties,
+            mandatory: true,
+        };
+        if let Err(error) = publish_confirmed(channel, copy, CONFIRM_TIMEOUT).await {
             delivery
                 .acker
                 .nack(BasicNackOptions {
@@ -387,21 +424,17 @@ async fn replay_on(
                 })
                 .await
                 .ok();
-            result = Err(error);
+            result = Err(publish_failed(error));
             break;
         }
         if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-            // The copy is out; the original stays and is replayed again next time, which
-            // the persister absorbs by event id.
-            result = Err(broker_error(
-                error,
-                "while removing a replayed message from the dead queue",
-            ));
+            result = Err(broker_error(error, ack_failed));
             break;
         }
-        replayed.push(message_id.unwrap_or_else(|| "-".to_owned()));
+        moved(&message);
+        done += 1;
     }
-    for tag in skipped_tags {
+    for tag in kept {
         channel
             .basic_nack(
                 tag,
@@ -412,7 +445,7 @@ async fn replay_on(
             )
             .await
             .map_err(|error| {
-                broker_error(error, "while returning a skipped message to the dead queue")
+                broker_error(error, "while returning a dead letter to the dead queue")
             })?;
     }
     result

@@ -19,15 +19,13 @@
 //! will carry the number again; run the erasure again once they have ended.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use callbridge_runtime::amqp::{Outgoing, open_confirmed_channel, publish_confirmed};
+use callbridge_runtime::amqp::open_confirmed_channel;
 use callbridge_types::erasure::{Scrubber, stand_in};
 use callbridge_types::phone::E164;
 use callbridge_types::status::{CallStatus, QueueStatus};
 use callbridge_types::topology::DEAD_QUEUE;
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection};
 use serde::Serialize;
@@ -35,11 +33,9 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 
 use crate::audit::{self, Action, Actor};
-use crate::dead_letters::{count as dead_letters_waiting, get_one};
+use crate::dead_letters::{Replacement, move_each};
 use crate::{OpsError, db_error};
 
-/// How long publishing a scrubbed dead letter and its confirm may take.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a waiting row erased before it was sent says.
 pub const ERASED_UNSENT: &str = "its number was erased: never sent";
 
@@ -124,76 +120,34 @@ pub async fn erase(
 /// confirmed) and then removes the original; returns how many. Messages without it go
 /// back unchanged. Only what is in the queue when it starts is looked at.
 async fn scrub_dead_letters(channel: &Channel, scrubber: &Scrubber) -> Result<u32, OpsError> {
-    let waiting = dead_letters_waiting(channel).await?;
-    let mut untouched = Vec::new();
     let mut scrubbed = 0;
-    let mut result = Ok(());
-    for _ in 0..waiting {
-        let message = match get_one(channel).await {
-            Ok(Some(message)) => message,
-            Ok(None) => break,
-            Err(error) => {
-                result = Err(error);
-                break;
-            }
-        };
-        let delivery = &message.delivery;
-        let body = scrubber.body(&delivery.data);
-        let properties = scrub_headers(&delivery.properties, scrubber);
-        if body.is_none() && properties.is_none() {
-            untouched.push(delivery.delivery_tag);
-            continue;
-        }
-        let copy = Outgoing {
-            // The default exchange routes by queue name: straight back to the dead queue.
-            exchange: "",
-            routing_key: DEAD_QUEUE,
-            body: body.as_deref().unwrap_or(&delivery.data),
-            properties: properties.unwrap_or_else(|| delivery.properties.clone()),
-            mandatory: true,
-        };
-        if let Err(error) = publish_confirmed(channel, copy, CONFIRM_TIMEOUT).await {
-            delivery
-                .acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await
-                .ok();
-            result = Err(OpsError::Broker(anyhow::Error::new(error).context(
+    move_each(
+        channel,
+        usize::MAX,
+        |message| {
+            let delivery = &message.delivery;
+            let body = scrubber.body(&delivery.data);
+            let properties = scrub_headers(&delivery.properties, scrubber);
+            (body.is_some() || properties.is_some()).then(|| Replacement {
+                // The default exchange routes by queue name: back to the dead queue.
+                exchange: "",
+                routing_key: DEAD_QUEUE.to_owned(),
+                body,
+                properties: properties.unwrap_or_else(|| delivery.properties.clone()),
+            })
+        },
+        |_| scrubbed += 1,
+        |error| {
+            OpsError::Broker(anyhow::Error::new(error).context(
                 "while publishing a dead letter without the number (it stays as it was; nothing in the database was changed)",
-            )));
-            break;
-        }
-        if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-            // The scrubbed copy is in the queue and the original too: running the erasure
-            // again removes the original (a replay of both is absorbed by event id).
-            result = Err(OpsError::Broker(anyhow::Error::new(error).context(
-                "while removing a dead letter whose scrubbed copy is published (run the erasure again)",
-            )));
-            break;
-        }
-        scrubbed += 1;
-    }
-    for tag in untouched {
-        channel
-            .basic_nack(
-                tag,
-                BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                },
-            )
-            .await
-            .map_err(|error| {
-                OpsError::Broker(
-                    anyhow::Error::new(error)
-                        .context("while returning a dead letter to the dead queue"),
-                )
-            })?;
-    }
-    result.map(|()| scrubbed)
+            ))
+        },
+        // The scrubbed copy is in the queue and the original too: running the erasure
+        // again removes the original (a replay of both is absorbed by event id).
+        "while removing a dead letter whose scrubbed copy is published (run the erasure again)",
+    )
+    .await?;
+    Ok(scrubbed)
 }
 
 /// The properties with the number taken out of every text header (the persister's error
