@@ -1,4 +1,5 @@
-"""What the deployment tests (test_deploy_*.py) share: the repository's paths, the tools
+"""What the deployment and operations tests (test_deploy_*.py, the CLI's and the runbook's)
+share: the repository's paths, the CLI binary, a fresh test database's name, the tools
 they run, and what the Rust sources say about each binary — its configuration variables,
 defaults and listen port — so the manifests are checked against the code, not against a
 second copy of it.
@@ -17,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,32 @@ OVERLAYS = ("staging", "production")
 # The runtime's settings: config.rs holds `Settings`; config/ one file per service's settings.
 RUNTIME_CONFIG = REPO / "crates" / "callbridge-runtime" / "src" / "config.rs"
 RUNTIME_CONFIG_DIR = RUNTIME_CONFIG.with_suffix("")
+
+
+@functools.cache
+def cli_binary() -> Path:
+    """The debug `callbridge` binary, rebuilt first when cargo is at hand (a no-op when
+    current)."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    binary = target / "debug" / "callbridge"
+    if shutil.which("cargo"):
+        subprocess.run(
+            ["cargo", "build", "--quiet", "-p", "callbridge-cli", "--bin", "callbridge"],
+            cwd=REPO,
+            check=True,
+        )
+    assert binary.exists(), f"{binary} is missing and cargo is not available"
+    return binary
+
+
+def fresh_database_name() -> str:
+    """`cbtest_<uuid v7>`: the testkit's naming, so its sweep removes a database a killed
+    run left behind (it reads the creation time from the v7 UUID)."""
+    millis = int(time.time() * 1000)
+    random = int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | (0x7 << 76) | ((random >> 62) & 0xFFF) << 64 | (0b10 << 62)
+    value |= random & ((1 << 62) - 1)
+    return f"cbtest_{value:032x}"
 TOPOLOGY = REPO / "crates" / "callbridge-types" / "src" / "topology.rs"
 DOCKERFILE = REPO / "Dockerfile"
 

@@ -1,30 +1,11 @@
 """`callbridge encrypt-key` makes Fernet tokens that the seed's Python `SecureConfig`
 (cryptography's Fernet) decrypts, and `--generate-key` makes keys it accepts."""
 
-import functools
-import os
-import shutil
 import subprocess
-from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@functools.cache
-def cli_binary():
-    """The debug binary, rebuilt first when cargo is at hand (a no-op when current)."""
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
-    binary = target / "debug" / "callbridge"
-    if shutil.which("cargo"):
-        subprocess.run(
-            ["cargo", "build", "--quiet", "-p", "callbridge-cli", "--bin", "callbridge"],
-            cwd=REPO_ROOT,
-            check=True,
-        )
-    assert binary.exists(), f"{binary} is missing and cargo is not available"
-    return binary
+from deploy_support import cli_binary
 
 
 def run(args, env, stdin=""):

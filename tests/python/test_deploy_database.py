@@ -5,26 +5,15 @@ Postgres (CALLBRIDGE_TEST_PG, default postgres://postgres@127.0.0.1:5432/postgre
 from __future__ import annotations
 
 import os
-import time
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from deploy_support import DEPLOY, OVERLAYS, REPO, compose_model, objects
+from deploy_support import DEPLOY, OVERLAYS, REPO, compose_model, fresh_database_name, objects
 
 ADMIN_URL = os.environ.get("CALLBRIDGE_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres")
 DEMO_CAMPAIGN = DEPLOY / "compose" / "demo-campaign.sql"
-
-
-def fresh_database_name() -> str:
-    """`cbtest_<uuid v7>`: the testkit's naming, so its sweep removes a database a killed
-    run left behind (it reads the creation time from the v7 UUID)."""
-    millis = int(time.time() * 1000)
-    random = int.from_bytes(os.urandom(10), "big")
-    value = (millis << 80) | (0x7 << 76) | ((random >> 62) & 0xFFF) << 64 | (0b10 << 62)
-    value |= random & ((1 << 62) - 1)
-    return f"cbtest_{value:032x}"
 
 
 def apply_migrations(conn: psycopg.Connection) -> None:

@@ -6,17 +6,16 @@ CALLBRIDGE_TEST_PG (default postgres://postgres@127.0.0.1:5432/postgres)."""
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
+
+from deploy_support import cli_binary, fresh_database_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
@@ -26,21 +25,6 @@ NEWEST_MIGRATION = max(
 )
 
 
-@functools.cache
-def cli_binary() -> Path:
-    """The debug binary, rebuilt first when cargo is at hand (a no-op when current)."""
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
-    binary = target / "debug" / "callbridge"
-    if shutil.which("cargo"):
-        subprocess.run(
-            ["cargo", "build", "--quiet", "-p", "callbridge-cli", "--bin", "callbridge"],
-            cwd=REPO_ROOT,
-            check=True,
-        )
-    assert binary.exists(), f"{binary} is missing and cargo is not available"
-    return binary
-
-
 def postgres_bin_dir() -> str | None:
     """The newest /usr/lib/postgresql/N/bin, so pg_dump is at least as new as the server."""
     dirs = sorted(
@@ -48,16 +32,6 @@ def postgres_bin_dir() -> str | None:
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
     )
     return str(dirs[-1]) if dirs else None
-
-
-def fresh_database_name() -> str:
-    """`cbtest_<uuid v7>`: the testkit's naming, so its sweep removes a database a killed
-    run left behind (it reads the creation time from the v7 UUID)."""
-    millis = int(time.time() * 1000)
-    random = int.from_bytes(os.urandom(10), "big")
-    value = (millis << 80) | (0x7 << 76) | ((random >> 62) & 0xFFF) << 64 | (0b10 << 62)
-    value |= random & ((1 << 62) - 1)
-    return f"cbtest_{value:032x}"
 
 
 def database_url(name: str) -> str:
