@@ -4,9 +4,10 @@
 use anyhow::Context;
 use callbridge_ops::centralized::{CentralApi, REQUEST_TIMEOUT};
 use callbridge_ops::{Actor, RulesChange};
-use callbridge_runtime::config::ApiConfig;
+use callbridge_runtime::config::{ApiConfig, NumbersConfig};
 use callbridge_types::campaign::{Days, RedialPolicy, parse_hours, parse_time_zone};
 use callbridge_types::clock::{Clock, SystemClock};
+use callbridge_types::phone::{E164, normalise};
 use chrono::{DateTime, Utc};
 use clap::Args;
 
@@ -188,6 +189,13 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
         answer.trim().to_ascii_lowercase().as_str(),
         "y" | "yes"
     ))
+}
+
+/// A number the operator typed, normalised with the default region as `enqueue` does;
+/// an error that quotes it and says why it is not a number.
+pub fn normalise_typed_number(raw: &str, numbers: NumbersConfig) -> anyhow::Result<E164> {
+    normalise(raw, numbers.default_region)
+        .map_err(|problem| anyhow::anyhow!("{raw:?} is not a phone number: {problem}"))
 }
 
 #[cfg(test)]

@@ -19,12 +19,12 @@ use anyhow::{Context, bail};
 use callbridge_ops::dnc::{self, DncEntry, WaitingRow};
 use callbridge_ops::{ActionOutcome, Actor};
 use callbridge_runtime::config::{NumbersConfig, Settings};
-use callbridge_types::phone::{E164, RefusedNumber, normalise, normalise_all};
+use callbridge_types::phone::{E164, RefusedNumber, normalise_all};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::database::DatabaseArgs;
-use crate::operator::{ActorArgs, now};
+use crate::operator::{ActorArgs, normalise_typed_number, now};
 use crate::output::{Progress, count_lines, render_table};
 
 /// The CSV column that holds the numbers (as `enqueue` reads it).
@@ -180,7 +180,7 @@ pub async fn run(args: DncArgs) -> anyhow::Result<()> {
             Ok(())
         }
         DncCommand::Check { number } => {
-            let e164 = normalise_one(&number, numbers)?;
+            let e164 = normalise_typed_number(&number, numbers)?;
             let pool = crate::database::connect_pool(&database, 1).await?;
             let entry = dnc::check(&pool, &e164).await?;
             let (waiting, waiting_total) = dnc::waiting_rows(&pool, &e164, SHOWN_WAITING).await?;
@@ -270,18 +270,13 @@ fn print_waiting(waiting: &[WaitingRow], total: i64, listed: bool) {
     }
 }
 
-fn normalise_one(raw: &str, numbers: NumbersConfig) -> anyhow::Result<E164> {
-    normalise(raw, numbers.default_region)
-        .map_err(|problem| anyhow::anyhow!("{raw:?} is not a phone number: {problem}"))
-}
-
 /// Every argument normalised, or one error listing each that is not a number (the
 /// operator typed them: they may be repeated).
 fn normalise_arguments(raw: &[String], numbers: NumbersConfig) -> anyhow::Result<Vec<E164>> {
     let mut valid = Vec::with_capacity(raw.len());
     let mut refused = Vec::new();
     for number in raw {
-        match normalise_one(number, numbers) {
+        match normalise_typed_number(number, numbers) {
             Ok(e164) => valid.push(e164),
             Err(error) => refused.push(error.to_string()),
         }

@@ -3,14 +3,13 @@
 //! CALLBRIDGE__LIFECYCLE__ERASURE_KEY (see `callbridge_ops::erasure`); one
 //! `operator_actions` row records it without the number.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use callbridge_ops::erasure;
 use callbridge_runtime::config::Settings;
-use callbridge_types::phone::normalise;
 use clap::Args;
 
 use crate::database::DatabaseArgs;
-use crate::operator::{ActorArgs, confirm, now};
+use crate::operator::{ActorArgs, confirm, normalise_typed_number, now};
 
 #[derive(Debug, Args)]
 pub struct EraseArgs {
@@ -40,9 +39,7 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<()> {
             "erasing needs CALLBRIDGE__LIFECYCLE__ERASURE_KEY (the key of the hash that replaces the number; give the submitter the same one); nothing was changed"
         );
     };
-    let numbers = settings.numbers()?;
-    let number = normalise(&args.phone, numbers.default_region)
-        .map_err(|problem| anyhow::anyhow!("--phone is not a phone number: {problem}"))?;
+    let number = normalise_typed_number(&args.phone, settings.numbers()?).context("--phone")?;
     let actor = args.actor.actor()?;
     let url = match args.amqp_url.clone() {
         Some(url) => url,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use callbridge_types::erasure::MIN_KEY_BYTES;
 use serde::Deserialize;
 
 use super::{ConfigError, Secret, Settings, at_least, setting_name};
@@ -49,13 +50,10 @@ pub struct LifecycleConfig {
     pub events_retention: Duration,
     pub queue_retention: Duration,
     pub retention_chunk_rows: u32,
-    /// At least [`MIN_ERASURE_KEY_BYTES`] long when set.
+    /// At least [`MIN_KEY_BYTES`] long when set: a short key could be guessed, and with
+    /// it every erased number found again by hashing the country's numbers.
     pub erasure_key: Option<Secret>,
 }
-
-/// The shortest erasure key accepted: a short key could be guessed, and with it every
-/// erased number found again by hashing the country's numbers.
-pub const MIN_ERASURE_KEY_BYTES: usize = callbridge_types::erasure::MIN_KEY_BYTES;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -86,12 +84,12 @@ impl Settings {
             "lifecycle.retention_chunk_rows",
         )?;
         if let Some(key) = &lifecycle.erasure_key
-            && key.expose().len() < MIN_ERASURE_KEY_BYTES
+            && key.expose().len() < MIN_KEY_BYTES
         {
             return Err(ConfigError::invalid(
                 setting_name("lifecycle.erasure_key"),
                 format!(
-                    "must be at least {MIN_ERASURE_KEY_BYTES} bytes long (e.g. `openssl rand -hex 32`)"
+                    "must be at least {MIN_KEY_BYTES} bytes long (e.g. `openssl rand -hex 32`)"
                 ),
             ));
         }
