@@ -496,6 +496,14 @@ async fn erase_refuses_without_the_erasure_key_and_changes_nothing() {
     )
     .await;
     assert!(one_line_failure(&declined).contains("nothing was changed"));
+    // A database that does not answer stops it before a dead letter is touched.
+    let mut unreachable = env(&db, &url, Some(ERASURE_KEY));
+    unreachable[0] = (
+        "CLIENT_CALLING_DB_URL",
+        "postgres://postgres@127.0.0.1:1/nowhere",
+    );
+    let no_database = callbridge(&["erase", "--phone", E164, "--yes"], &unreachable, None).await;
+    assert!(!no_database.status.success());
 
     assert_eq!(pg_dump(&db), dump);
     assert_eq!(dead_letters(&vhost).await, letters);

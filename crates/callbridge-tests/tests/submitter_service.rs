@@ -274,3 +274,34 @@ async fn the_queue_gauge_counts_every_status_but_the_sent_history() {
     assert_eq!(rows("suppressed"), Some(3.0), "{metrics}");
     assert_eq!(rows("submitted"), None, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_expired_total_counts_every_call_given_up_on() {
+    let h = harness(json!({})).await;
+    let app = Application::build(&h.config(&[("CALLBRIDGE__LIFECYCLE__CALLBACK_DEADLINE", "2h")]))
+        .await
+        .unwrap();
+    let addr = app.health_addr();
+    let submitter = app.submitter();
+    h.enqueue(61, &numbers(61, 2)).await;
+    assert_eq!(submitter.drain_once().await.unwrap().submitted, 2);
+    // Sent three hours ago, as far as the 2 h deadline is concerned (the service runs on
+    // the system clock: the rows are made older instead).
+    for table in ["local_call_queue", "call_batches"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET submitted_at = submitted_at - interval '3 hours'"
+        )))
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    }
+    let expired_total = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("callbridge_calls_expired_total "))
+            .map_or(0, |value| value.parse().unwrap())
+    };
+    assert_eq!(expired_total(&get(addr, "/metrics").await.1), 0);
+    assert_eq!(submitter.expire_overdue_calls().await.unwrap().expired, 2);
+    assert_eq!(expired_total(&get(addr, "/metrics").await.1), 2);
+}
