@@ -173,7 +173,7 @@ pub const DNC_COPY_LIMIT: FigureSpec = spec(
 );
 pub const DNC_IMPORT_RATE: FigureSpec = spec(
     "7b",
-    "`callbridge dnc import` of the same 1,000,000 numbers (normalised, staged, merged)",
+    "`callbridge dnc import` of the same 1,000,000 numbers (normalised, looked up, COPYed)",
     Unit::PerSecond,
 );
 pub const DNC_IMPORT_RATIO: FigureSpec = spec("7c", "dnc import: 7b / limit 7a", Unit::Ratio);

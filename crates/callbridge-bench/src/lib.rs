@@ -579,9 +579,10 @@ async fn queue_limits(bench: &mut Bench) -> anyhow::Result<(f64, f64)> {
         placement,
         format!(
             "1d's {rows} rows, ANALYZEd as enqueue leaves them, drained by the bench with the \
-             submitter's own claim statement (callbridge_submitter::store::CLAIM_DUE_ROWS_SQL, \
-             up to {} rows per claim, lease {} s) and, per claimed batch, the UPDATE … SET \
-             queue_status = 'submitted' it commits after a 2xx (without its call_batches \
+             submitter's own claim step (callbridge_submitter::store::run_claim_statement: its \
+             claim statement with a generic plan, in a transaction of its own; up to {} rows \
+             per claim, lease {} s) and, per claimed batch, the UPDATE … SET queue_status \
+             = 'submitted' it commits after a 2xx (without its call_batches \
              refresh); {} claim loops at once, {} batch updates of a claim at once (the \
              submitter's rounds and batches in flight), pool of {}; rate = rows / (first \
              claim → last update's commit); every row checked submitted afterwards.",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use callbridge_ingress::message::CallbackMessage;
 use callbridge_runtime::amqp::{connect, declare_topology, open_confirmed_channel};
-use callbridge_submitter::store::{CLAIM_DUE_ROWS_SQL, ClaimedRow};
+use callbridge_submitter::store::{ClaimParams, ClaimedRow, begin_claim, run_claim_statement};
 use callbridge_types::erasure::HmacPads;
 use callbridge_types::event::CallbackEvent;
 use callbridge_types::topology::PERSIST_QUEUE;
@@ -317,8 +317,8 @@ pub struct ClaimShape {
     pub lease: Duration,
 }
 
-/// 1c: claims due rows with the submitter's own claim statement (`CLAIM_DUE_ROWS_SQL`,
-/// bound as `claim_due_rows` binds it) and marks each claimed batch submitted with its
+/// 1c: claims due rows with the submitter's own claim step (`run_claim_statement`, in a
+/// transaction, bound as `claim_due_rows` binds it) and marks each claimed batch submitted with its
 /// `MARK_SUBMITTED_SQL` (what `record_submitted` runs, without its call_batches refresh), until a
 /// claim finds nothing, in `shape.rounds` loops at once. Returns rows per second from the
 /// first claim to the last mark's commit. Fails unless exactly `expected` rows were
@@ -362,19 +362,22 @@ async fn claim_and_mark(pool: &PgPool, round: usize, shape: ClaimShape) -> anyho
     let owner = format!("callbridge-bench-claim-{round}");
     let mut marked = 0;
     loop {
-        let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_DUE_ROWS_SQL)
-            .bind(&owner)
-            .bind(i64::from(shape.claim_limit))
-            .bind(shape.lease.as_secs_f64())
-            .bind(chrono::Utc::now())
-            // The default region's calling code, as the submitter binds it (IN's).
-            .bind("91")
-            // The erased opt-outs' HMAC blocks, as the submitter binds them (a key set).
-            .bind(ERASURE_PADS.inner.as_slice())
-            .bind(ERASURE_PADS.outer.as_slice())
-            .fetch_all(pool)
-            .await
-            .context("while claiming due local_call_queue rows")?;
+        // The claim step exactly as the submitter runs it, in a transaction of its own,
+        // with the default region's calling code it binds (IN's) and a key's HMAC blocks.
+        let mut tx = begin_claim(pool).await?;
+        let rows = run_claim_statement(
+            &mut tx,
+            &ClaimParams {
+                owner: &owner,
+                limit: shape.claim_limit,
+                lease: shape.lease,
+                now: chrono::Utc::now(),
+                home_calling_code: Some(91),
+                erased_opt_outs: Some(&ERASURE_PADS),
+            },
+        )
+        .await?;
+        tx.commit().await.context("while committing a claim")?;
         if rows.is_empty() {
             return Ok(marked);
         }

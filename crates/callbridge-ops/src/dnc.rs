@@ -6,6 +6,8 @@
 //! rows enqueued long before it. Entries are never edited: adding a listed number again
 //! keeps its first reason, source and time (when the opt-out was first recorded).
 
+use std::collections::HashSet;
+
 use callbridge_types::phone::E164;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -14,6 +16,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::audit::{self, Action, Actor, LISTED_IDS};
 use crate::campaign::ActionOutcome;
+use crate::copy_text::{COPY_NULL, append_copy_text};
 use crate::{OpsError, db_error};
 
 /// One entry of the list.
@@ -245,17 +248,33 @@ pub async fn waiting_rows(
     Ok((rows, total))
 }
 
-/// An import in progress: its own transaction, a staging table the numbers are COPYed
-/// into, then one statement that merges them into the list. Dropped without
-/// [`Import::finish`], it rolls back and the list is as it was.
+/// An import in progress. Its transaction holds the list's write lock from the start, so
+/// no other change to the list can commit until it ends; the numbers arrive in chunks,
+/// each chunk's already-listed numbers are looked up on a second connection (which, with
+/// every other writer held off, sees the whole list as it stands), and only the new ones
+/// are COPYed into `do_not_call` itself, on the transaction, while the next chunk is
+/// looked up. Nothing is staged and merged: a merge inserts row by row, a COPY in
+/// batches, and the merge alone took longer than the raw COPY of the same numbers.
+/// [`Import::abandon`] rolls it back and the list is as it was. (Merely dropped, it rolls
+/// back too, but only when the writer's connection is next used or closed: until then
+/// the list stays locked.)
 pub struct Import<'c> {
     tx: Transaction<'c, Postgres>,
+    lookup: &'c mut PgConnection,
+    /// What follows the number on each COPY line: `\tsource\treason\tadded_at\n`.
+    line_rest: Vec<u8>,
+    source: String,
+    reason: Option<String>,
+    now: DateTime<Utc>,
+    /// Numbers received, and those of them COPYed in (the others were listed already).
+    offered: u64,
+    added: u64,
 }
 
 /// What an import did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImportOutcome {
-    /// Numbers copied into the staging table.
+    /// Distinct numbers the import was given.
     pub copied: u64,
     /// Newly listed.
     pub added: u64,
@@ -264,71 +283,138 @@ pub struct ImportOutcome {
     pub action: ActionOutcome,
 }
 
-/// Begins an import on `conn`: the staging table lives as long as its transaction.
-pub async fn begin_import(conn: &mut PgConnection) -> Result<Import<'_>, OpsError> {
-    let mut tx = conn
+/// Where an import's numbers go on the list: their `source` and `reason`, and the time
+/// they are recorded as added.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportInto<'a> {
+    pub source: &'a str,
+    pub reason: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+/// Begins an import: its transaction on `writer`, which takes the list's write lock
+/// (other adds, removals and erasures wait until the import ends; the submitter's claim,
+/// which only reads the list, does not), and `lookup` for reading what is listed.
+pub async fn begin_import<'c>(
+    writer: &'c mut PgConnection,
+    lookup: &'c mut PgConnection,
+    into: ImportInto<'_>,
+) -> Result<Import<'c>, OpsError> {
+    let mut tx = writer
         .begin()
         .await
         .map_err(db_error("while starting a transaction"))?;
-    // Unlogged, unindexed and private to this transaction: the cheapest place to land a
-    // million lines before the one merge that touches the list's index.
-    sqlx::query("CREATE TEMPORARY TABLE dnc_import (phone_number TEXT NOT NULL) ON COMMIT DROP")
+    // SHARE ROW EXCLUSIVE: conflicts with every INSERT, UPDATE and DELETE (and with
+    // itself, so two imports take turns), not with reads. Taken first, it waits for any
+    // change in progress to commit, so the lookups that follow see the list whole.
+    sqlx::query("LOCK TABLE do_not_call IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await
-        .map_err(db_error("while creating the import's staging table"))?;
-    Ok(Import { tx })
+        .map_err(db_error("while locking the do-not-call list"))?;
+    let mut line_rest = vec![b'\t'];
+    append_copy_text(&mut line_rest, into.source);
+    line_rest.push(b'\t');
+    match into.reason {
+        Some(reason) => append_copy_text(&mut line_rest, reason),
+        None => line_rest.extend_from_slice(COPY_NULL),
+    }
+    line_rest.push(b'\t');
+    line_rest.extend_from_slice(into.now.to_rfc3339().as_bytes());
+    line_rest.push(b'\n');
+    Ok(Import {
+        tx,
+        lookup,
+        line_rest,
+        source: into.source.to_owned(),
+        reason: into.reason.map(str::to_owned),
+        now: into.now,
+        offered: 0,
+        added: 0,
+    })
 }
 
 impl Import<'_> {
-    /// COPYs every chunk that arrives on `chunks` (lines of COPY text: one E.164 number
-    /// each, distinct) into the staging table, until the sender is dropped. Returns the
-    /// rows copied.
+    /// Lists every number that arrives on `chunks` (lines of E.164 numbers, each line
+    /// `+digits\n`, distinct across all chunks) and is not listed yet, until the sender
+    /// is dropped. Returns the numbers received.
     pub async fn copy(
         &mut self,
         mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
     ) -> Result<u64, OpsError> {
-        let mut copy = self
-            .tx
-            .copy_in_raw("COPY dnc_import (phone_number) FROM STDIN")
+        let Import {
+            tx,
+            lookup,
+            line_rest,
+            ..
+        } = self;
+        let mut copy = tx
+            .copy_in_raw("COPY do_not_call (phone_number, source, reason, added_at) FROM STDIN")
             .await
             .map_err(db_error("while starting COPY"))?;
+        let mut offered = 0;
+        let mut lines = Vec::new();
         while let Some(chunk) = chunks.recv().await {
-            copy.send(chunk)
-                .await
-                .map_err(db_error("while sending COPY data"))?;
-        }
-        copy.finish()
+            let text = std::str::from_utf8(&chunk).map_err(|_| {
+                OpsError::Refused("an import chunk is not text: the numbers are E.164".into())
+            })?;
+            let numbers: Vec<&str> = text.lines().filter(|line| !line.is_empty()).collect();
+            offered += numbers.len() as u64;
+            let listed: HashSet<String> = sqlx::query_scalar(
+                "SELECT d.phone_number::text
+                   FROM unnest($1::text[]) AS offered (number)
+                   JOIN do_not_call d ON d.phone_number = offered.number",
+            )
+            .bind(&numbers)
+            .fetch_all(&mut **lookup)
             .await
-            .map_err(db_error("while finishing COPY"))
+            .map_err(db_error("while looking up the numbers already listed"))?
+            .into_iter()
+            .collect();
+            lines.clear();
+            for number in numbers.iter().filter(|number| !listed.contains(**number)) {
+                lines.extend_from_slice(number.as_bytes());
+                lines.extend_from_slice(line_rest);
+            }
+            if !lines.is_empty() {
+                copy.send(lines.as_slice())
+                    .await
+                    .map_err(db_error("while sending COPY data"))?;
+            }
+        }
+        let added = copy
+            .finish()
+            .await
+            .map_err(db_error("while finishing COPY"))?;
+        self.offered = offered;
+        self.added = added;
+        Ok(offered)
     }
 
-    /// Merges the staged numbers into the list with `reason` and `source`, records the
-    /// import (with `detail`, e.g. the lines skipped) and commits.
-    pub async fn finish(
-        mut self,
-        now: DateTime<Utc>,
-        actor: &Actor,
-        (source, reason): (&str, Option<&str>),
-        copied: u64,
-        detail: Value,
-    ) -> Result<ImportOutcome, OpsError> {
-        let added = sqlx::query(
-            "INSERT INTO do_not_call (phone_number, reason, source, added_at)
-             SELECT phone_number, $1, $2, $3 FROM dnc_import
-             ON CONFLICT (phone_number) DO NOTHING",
-        )
-        .bind(reason)
-        .bind(source)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db_error("while merging the import into do_not_call"))?
-        .rows_affected();
+    /// Rolls the import back: nothing it COPYed is listed, and the list's lock is released.
+    pub async fn abandon(self) -> Result<(), OpsError> {
+        self.tx
+            .rollback()
+            .await
+            .map_err(db_error("while rolling the import back"))
+    }
+
+    /// Records the import (with `detail`, e.g. the lines skipped) and commits.
+    pub async fn finish(self, actor: &Actor, detail: Value) -> Result<ImportOutcome, OpsError> {
+        let Import {
+            tx,
+            source,
+            reason,
+            now,
+            offered,
+            added,
+            ..
+        } = self;
+        let already_listed = offered.saturating_sub(added);
         let mut detail = detail;
         if let Value::Object(members) = &mut detail {
             members.insert("reason".into(), json!(reason));
-            members.insert("copied".into(), json!(copied));
-            members.insert("already_listed".into(), json!(copied.saturating_sub(added)));
+            members.insert("copied".into(), json!(offered));
+            members.insert("already_listed".into(), json!(already_listed));
         }
         let action = Action {
             action: "dnc.import",
@@ -337,11 +423,11 @@ impl Import<'_> {
             rows_affected: i64::try_from(added).unwrap_or(i64::MAX),
             detail: Some(detail),
         };
-        let action = record_and_commit(self.tx, now, actor, action).await?;
+        let action = record_and_commit(tx, now, actor, action).await?;
         Ok(ImportOutcome {
-            copied,
+            copied: offered,
             added,
-            already_listed: copied.saturating_sub(added),
+            already_listed,
             action,
         })
     }

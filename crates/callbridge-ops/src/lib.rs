@@ -20,6 +20,7 @@ pub mod audit;
 pub mod batches;
 pub mod campaign;
 pub mod centralized;
+pub mod copy_text;
 pub mod dead_letters;
 pub mod dnc;
 pub mod due;

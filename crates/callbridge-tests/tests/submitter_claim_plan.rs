@@ -6,7 +6,7 @@
 #[path = "submitter_common/mod.rs"]
 mod common;
 
-use callbridge_submitter::store::CLAIM_DUE_ROWS_SQL;
+use callbridge_submitter::store::{BEGIN_CLAIM_SQL, CLAIM_DUE_ROWS_SQL};
 use callbridge_testkit::db::TestDb;
 use serde_json::Value;
 
@@ -66,39 +66,58 @@ async fn a_large_analysed_queue_is_claimed_without_scanning_the_table() {
     run(&pool, "ANALYZE local_call_queue").await;
     run(&pool, "ANALYZE do_not_call").await;
 
-    let (_, nodes) = explain_claim(&pool).await;
-
-    assert!(
-        !nodes
-            .iter()
-            .any(|(kind, relation)| kind == "Seq Scan" && relation == "do_not_call"),
-        "the claim scans the whole do-not-call list: {nodes:?}"
-    );
-    assert!(
-        nodes
-            .iter()
-            .any(|(kind, relation)| kind.starts_with("Index") && relation == "do_not_call"),
-        "the claim looks each row up in the do-not-call list by its key: {nodes:?}"
-    );
-    let full_scans: Vec<_> = nodes
-        .iter()
-        .filter(|(kind, relation)| kind == "Seq Scan" && relation == "local_call_queue")
-        .collect();
-    assert!(
-        full_scans.is_empty(),
-        "the claim scans the whole queue: {nodes:?}"
-    );
-    assert!(
-        nodes
-            .iter()
-            .any(|(kind, relation)| kind.starts_with("Index") && relation == "local_call_queue"),
-        "the claim reads the queue through an index: {nodes:?}"
-    );
+    for ClaimPlan { kind, nodes, .. } in explain_claim(&pool).await {
+        assert!(
+            !nodes
+                .iter()
+                .any(|(node, relation)| node == "Seq Scan" && relation == "do_not_call"),
+            "the {kind} plan scans the whole do-not-call list: {nodes:?}"
+        );
+        assert!(
+            nodes
+                .iter()
+                .any(|(node, relation)| node.starts_with("Index") && relation == "do_not_call"),
+            "the {kind} plan looks each row up in the do-not-call list by its key: {nodes:?}"
+        );
+        assert!(
+            !nodes
+                .iter()
+                .any(|(node, relation)| node == "Seq Scan" && relation == "local_call_queue"),
+            "the {kind} plan scans the whole queue: {nodes:?}"
+        );
+        assert!(
+            nodes
+                .iter()
+                .any(|(node, relation)| node.starts_with("Index") && relation == "local_call_queue"),
+            "the {kind} plan reads the queue through an index: {nodes:?}"
+        );
+    }
 }
 
-/// The claim's plan as JSON text, and its nodes.
-async fn explain_claim(pool: &sqlx::PgPool) -> (String, Vec<(String, String)>) {
-    let explained: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+/// One plan of the claim: which kind, its JSON text and its nodes.
+struct ClaimPlan {
+    kind: &'static str,
+    text: String,
+    nodes: Vec<(String, String)>,
+}
+
+impl ClaimPlan {
+    fn new(kind: &'static str, explained: &Value) -> Self {
+        let mut nodes = Vec::new();
+        plan_nodes(&explained[0]["Plan"], &mut nodes);
+        Self {
+            kind,
+            text: explained.to_string(),
+            nodes,
+        }
+    }
+}
+
+/// The claim's plans: the custom plan Postgres makes for these bound values, and the
+/// generic plan the submitter runs it with (`BEGIN_CLAIM_SQL`), which is made without
+/// them. Both must read only through indexes.
+async fn explain_claim(pool: &sqlx::PgPool) -> Vec<ClaimPlan> {
+    let custom: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "EXPLAIN (FORMAT JSON) {CLAIM_DUE_ROWS_SQL}"
     )))
     .bind("plan-test")
@@ -112,9 +131,84 @@ async fn explain_claim(pool: &sqlx::PgPool) -> (String, Vec<(String, String)>) {
     .fetch_one(pool)
     .await
     .unwrap();
-    let mut nodes = Vec::new();
-    plan_nodes(&explained[0]["Plan"], &mut nodes);
-    (explained.to_string(), nodes)
+
+    let mut tx = pool.begin_with(BEGIN_CLAIM_SQL).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE claim_plan (text, bigint, float8, timestamptz, text, bytea, bytea) AS \
+         {CLAIM_DUE_ROWS_SQL}"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let generic: Value = sqlx::query_scalar(
+        "EXPLAIN (FORMAT JSON) EXECUTE claim_plan ('plan-test', 1000, 120, now(), '91', NULL, NULL)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    // A prepared statement outlives the transaction (it is the session's).
+    sqlx::raw_sql("DEALLOCATE claim_plan")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let generic_plan = ClaimPlan::new("generic", &generic);
+    assert!(
+        generic_plan.text.contains("$4"),
+        "the generic plan is made without the bound values: {}",
+        generic_plan.text
+    );
+    vec![ClaimPlan::new("custom", &custom), generic_plan]
+}
+
+/// A campaign waiting for its calling window leaves the queue full of rows that are not
+/// due. Left to choose, Postgres then plans the claim afresh on every round, which costs
+/// more than running it; the submitter's claims all run the one generic plan instead.
+#[tokio::test]
+async fn every_claim_runs_the_generic_plan_while_rows_wait_for_their_window() {
+    let db = TestDb::new().await.unwrap();
+    // One connection, so the claims and the look at its prepared statements share it.
+    let pool = callbridge_runtime::db::connect_and_migrate(db.url(), 1)
+        .await
+        .unwrap();
+    run(
+        &pool,
+        "INSERT INTO local_call_queue (phone_number, batch_id, next_attempt_at)
+         SELECT '+1666' || lpad(n::text, 7, '0'), 100 + n / 500, now() + interval '12 hours'
+           FROM generate_series(0, 49999) AS n",
+    )
+    .await;
+    run(&pool, "ANALYZE local_call_queue").await;
+
+    const CLAIMS: i64 = 12;
+    for _ in 0..CLAIMS {
+        let claimed = callbridge_submitter::store::claim_due_rows(
+            &pool,
+            "plan-test",
+            1000,
+            std::time::Duration::from_secs(120),
+            chrono::Utc::now(),
+            Some(1),
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(claimed.is_empty(), "no row is due: {claimed:?}");
+    }
+
+    let (generic, custom): (i64, i64) = sqlx::query_as(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements
+          WHERE statement = $1",
+    )
+    .bind(CLAIM_DUE_ROWS_SQL)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (generic, custom),
+        (CLAIMS, 0),
+        "every claim runs the cached generic plan, none is planned afresh"
+    );
 }
 
 #[tokio::test]
@@ -144,17 +238,19 @@ async fn a_new_row_of_a_long_submitted_batch_is_claimed_without_reading_its_hist
     )
     .await;
 
-    let (plan, nodes) = explain_claim(&pool).await;
-    assert!(
-        !nodes
-            .iter()
-            .any(|(kind, relation)| kind == "Seq Scan" && relation == "local_call_queue"),
-        "the claim scans the whole queue: {nodes:?}"
-    );
-    assert!(
-        plan.contains("idx_local_queue_waiting_by_batch"),
-        "the batch's waiting rows are found through the index of waiting rows: {plan}"
-    );
+    for ClaimPlan { kind, text, nodes } in explain_claim(&pool).await {
+        assert!(
+            !nodes
+                .iter()
+                .any(|(node, relation)| node == "Seq Scan" && relation == "local_call_queue"),
+            "the {kind} plan scans the whole queue: {nodes:?}"
+        );
+        assert!(
+            text.contains("idx_local_queue_waiting_by_batch"),
+            "in the {kind} plan, the batch's waiting rows are found through the index of \
+             waiting rows: {text}"
+        );
+    }
 
     let claimed: Vec<String> = sqlx::query(CLAIM_DUE_ROWS_SQL)
         .bind("plan-test")

@@ -6,8 +6,9 @@
 //!
 //! `import` streams a file of any size: one number a line, or a CSV with a
 //! `phone_number` column. The numbers are normalised as they are read, a block of lines
-//! at a time on every core, and COPYed into a staging table, and one statement merges them into the list when the file is done, all
-//! in one transaction. A line that is no valid number is reported with its line number;
+//! at a time on every core; repeats are dropped, numbers already listed are looked up,
+//! and the new ones are COPYed into the list, all in one transaction that holds the
+//! list's write lock (see `callbridge_ops::dnc::Import`). A line that is no valid number is reported with its line number;
 //! the import then stores nothing unless `--skip-invalid` is given.
 
 use std::collections::HashSet;
@@ -131,9 +132,12 @@ pub async fn run(args: DncArgs) -> anyhow::Result<()> {
             actor,
         } => {
             let actor = actor.actor()?;
-            let mut conn = crate::database::connect_one(&database).await?;
+            // One connection writes (the import's transaction), one looks up what is
+            // listed while the writer COPYs (see `dnc::Import`).
+            let mut writer = crate::database::connect_one(&database).await?;
+            let mut lookup = crate::database::connect_one(&database).await?;
             let report = import(
-                &mut conn,
+                (&mut writer, &mut lookup),
                 &file,
                 numbers,
                 &actor,
@@ -373,7 +377,7 @@ impl Scan {
 }
 
 async fn import(
-    conn: &mut sqlx::PgConnection,
+    (writer, lookup): (&mut sqlx::PgConnection, &mut sqlx::PgConnection),
     path: &Path,
     numbers: NumbersConfig,
     actor: &Actor,
@@ -382,7 +386,18 @@ async fn import(
 ) -> anyhow::Result<ImportReport> {
     let file = File::open(path).with_context(|| format!("while opening {}", path.display()))?;
     let size = file.metadata().map(|meta| meta.len()).unwrap_or(0);
-    let mut import = dnc::begin_import(conn).await?;
+    let source = format!(
+        "import {}",
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let into = dnc::ImportInto {
+        source: &source,
+        reason,
+        now: now(),
+    };
+    let mut import = dnc::begin_import(writer, lookup, into).await?;
     let (chunks, received) = tokio::sync::mpsc::channel(COPY_CHUNKS_IN_FLIGHT);
     let reading = Progress::bytes(size, "importing");
     let progress = reading.clone();
@@ -412,7 +427,7 @@ async fn import(
     }
     if scan.invalid > 0 && !skip_invalid {
         let lines: Vec<u64> = scan.invalid_lines.iter().map(|bad| bad.line).collect();
-        // `import` is dropped: its transaction rolls back.
+        import.abandon().await?;
         return Err(StopImport(format!(
             "{} invalid line{} ({}); nothing was imported: fix them, or rerun with --skip-invalid",
             scan.invalid,
@@ -421,21 +436,14 @@ async fn import(
         ))
         .into());
     }
-    let source = format!(
-        "import {}",
-        path.file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
     let detail = serde_json::json!({
         "lines_read": scan.lines_read,
         "invalid": scan.invalid,
         "invalid_lines": scan.invalid_lines.iter().map(|bad| bad.line).collect::<Vec<_>>(),
         "duplicates": scan.duplicates,
     });
-    let outcome = import
-        .finish(now(), actor, (&source, reason), copied, detail)
-        .await?;
+    debug_assert_eq!(copied, scan.copied, "every number read was offered");
+    let outcome = import.finish(actor, detail).await?;
     Ok(ImportReport {
         file: path.display().to_string(),
         lines_read: scan.lines_read,

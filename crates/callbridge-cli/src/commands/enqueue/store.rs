@@ -25,6 +25,7 @@ use std::io::Write as _;
 use anyhow::Context;
 use callbridge_ops::audit::{self, Action, Actor};
 use callbridge_ops::campaign::{EnqueueCampaign, for_enqueue};
+use callbridge_ops::copy_text::{COPY_NULL, append_copy_text};
 use callbridge_ops::{OpsError, RulesChange};
 use callbridge_types::campaign::Schedule;
 use callbridge_types::status::{BatchStatus, QueueStatus};
@@ -375,7 +376,7 @@ impl QueueLines {
             if self.counts.suppressed_lines.len() < LISTED_SUPPRESSED {
                 self.counts.suppressed_lines.push(row.line);
             }
-            out.extend_from_slice(b"\\N");
+            out.extend_from_slice(COPY_NULL);
             QueueStatus::Suppressed
         } else {
             let batch_id = nth_batch_id(&self.batch_ids, self.counts.enqueued / self.batch_size)?;
@@ -386,7 +387,7 @@ impl QueueLines {
         out.push(b'\t');
         match row.custom_data {
             Some(json) => append_copy_text(out, json),
-            None => out.extend_from_slice(b"\\N"),
+            None => out.extend_from_slice(COPY_NULL),
         }
         out.push(b'\t');
         out.extend_from_slice(status.as_str().as_bytes());
@@ -396,7 +397,7 @@ impl QueueLines {
         match row.time_zone {
             // An IANA name (letters, digits, '/', '_', '-', '+'): nothing to escape.
             Some(zone) => out.extend_from_slice(zone.as_bytes()),
-            None => out.extend_from_slice(b"\\N"),
+            None => out.extend_from_slice(COPY_NULL),
         }
         out.push(b'\t');
         out.extend_from_slice(self.due.fields(row.time_zone));
@@ -471,21 +472,6 @@ fn due_fields(schedule: &Schedule, zone: Option<&str>, now: DateTime<Utc>) -> Ve
 /// Room for a chunk and the line that fills it.
 fn empty_chunk() -> Vec<u8> {
     Vec::with_capacity(COPY_CHUNK_BYTES + 4096)
-}
-
-/// `text` as a field of COPY's text format, where a backslash starts an escape and tab
-/// and newline separate fields and rows. (The phone number is digits and an optional `+`,
-/// see `phone.rs`, so it needs none of this.)
-fn append_copy_text(out: &mut Vec<u8>, text: &str) {
-    for byte in text.bytes() {
-        match byte {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(byte),
-        }
-    }
 }
 
 /// The batches `rows` consecutive positions fill from the first of `batch_ids` on: full
