@@ -136,7 +136,11 @@ async fn replay_republishes_the_chosen_message_with_its_routing_key_and_clean_he
 
     assert_success(&output);
     assert!(stdout(&output).contains("replayed 1 dead-lettered callback to callbridge.callbacks"));
-    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 1, "evt-1 stays dead");
+    assert_eq!(
+        settled_queue_depth(&vhost, DEAD_QUEUE, 1).await,
+        1,
+        "evt-1 stays dead"
+    );
     let connection = callbridge_runtime::amqp::connect(&url, "cli-test")
         .await
         .unwrap();
@@ -169,8 +173,8 @@ async fn replay_republishes_the_chosen_message_with_its_routing_key_and_clean_he
 
     let all = callbridge(&["dlq", "replay"], &env(&url, db.url()), None).await;
     assert_success(&all);
-    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 0);
-    assert_eq!(queue_depth(&vhost, PERSIST_QUEUE).await, 1);
+    assert_eq!(settled_queue_depth(&vhost, DEAD_QUEUE, 0).await, 0);
+    assert_eq!(settled_queue_depth(&vhost, PERSIST_QUEUE, 1).await, 1);
 
     let missing = callbridge(
         &["dlq", "replay", "--message-id", "nope"],
