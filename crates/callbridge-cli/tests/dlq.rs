@@ -113,7 +113,7 @@ async fn list_shows_each_dead_letter_with_its_reason_and_leaves_them_in_place() 
     assert_eq!(listed[1]["event_type"], "call_busy");
     assert_eq!(listed[1]["first_death_reason"], "rejected");
     assert_eq!(
-        queue_depth(&vhost, DEAD_QUEUE).await,
+        vhost.queue_depth(DEAD_QUEUE).await.unwrap(),
         2,
         "listing removes nothing"
     );
@@ -137,7 +137,7 @@ async fn replay_republishes_the_chosen_message_with_its_routing_key_and_clean_he
     assert_success(&output);
     assert!(stdout(&output).contains("replayed 1 dead-lettered callback to callbridge.callbacks"));
     assert_eq!(
-        settled_queue_depth(&vhost, DEAD_QUEUE, 1).await,
+        vhost.settled_queue_depth(DEAD_QUEUE, 1).await.unwrap(),
         1,
         "evt-1 stays dead"
     );
@@ -173,8 +173,11 @@ async fn replay_republishes_the_chosen_message_with_its_routing_key_and_clean_he
 
     let all = callbridge(&["dlq", "replay"], &env(&url, db.url()), None).await;
     assert_success(&all);
-    assert_eq!(settled_queue_depth(&vhost, DEAD_QUEUE, 0).await, 0);
-    assert_eq!(settled_queue_depth(&vhost, PERSIST_QUEUE, 1).await, 1);
+    assert_eq!(vhost.settled_queue_depth(DEAD_QUEUE, 0).await.unwrap(), 0);
+    assert_eq!(
+        vhost.settled_queue_depth(PERSIST_QUEUE, 1).await.unwrap(),
+        1
+    );
 
     let missing = callbridge(
         &["dlq", "replay", "--message-id", "nope"],
@@ -223,10 +226,10 @@ async fn purge_asks_first_and_deletes_only_on_yes() {
         stderr(&declined)
     );
     assert!(one_line_failure(&declined).contains("purge cancelled; nothing was deleted"));
-    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 2);
+    assert_eq!(vhost.queue_depth(DEAD_QUEUE).await.unwrap(), 2);
     let no_answer = callbridge(&["dlq", "purge"], &env, None).await;
     assert!(!no_answer.status.success());
-    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 2);
+    assert_eq!(vhost.queue_depth(DEAD_QUEUE).await.unwrap(), 2);
 
     assert!(
         recorded(&pool).await.is_empty(),
@@ -236,11 +239,11 @@ async fn purge_asks_first_and_deletes_only_on_yes() {
     let confirmed = callbridge(&["dlq", "purge"], &env, Some("y\n")).await;
     assert_success(&confirmed);
     assert!(stdout(&confirmed).contains("purged 2 dead-lettered callbacks"));
-    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 0);
+    assert_eq!(vhost.queue_depth(DEAD_QUEUE).await.unwrap(), 0);
 
     dead_letter(&vhost, "evt-3", "call_failed", "boom").await;
     assert_success(&callbridge(&["dlq", "purge", "--yes", "--actor", "bob"], &env, None).await);
-    assert_eq!(queue_depth(&vhost, DEAD_QUEUE).await, 0);
+    assert_eq!(vhost.queue_depth(DEAD_QUEUE).await.unwrap(), 0);
     let actions: Vec<(String, String, i64)> = recorded(&pool)
         .await
         .into_iter()

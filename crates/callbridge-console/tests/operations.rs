@@ -13,7 +13,7 @@ use callbridge_runtime::health::{HealthServer, Readiness, install_metrics_record
 use callbridge_testkit::vhost::TestVhost;
 use callbridge_types::topology::{DEAD_EXCHANGE, DEAD_QUEUE, ERROR_HEADER, PERSIST_QUEUE};
 use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -75,42 +75,6 @@ async fn dead_letter(vhost: &TestVhost, message_id: &str, call_id: &str, error: 
     connection.close(200, "bye".into()).await.ok();
 }
 
-/// Ready messages in `queue`, as AMQP counts them now.
-async fn depth(vhost: &TestVhost, queue: &str) -> u32 {
-    let connection = callbridge_runtime::amqp::connect(&vhost.amqp_url(), "console-test")
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    connection.close(200, "bye".into()).await.ok();
-    declared.message_count()
-}
-
-/// `queue`'s depth once it reads `expected`, or as it reads after 5 s. A quorum queue
-/// applies an acknowledgement after the channel that sent it has moved on (even after
-/// that channel is closed), so a count read right after a replay may still include a
-/// message the replay removed.
-async fn settled_depth(vhost: &TestVhost, queue: &str, expected: u32) -> u32 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let now = depth(vhost, queue).await;
-        if now == expected || std::time::Instant::now() > deadline {
-            return now;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// The `<tr>` of `page` that carries `marker` (e.g. `data-message="evt-1"`).
 fn row<'a>(page: &'a str, marker: &str) -> &'a str {
     let start = page
@@ -159,7 +123,7 @@ async fn dead_letters_are_listed_as_text_and_an_operator_replays_one_then_all() 
     assert!(page.contains(r#"action="/dead-letters/replay""#));
     assert!(page.contains(r#"action="/dead-letters/purge""#));
     assert_eq!(
-        depth(&vhost, DEAD_QUEUE).await,
+        vhost.queue_depth(DEAD_QUEUE).await.unwrap(),
         2,
         "looking removes nothing"
     );
@@ -174,11 +138,14 @@ async fn dead_letters_are_listed_as_text_and_an_operator_replays_one_then_all() 
     assert_eq!(one.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&one).as_deref(), Some("/dead-letters?replayed=1"));
     assert_eq!(
-        settled_depth(&vhost, DEAD_QUEUE, 1).await,
+        vhost.settled_queue_depth(DEAD_QUEUE, 1).await.unwrap(),
         1,
         "evt-1 stays dead"
     );
-    assert_eq!(settled_depth(&vhost, PERSIST_QUEUE, 1).await, 1);
+    assert_eq!(
+        vhost.settled_queue_depth(PERSIST_QUEUE, 1).await.unwrap(),
+        1
+    );
     let after = operator.page("/dead-letters?replayed=1").await;
     assert!(after.contains("Replayed 1 dead letter"), "{after}");
     assert!(!after.contains(r#"data-message="evt-2""#));
@@ -187,8 +154,11 @@ async fn dead_letters_are_listed_as_text_and_an_operator_replays_one_then_all() 
         .post("/dead-letters/replay", &[("csrf", &csrf)])
         .await;
     assert_eq!(all.status(), StatusCode::SEE_OTHER);
-    assert_eq!(settled_depth(&vhost, DEAD_QUEUE, 0).await, 0);
-    assert_eq!(settled_depth(&vhost, PERSIST_QUEUE, 2).await, 2);
+    assert_eq!(vhost.settled_queue_depth(DEAD_QUEUE, 0).await.unwrap(), 0);
+    assert_eq!(
+        vhost.settled_queue_depth(PERSIST_QUEUE, 2).await.unwrap(),
+        2
+    );
     assert!(
         operator
             .page("/dead-letters")
@@ -242,7 +212,11 @@ async fn purging_asks_first_then_deletes_every_dead_letter_and_is_recorded() {
         "{question}"
     );
     assert!(question.contains("cannot be replayed afterwards"));
-    assert_eq!(depth(&vhost, DEAD_QUEUE).await, 2, "asking deletes nothing");
+    assert_eq!(
+        vhost.queue_depth(DEAD_QUEUE).await.unwrap(),
+        2,
+        "asking deletes nothing"
+    );
     assert!(actions(&console).await.is_empty());
 
     let purge = operator
@@ -253,7 +227,7 @@ async fn purging_asks_first_then_deletes_every_dead_letter_and_is_recorded() {
         .await;
     assert_eq!(purge.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&purge).as_deref(), Some("/dead-letters?purged=2"));
-    assert_eq!(depth(&vhost, DEAD_QUEUE).await, 0);
+    assert_eq!(vhost.queue_depth(DEAD_QUEUE).await.unwrap(), 0);
     let recorded = actions(&console).await;
     assert_eq!(recorded.len(), 1);
     let (action, source, role, _, rows) = &recorded[0];
@@ -314,11 +288,11 @@ async fn a_viewer_sees_the_dead_letters_without_buttons_and_no_post_gets_through
         assert_eq!(location(&response).as_deref(), Some("/login"));
     }
     assert_eq!(
-        depth(&vhost, DEAD_QUEUE).await,
+        vhost.queue_depth(DEAD_QUEUE).await.unwrap(),
         1,
         "nothing was replayed or purged"
     );
-    assert_eq!(depth(&vhost, PERSIST_QUEUE).await, 0);
+    assert_eq!(vhost.queue_depth(PERSIST_QUEUE).await.unwrap(), 0);
     assert!(actions(&console).await.is_empty());
 }
 

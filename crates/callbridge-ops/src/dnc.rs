@@ -385,8 +385,9 @@ impl Import<'_> {
             .finish()
             .await
             .map_err(db_error("while finishing COPY"))?;
-        self.offered = offered;
-        self.added = added;
+        // Added up, so a second call lists more numbers rather than forgetting the first.
+        self.offered += offered;
+        self.added += added;
         Ok(offered)
     }
 

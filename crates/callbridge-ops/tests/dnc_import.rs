@@ -3,13 +3,16 @@
 //! they arrive in; it records itself once; and while it is open no other change to the
 //! list can slip in between its look-up of a number and its COPY of it.
 
+mod common;
+
 use std::time::Duration;
 
-use callbridge_ops::dnc::{self, ImportInto};
+use callbridge_ops::dnc::{self, Import, ImportInto};
 use callbridge_ops::{Actor, OpsError};
 use callbridge_testkit::db::TestDb;
 use callbridge_types::phone::{E164, normalise};
 use chrono::{DateTime, TimeZone, Utc};
+use common::migrated;
 use sqlx::{Connection, PgConnection, PgPool};
 
 fn earlier() -> DateTime<Utc> {
@@ -24,24 +27,29 @@ fn number(text: &str) -> E164 {
     normalise(text, None).unwrap()
 }
 
-async fn migrated() -> (TestDb, PgPool) {
-    let db = TestDb::new().await.unwrap();
-    let pool = callbridge_runtime::db::connect_and_migrate(db.url(), 4)
-        .await
-        .unwrap();
-    (db, pool)
-}
-
 async fn connect(db: &TestDb) -> PgConnection {
     PgConnection::connect(db.url()).await.unwrap()
 }
 
-/// `numbers` as one chunk of import lines.
-fn chunk(numbers: &[&str]) -> Vec<u8> {
-    numbers
-        .iter()
-        .flat_map(|n| format!("{n}\n").into_bytes())
-        .collect()
+/// Where the tests' imports list their numbers: `source`, no reason, at [`now`].
+fn into(source: &str) -> ImportInto<'_> {
+    ImportInto {
+        source,
+        reason: None,
+        now: now(),
+    }
+}
+
+/// Offers `chunks` (each a list of numbers, sent as import lines) to `import`, as the
+/// CLI's reading thread does; returns what [`Import::copy`] returns.
+async fn offer(import: &mut Import<'_>, chunks: &[&[&str]]) -> Result<u64, OpsError> {
+    let (sender, received) = tokio::sync::mpsc::channel(chunks.len().max(1));
+    for numbers in chunks {
+        let lines = numbers.iter().flat_map(|n| format!("{n}\n").into_bytes());
+        sender.send(lines.collect()).await.unwrap();
+    }
+    drop(sender);
+    import.copy(received).await
 }
 
 /// The whole list: (number, reason, source, added_at).
@@ -76,17 +84,16 @@ async fn only_numbers_not_yet_listed_are_added_whichever_chunk_they_arrive_in() 
     let mut import = dnc::begin_import(&mut writer, &mut lookup, into)
         .await
         .unwrap();
-    let (chunks, received) = tokio::sync::mpsc::channel(4);
-    chunks
-        .send(chunk(&["+919876543211", "+442071838750"]))
-        .await
-        .unwrap();
-    chunks
-        .send(chunk(&["+919876543212", "+919876543210", "+919876543213"]))
-        .await
-        .unwrap();
-    drop(chunks);
-    assert_eq!(import.copy(received).await.unwrap(), 5, "numbers offered");
+    let offered = offer(
+        &mut import,
+        &[
+            &["+919876543211", "+442071838750"],
+            &["+919876543212", "+919876543210", "+919876543213"],
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(offered, 5, "numbers offered");
     let outcome = import
         .finish(&Actor::cli("alice"), serde_json::json!({ "lines_read": 5 }))
         .await
@@ -145,12 +152,7 @@ async fn only_numbers_not_yet_listed_are_added_whichever_chunk_they_arrive_in() 
 async fn a_change_to_the_list_waits_while_an_import_is_open_then_sees_its_numbers() {
     let (db, pool) = migrated().await;
     let (mut writer, mut lookup) = (connect(&db).await, connect(&db).await);
-    let into = ImportInto {
-        source: "import late.txt",
-        reason: None,
-        now: now(),
-    };
-    let mut import = dnc::begin_import(&mut writer, &mut lookup, into)
+    let mut import = dnc::begin_import(&mut writer, &mut lookup, into("import late.txt"))
         .await
         .unwrap();
 
@@ -193,10 +195,7 @@ async fn a_change_to_the_list_waits_while_an_import_is_open_then_sees_its_number
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let (chunks, received) = tokio::sync::mpsc::channel(1);
-    chunks.send(chunk(&["+919876543299"])).await.unwrap();
-    drop(chunks);
-    import.copy(received).await.unwrap();
+    offer(&mut import, &[&["+919876543299"]]).await.unwrap();
     let outcome = import
         .finish(&Actor::cli("alice"), serde_json::json!({}))
         .await
@@ -218,18 +217,10 @@ async fn a_change_to_the_list_waits_while_an_import_is_open_then_sees_its_number
 async fn an_abandoned_import_lists_nothing_and_lets_others_go_on() {
     let (db, pool) = migrated().await;
     let (mut writer, mut lookup) = (connect(&db).await, connect(&db).await);
-    let into = ImportInto {
-        source: "import bad.txt",
-        reason: None,
-        now: now(),
-    };
-    let mut import = dnc::begin_import(&mut writer, &mut lookup, into)
+    let mut import = dnc::begin_import(&mut writer, &mut lookup, into("import bad.txt"))
         .await
         .unwrap();
-    let (chunks, received) = tokio::sync::mpsc::channel(1);
-    chunks.send(chunk(&["+919876543201"])).await.unwrap();
-    drop(chunks);
-    import.copy(received).await.unwrap();
+    offer(&mut import, &[&["+919876543201"]]).await.unwrap();
     // As the CLI does when the file had invalid lines and --skip-invalid was not given.
     import.abandon().await.unwrap();
 
@@ -258,12 +249,7 @@ async fn an_abandoned_import_lists_nothing_and_lets_others_go_on() {
 async fn a_chunk_that_is_not_text_is_refused() {
     let (db, _pool) = migrated().await;
     let (mut writer, mut lookup) = (connect(&db).await, connect(&db).await);
-    let into = ImportInto {
-        source: "import x",
-        reason: None,
-        now: now(),
-    };
-    let mut import = dnc::begin_import(&mut writer, &mut lookup, into)
+    let mut import = dnc::begin_import(&mut writer, &mut lookup, into("import x"))
         .await
         .unwrap();
     let (chunks, received) = tokio::sync::mpsc::channel(1);

@@ -2,12 +2,14 @@
 //! names, refuses the others, and writes its `operator_actions` row in the same
 //! transaction.
 
+mod common;
+
 use callbridge_ops::queue::{self, ResolveTarget};
 use callbridge_ops::{Actor, OpsError, RulesChange, campaign};
-use callbridge_testkit::db::TestDb;
 use callbridge_types::campaign::{CampaignStatus, Days, parse_hours};
 use callbridge_types::status::QueueStatus;
 use chrono::{DateTime, TimeZone, Utc};
+use common::migrated;
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -21,14 +23,6 @@ fn far_future() -> DateTime<Utc> {
 
 fn ops() -> Actor {
     Actor::cli("alice")
-}
-
-async fn migrated() -> (TestDb, PgPool) {
-    let db = TestDb::new().await.unwrap();
-    let pool = callbridge_runtime::db::connect_and_migrate(db.url(), 4)
-        .await
-        .unwrap();
-    (db, pool)
 }
 
 /// Creates campaign `name` with one batch per entry of `batches`, each holding rows in

@@ -123,6 +123,44 @@ impl TestVhost {
         serde_json::from_str(&body).with_context(|| format!("while parsing GET {url}: {body}"))
     }
 
+    /// Ready messages in queue `name` of this vhost, read over AMQP with a passive declare
+    /// (the management API's figures lag by seconds).
+    pub async fn queue_depth(&self, name: &str) -> Result<u32> {
+        let connection =
+            lapin::Connection::connect(&self.amqp_url(), lapin::ConnectionProperties::default())
+                .await
+                .context("while connecting to read a queue's depth")?;
+        let channel = connection.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                name.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("while reading the depth of {name}"))?;
+        connection.close(200, "bye".into()).await.ok();
+        Ok(declared.message_count())
+    }
+
+    /// [`TestVhost::queue_depth`] once it reads `expected`, or as it reads after 5 s. A
+    /// quorum queue applies an acknowledgement after the channel that sent it has moved
+    /// on (even after its connection closed), so a count read right after messages were
+    /// acknowledged (a replay, say) may still include them.
+    pub async fn settled_queue_depth(&self, name: &str, expected: u32) -> Result<u32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let depth = self.queue_depth(name).await?;
+            if depth == expected || std::time::Instant::now() > deadline {
+                return Ok(depth);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The management API's view of queue `name` in this vhost (arguments, type,
     /// `messages`, `messages_ready`, `messages_unacknowledged`, …).
     pub async fn queue(&self, name: &str) -> Result<Value> {

@@ -136,7 +136,7 @@ async fn a_healthy_setup_passes_every_check_exits_0_and_stores_nothing() {
         "{signature}"
     );
     assert_eq!(
-        queue_depth(&setup.vhost, PERSIST_QUEUE).await,
+        setup.vhost.queue_depth(PERSIST_QUEUE).await.unwrap(),
         0,
         "the self-test body was never published"
     );

@@ -66,7 +66,7 @@ async fn the_curl_line_is_accepted_by_the_ingress_with_each_signature_scheme() {
     assert_success(&from_stdin);
     assert_eq!(run_curl_line(&from_stdin).await, r#"{"status":"success"}"#);
 
-    assert_eq!(queue_depth(&vhost, PERSIST_QUEUE).await, 3);
+    assert_eq!(vhost.queue_depth(PERSIST_QUEUE).await.unwrap(), 3);
 }
 
 #[tokio::test]

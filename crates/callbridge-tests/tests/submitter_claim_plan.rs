@@ -66,29 +66,22 @@ async fn a_large_analysed_queue_is_claimed_without_scanning_the_table() {
     run(&pool, "ANALYZE local_call_queue").await;
     run(&pool, "ANALYZE do_not_call").await;
 
-    for ClaimPlan { kind, nodes, .. } in explain_claim(&pool).await {
+    for plan in explain_claim(&pool).await {
+        let (kind, nodes) = (plan.kind, &plan.nodes);
         assert!(
-            !nodes
-                .iter()
-                .any(|(node, relation)| node == "Seq Scan" && relation == "do_not_call"),
+            !plan.scans("do_not_call"),
             "the {kind} plan scans the whole do-not-call list: {nodes:?}"
         );
         assert!(
-            nodes
-                .iter()
-                .any(|(node, relation)| node.starts_with("Index") && relation == "do_not_call"),
+            plan.reads_by_index("do_not_call"),
             "the {kind} plan looks each row up in the do-not-call list by its key: {nodes:?}"
         );
         assert!(
-            !nodes
-                .iter()
-                .any(|(node, relation)| node == "Seq Scan" && relation == "local_call_queue"),
+            !plan.scans("local_call_queue"),
             "the {kind} plan scans the whole queue: {nodes:?}"
         );
         assert!(
-            nodes
-                .iter()
-                .any(|(node, relation)| node.starts_with("Index") && relation == "local_call_queue"),
+            plan.reads_by_index("local_call_queue"),
             "the {kind} plan reads the queue through an index: {nodes:?}"
         );
     }
@@ -110,6 +103,20 @@ impl ClaimPlan {
             text: explained.to_string(),
             nodes,
         }
+    }
+
+    /// Whether the plan reads all of `relation` (a sequential scan).
+    fn scans(&self, relation: &str) -> bool {
+        self.nodes
+            .iter()
+            .any(|(node, on)| node == "Seq Scan" && on == relation)
+    }
+
+    /// Whether the plan reads `relation` through one of its indexes somewhere.
+    fn reads_by_index(&self, relation: &str) -> bool {
+        self.nodes
+            .iter()
+            .any(|(node, on)| node.starts_with("Index") && on == relation)
     }
 }
 
@@ -238,12 +245,12 @@ async fn a_new_row_of_a_long_submitted_batch_is_claimed_without_reading_its_hist
     )
     .await;
 
-    for ClaimPlan { kind, text, nodes } in explain_claim(&pool).await {
+    for plan in explain_claim(&pool).await {
+        let (kind, text) = (plan.kind, &plan.text);
         assert!(
-            !nodes
-                .iter()
-                .any(|(node, relation)| node == "Seq Scan" && relation == "local_call_queue"),
-            "the {kind} plan scans the whole queue: {nodes:?}"
+            !plan.scans("local_call_queue"),
+            "the {kind} plan scans the whole queue: {:?}",
+            plan.nodes
         );
         assert!(
             text.contains("idx_local_queue_waiting_by_batch"),

@@ -142,39 +142,3 @@ pub fn uuid() -> String {
             .as_nanos()
     )
 }
-
-/// Ready messages in `queue` of the vhost.
-pub async fn queue_depth(vhost: &TestVhost, queue: &str) -> u32 {
-    let connection = callbridge_runtime::amqp::connect(&vhost.amqp_url(), "cli-test")
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    connection.close(200, "bye".into()).await.ok();
-    declared.message_count()
-}
-
-/// `queue`'s depth once it reads `expected`, or as it reads after 5 s: a quorum queue
-/// applies an acknowledgement after the channel that sent it has moved on (even after
-/// its connection closed), so a count read right after a replay may still include a
-/// message the replay removed.
-pub async fn settled_queue_depth(vhost: &TestVhost, queue: &str, expected: u32) -> u32 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let now = queue_depth(vhost, queue).await;
-        if now == expected || std::time::Instant::now() > deadline {
-            return now;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
