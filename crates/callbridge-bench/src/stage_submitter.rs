@@ -31,8 +31,10 @@ use crate::{Bench, RunEnv, RunLimits, service_env};
 
 /// The simulator's API key in the benchmark.
 const SIM_API_KEY: &str = "bench-api-key";
-/// How often submission progress is read.
+/// How often the bench asks whether rows still wait to be sent (see [`ROWS_WAITING_SQL`]).
 const POLL: Duration = Duration::from_millis(20);
+/// How often the bench reads the queue's whole progress (see [`PROGRESS_SQL`]).
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// A submission that makes no progress for this long has failed.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the simulator's ground truth is read while a latency probe waits.
@@ -298,25 +300,58 @@ pub async fn run(bench: &mut Bench, limits: &RunLimits) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls until every row is `submitted`; returns the span from the first claim to the
-/// last submission, as the database recorded them.
+/// Whether any row still waits to be sent, read through the two partial indexes the
+/// claim reads (pending by due time, submitting by lease expiry): a probe of a few index
+/// pages, however many rows the queue holds.
+const ROWS_WAITING_SQL: &str = "
+SELECT EXISTS (SELECT 1 FROM local_call_queue WHERE queue_status = 'pending'
+                ORDER BY next_attempt_at LIMIT 1)
+    OR EXISTS (SELECT 1 FROM local_call_queue WHERE queue_status = 'submitting'
+                ORDER BY lease_expires_at LIMIT 1)";
+
+/// The queue's progress: rows submitted, rows that ended `failed` or `needs_review`, the
+/// first claim and the last submission. A scan of the whole queue.
+const PROGRESS_SQL: &str = "
+SELECT count(*) FILTER (WHERE queue_status = 'submitted'),
+       count(*) FILTER (WHERE queue_status IN ('failed', 'needs_review')),
+       min(attempt_started_at), max(submitted_at)
+  FROM local_call_queue";
+
+/// Polls until no row waits and every row is `submitted`; returns the span from the first
+/// claim to the last submission, as the database recorded them.
+///
+/// The watching must not take from what it watches: the submitter is bound by Postgres,
+/// which shares the machine's two cores with the bench. So the frequent poll is
+/// [`ROWS_WAITING_SQL`], and the scan of [`PROGRESS_SQL`] runs once per
+/// [`PROGRESS_INTERVAL`] (to notice a stall or a failed row) and once at the end. The
+/// scan takes about 10 ms on the 60,000 rows of the campaign, the probe 0.2-0.5 ms: scanned
+/// every [`POLL`], as the bench first did, the watching took a third of a
+/// core from Postgres, and 5a read 19,100/s where the submitter alone reached 21,700/s.
+/// The span comes from the rows' own times, so the poll's interval does not enter the
+/// figure.
 async fn wait_until_submitted(pool: &PgPool, numbers: usize) -> anyhow::Result<Duration> {
     let mut last_progress = (0_i64, Instant::now());
+    let mut next_progress_read = Instant::now() + PROGRESS_INTERVAL;
     loop {
+        let waiting: bool = sqlx::query_scalar(ROWS_WAITING_SQL)
+            .fetch_one(pool)
+            .await
+            .context("while asking whether rows still wait")?;
+        let now = Instant::now();
+        if waiting && now < next_progress_read {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
+        next_progress_read = now + PROGRESS_INTERVAL;
         let (submitted, stuck, first_claim, last_submit): (
             i64,
             i64,
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
-        ) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE queue_status = 'submitted'),
-                    count(*) FILTER (WHERE queue_status IN ('failed', 'needs_review')),
-                    min(attempt_started_at), max(submitted_at)
-               FROM local_call_queue",
-        )
-        .fetch_one(pool)
-        .await
-        .context("while reading submission progress")?;
+        ) = sqlx::query_as(PROGRESS_SQL)
+            .fetch_one(pool)
+            .await
+            .context("while reading submission progress")?;
         if stuck > 0 {
             bail!("{stuck} rows ended failed or needs_review: see the submitter's log");
         }
@@ -328,7 +363,9 @@ async fn wait_until_submitted(pool: &PgPool, numbers: usize) -> anyhow::Result<D
                 .to_std()
                 .context("the last submission precedes the first claim");
         }
-        let now = Instant::now();
+        if !waiting {
+            bail!("no row waits, yet only {submitted} of {numbers} rows are submitted");
+        }
         if submitted > last_progress.0 {
             last_progress = (submitted, now);
         } else if now - last_progress.1 > STALL_TIMEOUT {
@@ -711,6 +748,65 @@ mod tests {
         .unwrap();
         assert_eq!(submitted, rows as i64);
         sim.stop().await;
+    }
+
+    /// The cheap probe sees a pending row and a leased one as waiting, and nothing once
+    /// all are sent; the watcher then returns the span the rows' own times give, and
+    /// refuses to call a queue done when rows are missing or one ended `failed`.
+    #[tokio::test]
+    async fn the_watcher_sees_waiting_rows_and_measures_the_span_from_the_rows() {
+        let env = RunEnv::new(2, None).await.unwrap();
+        let rows = 3;
+        let lines = campaign::copy_lines(rows, NAIVE_FIRST_BATCH, "w");
+        queue_copy_limit(&env.pool, campaign::QUEUE_COPY_COLUMNS, &lines, rows)
+            .await
+            .unwrap();
+        let waiting = || async {
+            sqlx::query_scalar::<_, bool>(ROWS_WAITING_SQL)
+                .fetch_one(&env.pool)
+                .await
+                .unwrap()
+        };
+        let pool = &env.pool;
+        let exec = |sql: &'static str| async move {
+            sqlx::query(sql).execute(pool).await.unwrap();
+        };
+        assert!(waiting().await, "pending rows wait");
+
+        exec(
+            "UPDATE local_call_queue SET queue_status = 'submitting',
+                    lease_expires_at = now() + interval '30 seconds',
+                    attempt_started_at = now()",
+        )
+        .await;
+        assert!(waiting().await, "leased rows wait");
+
+        exec(
+            "UPDATE local_call_queue SET queue_status = 'submitted', lease_expires_at = NULL,
+                    attempt_started_at = timestamptz '2026-01-01 10:00:00+00',
+                    submitted_at = timestamptz '2026-01-01 10:00:02+00'",
+        )
+        .await;
+        assert!(!waiting().await, "nothing waits once all are submitted");
+        let span = wait_until_submitted(&env.pool, rows).await.unwrap();
+        assert_eq!(span, Duration::from_secs(2), "the span is the rows' own");
+
+        let missing = wait_until_submitted(&env.pool, rows + 1)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("only 3 of 4"), "{missing}");
+
+        exec(
+            "UPDATE local_call_queue SET queue_status = 'failed'
+              WHERE id = (SELECT min(id) FROM local_call_queue)",
+        )
+        .await;
+        let failed = wait_until_submitted(&env.pool, rows)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(failed.contains("1 rows ended failed"), "{failed}");
     }
 
     #[test]
