@@ -712,6 +712,17 @@ mod tests {
 
     /// The naive contrast sends every row once, alone, and the ground-truth read the
     /// latency probes use sees each number accepted.
+    /// A fresh run environment whose queue holds `rows` pending rows of campaign `key`,
+    /// in batches from [`NAIVE_FIRST_BATCH`] on, as the raw COPY limit loads them.
+    async fn queued(rows: usize, key: &str) -> RunEnv {
+        let env = RunEnv::new(2, None).await.unwrap();
+        let lines = campaign::copy_lines(rows, NAIVE_FIRST_BATCH, key);
+        queue_copy_limit(&env.pool, campaign::QUEUE_COPY_COLUMNS, &lines, rows)
+            .await
+            .unwrap();
+        env
+    }
+
     #[tokio::test]
     async fn the_naive_submitter_sends_each_row_once_in_a_request_of_its_own() {
         let sim = callbridge_sim::Simulator::spawn(
@@ -720,12 +731,8 @@ mod tests {
         .await
         .unwrap();
         sim.set_api_key(SIM_API_KEY);
-        let env = RunEnv::new(2, None).await.unwrap();
         let rows = 30;
-        let lines = campaign::copy_lines(rows, NAIVE_FIRST_BATCH, "t");
-        queue_copy_limit(&env.pool, campaign::QUEUE_COPY_COLUMNS, &lines, rows)
-            .await
-            .unwrap();
+        let env = queued(rows, "t").await;
         let http = reqwest::Client::new();
 
         naive_submit(&env.pool, &http, &sim.base_url(), rows)
@@ -755,12 +762,8 @@ mod tests {
     /// refuses to call a queue done when rows are missing or one ended `failed`.
     #[tokio::test]
     async fn the_watcher_sees_waiting_rows_and_measures_the_span_from_the_rows() {
-        let env = RunEnv::new(2, None).await.unwrap();
         let rows = 3;
-        let lines = campaign::copy_lines(rows, NAIVE_FIRST_BATCH, "w");
-        queue_copy_limit(&env.pool, campaign::QUEUE_COPY_COLUMNS, &lines, rows)
-            .await
-            .unwrap();
+        let env = queued(rows, "w").await;
         let waiting = || async {
             sqlx::query_scalar::<_, bool>(ROWS_WAITING_SQL)
                 .fetch_one(&env.pool)
