@@ -37,8 +37,9 @@ async fn vhost_with_topology() -> TestVhost {
 }
 
 /// Publishes a dead letter as the persister does: the original routing key, properties
-/// and envelope, plus the error header.
+/// and envelope, plus the error header; returns once the queue counts it.
 async fn dead_letter(vhost: &TestVhost, message_id: &str, call_id: &str, error: &str) {
+    let before = vhost.queue_depth(DEAD_QUEUE).await.unwrap();
     let connection = callbridge_runtime::amqp::connect(&vhost.amqp_url(), "console-test")
         .await
         .unwrap();
@@ -73,6 +74,17 @@ async fn dead_letter(vhost: &TestVhost, message_id: &str, call_id: &str, error: 
         .await
         .unwrap();
     connection.close(200, "bye".into()).await.ok();
+    // A quorum queue can count a message a moment after confirming it (a CI run's purge
+    // page read 0 of 2 just-confirmed dead letters), so each test starts from dead letters
+    // the queue already counts, as the console's own passive declare will.
+    assert_eq!(
+        vhost
+            .settled_queue_depth(DEAD_QUEUE, before + 1)
+            .await
+            .unwrap(),
+        before + 1,
+        "the dead letter {message_id} is not counted in {DEAD_QUEUE}"
+    );
 }
 
 /// The `<tr>` of `page` that carries `marker` (e.g. `data-message="evt-1"`).
