@@ -197,16 +197,9 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         ("CALLBRIDGE__CONSOLE__SECURE_COOKIE", "false"),
     ])
     .context("while configuring the console")?;
-    // The console gets a pool of its own: its pages run on the HTTP server's worker
-    // runtimes, and a connection opened there dies when the server stops and they shut
-    // down. Shared with the bench, such a connection failed the naive scan that follows
-    // ("a Tokio context was found, but it is being shutdown").
-    let config = settings.console()?;
-    let console_pool =
-        callbridge_runtime::db::connect_pool(&env.db_url, config.database.max_connections)
-            .await
-            .context("while connecting the console")?;
-    let console = callbridge_console::Application::with_pool(config, console_pool)?;
+    // Built with a pool of its own, not the run's: see `Application::with_pool` for why a
+    // pool the console served from is no use once it stops.
+    let console = callbridge_console::Application::build(settings.console()?).await?;
     let base = format!("http://127.0.0.1:{}", console.port());
     let shutdown = CancellationToken::new();
     let served = tokio::spawn(console.run_until_stopped(shutdown.clone()));

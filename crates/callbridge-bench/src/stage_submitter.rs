@@ -710,8 +710,6 @@ mod tests {
         assert!(p50.is_nan() && max.is_nan());
     }
 
-    /// The naive contrast sends every row once, alone, and the ground-truth read the
-    /// latency probes use sees each number accepted.
     /// A fresh run environment whose queue holds `rows` pending rows of campaign `key`,
     /// in batches from [`NAIVE_FIRST_BATCH`] on, as the raw COPY limit loads them.
     async fn queued(rows: usize, key: &str) -> RunEnv {
@@ -723,6 +721,8 @@ mod tests {
         env
     }
 
+    /// The naive contrast sends every row once, alone, and the ground-truth read the
+    /// latency probes use sees each number accepted.
     #[tokio::test]
     async fn the_naive_submitter_sends_each_row_once_in_a_request_of_its_own() {
         let sim = callbridge_sim::Simulator::spawn(

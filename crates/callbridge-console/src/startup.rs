@@ -67,6 +67,13 @@ impl Application {
     }
 
     /// As [`Application::build`], on a pool the caller opened (a test's database).
+    ///
+    /// The pages run on the HTTP server's worker runtimes, so a connection the pool opens
+    /// for a page belongs to one of them and dies when the server stops: a caller that
+    /// goes on using the pool after [`Application::run_until_stopped`] can draw such a
+    /// connection and fail ("a Tokio context was found, but it is being shutdown"). The
+    /// benchmark's console stage did; give a console that stops before its caller is
+    /// done a pool of its own (or use [`Application::build`]).
     pub fn with_pool(config: ConsoleConfig, pool: PgPool) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("while binding the console to {}", config.bind))?;
