@@ -7,19 +7,13 @@ use callbridge_testkit::vhost::TestVhost;
 use callbridge_types::topology::{DEAD_EXCHANGE, DEAD_QUEUE, ERROR_HEADER, PERSIST_QUEUE};
 use common::*;
 use lapin::BasicProperties;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::Value;
 
 /// Publishes a dead letter the way the persister does: the original routing key and
-/// properties, plus the error header.
+/// properties, plus the error header; returns once the queue counts it.
 async fn dead_letter(vhost: &TestVhost, message_id: &str, event_type: &str, error: &str) {
-    let connection = callbridge_runtime::amqp::connect(&vhost.amqp_url(), "cli-test")
-        .await
-        .unwrap();
-    let channel = callbridge_runtime::amqp::open_confirmed_channel(&connection)
-        .await
-        .unwrap();
     let mut headers = FieldTable::default();
     headers.insert(
         "traceparent".into(),
@@ -41,19 +35,16 @@ async fn dead_letter(vhost: &TestVhost, message_id: &str, event_type: &str, erro
         .with_delivery_mode(2)
         .with_timestamp(1_700_000_000)
         .with_headers(headers);
-    channel
-        .basic_publish(
-            DEAD_EXCHANGE.into(),
-            format!("callback.{event_type}").as_str().into(),
-            BasicPublishOptions::default(),
+    vhost
+        .publish_counted(
+            DEAD_EXCHANGE,
+            &format!("callback.{event_type}"),
             format!(r#"{{"message":"{message_id}"}}"#).as_bytes(),
             properties,
+            DEAD_QUEUE,
         )
         .await
-        .unwrap()
-        .await
         .unwrap();
-    connection.close(200, "bye".into()).await.ok();
 }
 
 fn env<'a>(vhost_url: &'a str, database_url: &'a str) -> [(&'a str, &'a str); 2] {

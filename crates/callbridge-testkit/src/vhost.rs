@@ -161,6 +161,49 @@ impl TestVhost {
         }
     }
 
+    /// Publishes `body` to `exchange` with `routing_key` on a confirmed channel and returns
+    /// once the broker has confirmed it and `queue`, where it routes, counts it: a quorum
+    /// queue can count a message a moment after confirming it (a CI run's console read 0
+    /// of 2 just-confirmed dead letters), so a test starts from messages the queue's
+    /// passive declare already reports.
+    pub async fn publish_counted(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: lapin::BasicProperties,
+        queue: &str,
+    ) -> Result<()> {
+        let before = self.queue_depth(queue).await?;
+        let connection =
+            lapin::Connection::connect(&self.amqp_url(), lapin::ConnectionProperties::default())
+                .await
+                .context("while connecting to publish")?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await?;
+        let confirmation = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await?
+            .await?;
+        connection.close(200, "bye".into()).await.ok();
+        if !confirmation.is_ack() {
+            bail!("the broker did not confirm the message to {exchange}: {confirmation:?}");
+        }
+        let depth = self.settled_queue_depth(queue, before + 1).await?;
+        if depth != before + 1 {
+            bail!("{queue} counts {depth} messages after one was added to its {before}");
+        }
+        Ok(())
+    }
+
     /// The management API's view of queue `name` in this vhost (arguments, type,
     /// `messages`, `messages_ready`, `messages_unacknowledged`, …).
     pub async fn queue(&self, name: &str) -> Result<Value> {
